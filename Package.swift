@@ -1,10 +1,11 @@
 // swift-tools-version: 6.0
 import PackageDescription
 
-// The CPU kernels call x86 SIMD intrinsics (AVX2, FMA, F16C) through Clang's
-// `_Builtin_intrinsics.intel` module; other architectures use the portable Swift paths.
+// On x86-64, sift targets AVX2/FMA/F16C machines (Haswell and later): Swift's SIMD types then
+// compile to 256-bit instructions, and the hot kernels can call the intrinsics of Clang's
+// `_Builtin_intrinsics.intel` module. Other architectures use the portable Swift paths.
 #if arch(x86_64)
-let simdFlags: [SwiftSetting] = [.unsafeFlags(["-Xcc", "-mavx2", "-Xcc", "-mfma", "-Xcc", "-mf16c"])]
+let simdFlags: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "haswell", "-Xcc", "-mavx2", "-Xcc", "-mfma", "-Xcc", "-mf16c"])]
 #else
 let simdFlags: [SwiftSetting] = []
 #endif
@@ -34,5 +35,6 @@ let package = Package(
             dependencies: ["Sift"],
             swiftSettings: simdFlags
         ),
-    ]
+    ],
+    swiftLanguageModes: [.v5]
 )

@@ -1,0 +1,43 @@
+/// The attention geometry of one layer.
+public struct AttentionShape: Sendable, Equatable {
+    public var heads: Int
+    public var kvHeads: Int
+    public var headDim: Int
+    /// Multiplies q·k before the softmax.
+    public var scale: Float
+    /// A query at position p sees keys at positions > p - window; 0 = the whole prefix.
+    public var window: Int
+
+    public init(heads: Int, kvHeads: Int, headDim: Int, scale: Float, window: Int = 0) {
+        self.heads = heads
+        self.kvHeads = kvHeads
+        self.headDim = headDim
+        self.scale = scale
+        self.window = window
+    }
+
+    public var groupSize: Int { heads / kvHeads }
+
+    /// First key position visible to a query at `position`.
+    @inline(__always) public func firstVisible(_ position: Int) -> Int {
+        window > 0 ? max(0, position - window + 1) : 0
+    }
+}
+
+/// One way of computing attention over the KV cache: dense, or one of the sparse methods.
+///
+/// The model calls `attend` once per layer per forward pass with the batch's queries, keys
+/// and values (keys already rotated by RoPE). The method stores the keys and values (and
+/// whatever side data it keeps: label cache, page bounds, accumulated scores) and writes
+/// one output row of `heads * headDim` values per query row.
+public protocol AttentionMethod: AnyObject {
+    /// Short name used by `--attention`.
+    var name: String { get }
+    /// The KV cache the method reads and writes.
+    var cache: KVCache { get }
+    /// Stores `k`, `v` (rows at positions `start..<start + q.rows`) for `layer` and computes
+    /// causal attention for each query row into `out`.
+    func attend(layer: Int, q: Tensor, k: Tensor, v: Tensor, start: Int, shape: AttentionShape, out: Tensor)
+    /// Forgets positions ≥ n (0 clears the sequence).
+    func truncate(to n: Int)
+}

@@ -1,0 +1,127 @@
+/// Small SIMD vector kernels on f32 (and f16 cache rows) shared by the CPU backend and the
+/// CPU attention methods.
+public enum Kernels {
+    public typealias V8 = SIMD8<Float>
+
+    @inline(__always)
+    static func load8(_ p: UnsafePointer<Float>) -> V8 {
+        UnsafeRawPointer(p).loadUnaligned(as: V8.self)
+    }
+
+    @inline(__always)
+    static func load8(_ p: UnsafePointer<Float16>) -> V8 {
+        V8(UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float16>.self))
+    }
+
+    @inline(__always)
+    static func store8(_ v: V8, _ p: UnsafeMutablePointer<Float>) {
+        UnsafeMutableRawPointer(p).storeBytes(of: v, as: V8.self)
+    }
+
+    /// Σ a[i] b[i]
+    @inline(__always)
+    public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
+        var s0 = V8(), s1 = V8(), s2 = V8(), s3 = V8()
+        var i = 0
+        while i + 32 <= n {
+            s0.addProduct(load8(a + i), load8(b + i))
+            s1.addProduct(load8(a + i + 8), load8(b + i + 8))
+            s2.addProduct(load8(a + i + 16), load8(b + i + 16))
+            s3.addProduct(load8(a + i + 24), load8(b + i + 24))
+            i += 32
+        }
+        while i + 8 <= n {
+            s0.addProduct(load8(a + i), load8(b + i))
+            i += 8
+        }
+        var s = ((s0 + s1) + (s2 + s3)).sum()
+        while i < n { s += a[i] * b[i]; i += 1 }
+        return s
+    }
+
+    /// Σ a[i] b[i] with `b` in f16.
+    @inline(__always)
+    public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float16>, _ n: Int) -> Float {
+        var s0 = V8(), s1 = V8()
+        var i = 0
+        while i + 16 <= n {
+            s0.addProduct(load8(a + i), load8(b + i))
+            s1.addProduct(load8(a + i + 8), load8(b + i + 8))
+            i += 16
+        }
+        while i + 8 <= n {
+            s0.addProduct(load8(a + i), load8(b + i))
+            i += 8
+        }
+        var s = (s0 + s1).sum()
+        while i < n { s += a[i] * Float(b[i]); i += 1 }
+        return s
+    }
+
+    /// y[i] += a * x[i] with `x` in f16.
+    @inline(__always)
+    public static func axpy(_ a: Float, _ x: UnsafePointer<Float16>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
+        var i = 0
+        let av = V8(repeating: a)
+        while i + 8 <= n {
+            var v = load8(y + i)
+            v.addProduct(av, load8(x + i))
+            store8(v, y + i)
+            i += 8
+        }
+        while i < n { y[i] += a * Float(x[i]); i += 1 }
+    }
+
+    /// y[i] = a * y[i]
+    @inline(__always)
+    public static func scale(_ y: UnsafeMutablePointer<Float>, _ a: Float, _ n: Int) {
+        var i = 0
+        let av = V8(repeating: a)
+        while i + 8 <= n { store8(load8(y + i) * av, y + i); i += 8 }
+        while i < n { y[i] *= a; i += 1 }
+    }
+
+    @inline(__always)
+    public static func sumOfSquares(_ a: UnsafePointer<Float>, _ n: Int) -> Float {
+        var s0 = V8(), s1 = V8()
+        var i = 0
+        while i + 16 <= n {
+            let x = load8(a + i), y = load8(a + i + 8)
+            s0.addProduct(x, x)
+            s1.addProduct(y, y)
+            i += 16
+        }
+        var s = (s0 + s1).sum()
+        while i < n { s += a[i] * a[i]; i += 1 }
+        return s
+    }
+
+    /// dst[i] = src[i] * s * w[i]  (dst may equal src)
+    @inline(__always)
+    public static func scaleMultiply(_ src: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ s: Float,
+                                     _ dst: UnsafeMutablePointer<Float>, _ n: Int) {
+        var i = 0
+        let sv = V8(repeating: s)
+        while i + 8 <= n { store8(load8(src + i) * sv * load8(w + i), dst + i); i += 8 }
+        while i < n { dst[i] = src[i] * s * w[i]; i += 1 }
+    }
+
+    /// x[i] += y[i]
+    @inline(__always)
+    public static func add(_ x: UnsafeMutablePointer<Float>, _ y: UnsafePointer<Float>, _ n: Int) {
+        var i = 0
+        while i + 8 <= n { store8(load8(x + i) + load8(y + i), x + i); i += 8 }
+        while i < n { x[i] += y[i]; i += 1 }
+    }
+
+    /// Converts floats to f16 (round to nearest even).
+    @inline(__always)
+    public static func toHalf(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float16>, _ n: Int) {
+        var i = 0
+        while i + 8 <= n {
+            UnsafeMutableRawPointer(dst + i).storeBytes(of: SIMD8<Float16>(load8(src + i)), as: SIMD8<Float16>.self)
+            i += 8
+        }
+        while i < n { dst[i] = Float16(src[i]); i += 1 }
+    }
+}
