@@ -41,3 +41,11 @@ public protocol AttentionMethod: AnyObject {
     /// Forgets positions ≥ n (0 clears the sequence).
     func truncate(to n: Int)
 }
+
+/// A sparse method that can also apply its selection inside a forward pass of many rows, so
+/// that a perplexity run sees what decode would: each scored position attends only to the
+/// tokens the method picks from its prefix. Perplexity turns it on for the scored rows only
+/// (the context rows are a dense prefill, as in serving).
+public protocol SparseAwareAttention: AttentionMethod {
+    var sparsePrefill: Bool { get set }
+}

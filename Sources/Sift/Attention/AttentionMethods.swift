@@ -1,18 +1,31 @@
 /// The attention methods selectable by name (`--attention NAME`). Adding a method = one file
 /// in Attention/ plus one line here.
 public enum AttentionMethods {
-    typealias Factory = (KVCache, LanguageModel) throws -> AttentionMethod
+    typealias Factory = (KVCache, LanguageModel, AttentionOptions) throws -> AttentionMethod
 
     static let factories: [String: Factory] = [
-        "dense": { cache, model in DenseAttention(cache: cache, pool: (model.backend as! CPUBackend).pool) },
+        "dense": { cache, model, _ in DenseAttention(cache: cache, pool: cpuPool(model)) },
+        "double-sparse": { cache, model, options in
+            let path = try DoubleSparsityConfig.resolvePath(options)
+            let config = try DoubleSparsityConfig.load(path: path)
+            try config.check(against: model.config, fileSHA256: options.modelSHA256, path: path)
+            return try DoubleSparseAttention(cache: cache, config: config,
+                                             channels: options.dsChannels ?? max(1, cache.headDim / 16),
+                                             options: options, pool: cpuPool(model))
+        },
     ]
 
     public static var names: [String] { factories.keys.sorted() }
 
-    public static func make(_ name: String, cache: KVCache, model: LanguageModel) throws -> AttentionMethod {
+    public static func make(_ name: String, cache: KVCache, model: LanguageModel,
+                            options: AttentionOptions = AttentionOptions()) throws -> AttentionMethod {
         guard let f = factories[name] else {
             throw ModelError.invalid("unknown attention method '\(name)' (known: \(names.joined(separator: ", ")))")
         }
-        return try f(cache, model)
+        return try f(cache, model, options)
+    }
+
+    static func cpuPool(_ model: LanguageModel) -> ThreadPool {
+        (model.backend as! CPUBackend).pool
     }
 }

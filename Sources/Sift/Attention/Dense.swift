@@ -39,11 +39,20 @@ public final class DenseAttention: AttentionMethod, @unchecked Sendable {
                             keys: UnsafePointer<Float16>, values: UnsafePointer<Float16>,
                             positions: ClosedRange<Int>, headDim d: Int, scale: Float,
                             out: UnsafeMutablePointer<Float>) {
-        let n = positions.count
+        attendGroup(q: q, groupSize: g, keys: keys, values: values, first: positions.lowerBound,
+                    count: positions.count, rows: nil, headDim: d, scale: scale, out: out)
+    }
+
+    /// Attention of `groupSize` query heads over `count` cached rows of one KV head: the rows
+    /// `rows[0..<count]` when given (sparse methods' selections), else `first..<first + count`.
+    static func attendGroup(q: UnsafePointer<Float>, groupSize g: Int,
+                            keys: UnsafePointer<Float16>, values: UnsafePointer<Float16>,
+                            first: Int, count n: Int, rows: UnsafePointer<Int32>?,
+                            headDim d: Int, scale: Float, out: UnsafeMutablePointer<Float>) {
         withUnsafeTemporaryAllocation(of: Float.self, capacity: n * g) { scores in
             let s = scores.baseAddress!
             for j in 0..<n {
-                let key = keys + (positions.lowerBound + j) * d
+                let key = keys + (rows.map { Int($0[j]) } ?? first + j) * d
                 for h in 0..<g {
                     s[h * n + j] = Kernels.dot(q + h * d, key, d) * scale
                 }
@@ -58,7 +67,7 @@ public final class DenseAttention: AttentionMethod, @unchecked Sendable {
                 let o = out + h * d
                 o.initialize(repeating: 0, count: d)
                 for j in 0..<n {
-                    Kernels.axpy(row[j] * inv, values + (positions.lowerBound + j) * d, o, d)
+                    Kernels.axpy(row[j] * inv, values + (rows.map { Int($0[j]) } ?? first + j) * d, o, d)
                 }
             }
         }

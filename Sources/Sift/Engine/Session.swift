@@ -13,10 +13,11 @@ public final class Session {
     }
 
     /// A session with dense attention on the CPU and a cache of `contextLength` positions.
-    public convenience init(model: LanguageModel, contextLength: Int, attention name: String = "dense") throws {
+    public convenience init(model: LanguageModel, contextLength: Int, attention name: String = "dense",
+                            options: AttentionOptions = AttentionOptions()) throws {
         let c = model.config
         let cache = KVCache(layers: c.layerCount, kvHeads: c.kvHeadCount, headDim: c.headDim, capacity: contextLength)
-        try self.init(model: model, attention: AttentionMethods.make(name, cache: cache, model: model))
+        try self.init(model: model, attention: AttentionMethods.make(name, cache: cache, model: model, options: options))
     }
 
     /// Appends `new` tokens to the sequence and returns the logits asked for.

@@ -46,8 +46,12 @@ public struct Perplexity {
             var chunk = Array(tokens[(c * ctx)..<((c + 1) * ctx)])
             if let bos { chunk[0] = bos }
             session.reset()
-            // Positions before `first` only fill the cache; logits are needed from `first` on.
+            // Positions before `first` only fill the cache (a dense prefill); logits are needed
+            // from `first` on, where sparse methods attend as they would at decode.
+            let sparse = session.attention as? SparseAwareAttention
+            sparse?.sparsePrefill = false
             _ = try session.evaluate(Array(chunk[0..<first]), logits: .none)
+            sparse?.sparsePrefill = true
             let logits = try session.evaluate(Array(chunk[first..<(ctx - 1)]), logits: .all)
             for (j, row) in logits.enumerated() {
                 nll -= logSoftmax(row, at: Int(chunk[first + j + 1]))

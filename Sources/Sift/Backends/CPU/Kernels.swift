@@ -125,3 +125,30 @@ public enum Kernels {
         while i < n { dst[i] = Float16(src[i]); i += 1 }
     }
 }
+
+extension Kernels {
+    /// scores[j] = q · labels[j] for `count` consecutive label rows of `r` f16 values
+    /// (Double Sparsity's approximate scores; r is small, 4 to 32).
+    public static func labelScores(_ q: UnsafePointer<Float>, _ labels: UnsafePointer<Float16>, _ r: Int,
+                                   _ count: Int, _ scores: UnsafeMutablePointer<Float>) {
+        if r == 8 {
+            let qv = load8(q)
+            for j in 0..<count { scores[j] = (qv * load8(labels + j * 8)).sum() }
+        } else if r % 8 == 0 {
+            for j in 0..<count {
+                var acc = V8()
+                let row = labels + j * r
+                var c = 0
+                while c < r { acc = acc.addingProduct(load8(q + c), load8(row + c)); c += 8 }
+                scores[j] = acc.sum()
+            }
+        } else {
+            for j in 0..<count {
+                let row = labels + j * r
+                var s: Float = 0
+                for c in 0..<r { s += q[c] * Float(row[c]) }
+                scores[j] = s
+            }
+        }
+    }
+}

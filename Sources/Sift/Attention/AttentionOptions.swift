@@ -1,0 +1,77 @@
+/// How many cached tokens a sparse method may attend to per step: a count, a fraction of the
+/// visible context (`1/16`), or all of them. One convention for every method (`--budget`,
+/// and Double Sparsity's `--ds-tokens`).
+public enum TokenBudget: Sendable, Equatable, CustomStringConvertible {
+    case all
+    case tokens(Int)
+    case fraction(Double)
+
+    /// Parses `all`, `256`, `1/16` or `0.0625`.
+    public init(parsing s: String) throws {
+        let t = s.lowercased()
+        func bad() -> ModelError {
+            ModelError.invalid("bad token budget '\(s)': use a token count (256), a fraction (1/16 or 0.0625) or 'all'")
+        }
+        if t == "all" { self = .all; return }
+        if let slash = t.firstIndex(of: "/") {
+            guard let a = Double(t[..<slash]), let b = Double(t[t.index(after: slash)...]), a > 0, b > 0, a <= b else { throw bad() }
+            self = .fraction(a / b)
+            return
+        }
+        if let n = Int(t) {
+            guard n > 0 else { throw bad() }
+            self = .tokens(n)
+            return
+        }
+        if let f = Double(t), f > 0, f <= 1 {
+            self = .fraction(f)
+            return
+        }
+        throw bad()
+    }
+
+    /// Tokens to keep out of `visible` (at least 1, at most `visible`).
+    @inline(__always) public func count(visible: Int) -> Int {
+        switch self {
+        case .all: return visible
+        case .tokens(let n): return min(visible, n)
+        case .fraction(let f): return min(visible, max(1, Int((Double(visible) * f).rounded(.up))))
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .all: return "all"
+        case .tokens(let n): return "\(n)"
+        case .fraction(let f):
+            let inv = 1 / f
+            return inv == inv.rounded() ? "1/\(Int(inv))" : "\(f)"
+        }
+    }
+}
+
+/// Settings shared by the attention methods (each reads the ones it uses).
+public struct AttentionOptions: Sendable {
+    /// Tokens attended per step by token-sparse methods.
+    public var budget: TokenBudget = .fraction(1.0 / 16)
+    /// Below this many visible tokens, sparse methods attend densely.
+    public var denseBelow: Int = 0
+    /// Apply the sparse selection to every query row of a forward pass, not only to decode
+    /// steps: each position then attends only to the tokens the method would pick from its
+    /// prefix at decode time (sparse-aware perplexity).
+    public var sparsePrefill: Bool = false
+    /// Record the share of the true attention mass that the selected tokens carry.
+    public var measureRecall: Bool = false
+
+    // Double Sparsity.
+    /// Calibration file (JSON written by `sift calibrate`); nil = the cached one for the model.
+    public var dsConfigPath: String?
+    /// Label channels per head (default head_dim / 16).
+    public var dsChannels: Int?
+
+    /// The model file and its sha256 (calibrations are tied to them).
+    public var modelPath: String?
+    public var modelSHA256: String?
+
+    public init() {}
+}

@@ -1,0 +1,102 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Offline channel calibration for Double Sparsity: runs the model densely over calibration
+/// text and, per layer and query head, accumulates a per-channel statistic of the post-RoPE
+/// queries and keys (see `ChannelStatistic`); channels are then ranked per KV head by the sum
+/// of the statistic over the group's query heads.
+public final class ChannelCalibrator: AttentionMethod, @unchecked Sendable {
+    public let name = "calibrate"
+    public var cache: KVCache { dense.cache }
+    let dense: DenseAttention
+    let statistic: ChannelStatistic
+    /// [layer][query head * headDim + channel] running sums, and the token count per layer.
+    private(set) var sums: [[Double]]
+    private(set) var tokens: [Int]
+    let heads: Int, kvHeads: Int, headDim: Int
+
+    public init(cache: KVCache, heads: Int, statistic: ChannelStatistic, pool: ThreadPool) {
+        dense = DenseAttention(cache: cache, pool: pool)
+        self.statistic = statistic
+        self.heads = heads
+        kvHeads = cache.kvHeads
+        headDim = cache.headDim
+        sums = Array(repeating: Array(repeating: 0, count: heads * cache.headDim), count: cache.layerCount)
+        tokens = Array(repeating: 0, count: cache.layerCount)
+    }
+
+    public func attend(layer: Int, q: Tensor, k: Tensor, v: Tensor, start: Int, shape: AttentionShape, out: Tensor) {
+        let d = headDim, g = heads / kvHeads
+        sums[layer].withUnsafeMutableBufferPointer { acc in
+            for t in 0..<q.rows {
+                let qr = q.row(t), kr = k.row(t)
+                for h in 0..<heads {
+                    let qh = qr + h * d, kh = kr + (h / g) * d
+                    let a = acc.baseAddress! + h * d
+                    switch statistic {
+                    case .qk: for c in 0..<d { a[c] += Double(abs(qh[c] * kh[c])) }
+                    case .q: for c in 0..<d { a[c] += Double(abs(qh[c])) }
+                    case .k: for c in 0..<d { a[c] += Double(abs(kh[c])) }
+                    }
+                }
+            }
+        }
+        tokens[layer] += q.rows
+        dense.attend(layer: layer, q: q, k: k, v: v, start: start, shape: shape, out: out)
+    }
+
+    public func truncate(to n: Int) { dense.truncate(to: n) }
+
+    /// Mean statistic per [layer][query head][channel].
+    public var means: [[[Double]]] {
+        sums.enumerated().map { l, s in
+            (0..<heads).map { h in (0..<headDim).map { s[h * headDim + $0] / Double(max(1, tokens[l])) } }
+        }
+    }
+
+    /// Channels of every [layer][KV head], most important first (ties: lower channel first).
+    public var ranking: [[[Int]]] {
+        let g = heads / kvHeads
+        return means.map { layer in
+            (0..<kvHeads).map { kvh in
+                var score = [Double](repeating: 0, count: headDim)
+                for h in (kvh * g)..<((kvh + 1) * g) { for c in 0..<headDim { score[c] += layer[h][c] } }
+                return (0..<headDim).sorted { score[$0] > score[$1] || (score[$0] == score[$1] && $0 < $1) }
+            }
+        }
+    }
+
+    /// Runs `model` over `tokens` in samples of `sampleLength` (each from an empty cache) and
+    /// returns the channel ranking.
+    public static func calibrate(model: LanguageModel, tokens: [Int32], sampleLength: Int, statistic: ChannelStatistic,
+                                 pool: ThreadPool, progress: (Int, Int) -> Void = { _, _ in }) throws -> [[[Int]]] {
+        let c = model.config
+        guard sampleLength >= 2 else { throw ModelError.invalid("calibration sample length must be ≥ 2") }
+        let samples = tokens.count / sampleLength
+        guard samples >= 1 else {
+            throw ModelError.invalid("calibration needs at least \(sampleLength) tokens, the text has \(tokens.count)")
+        }
+        let cache = KVCache(layers: c.layerCount, kvHeads: c.kvHeadCount, headDim: c.headDim, capacity: sampleLength)
+        let calibrator = ChannelCalibrator(cache: cache, heads: c.headCount, statistic: statistic, pool: pool)
+        let session = Session(model: model, attention: calibrator)
+        for s in 0..<samples {
+            session.reset()
+            _ = try session.evaluate(Array(tokens[(s * sampleLength)..<((s + 1) * sampleLength)]), logits: .none)
+            progress(s + 1, samples)
+        }
+        return calibrator.ranking
+    }
+}
+
+/// Peak resident memory of this process so far (VmHWM), in bytes; 0 where unknown.
+public func peakResidentBytes() -> Int {
+    guard let text = try? readStreamFile("/proc/self/status") else { return 0 }
+    for line in text.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+        let digits = line.filter { $0.isNumber }
+        return (Int(String(digits)) ?? 0) * 1024
+    }
+    return 0
+}

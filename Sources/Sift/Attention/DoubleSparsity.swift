@@ -1,0 +1,158 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Double Sparsity (Yang et al., arXiv 2408.07092): token sparsity found through channel
+/// sparsity. For a query at position p over the L visible tokens of one KV head:
+///
+///     ŝ_j = Σ_{h ∈ group} q_h[C] · label_j          label_j = K_j[C], the r calibrated channels C
+///     S   = top-k_j ŝ_j                              k = budget(L), e.g. L/16
+///     o_h = softmax_{j ∈ S}(q_h · K_j · scale) · V_S  exact, full head_dim, selected rows only
+///
+/// GQA: the G query heads of a group share one channel list, one label cache and one selection
+/// (their approximate scores are summed: Σ_h q_h[C]·label_j = (Σ_h q_h[C])·label_j, one r-dot per
+/// token). This keeps the bytes read at L·r + 2·k·d per KV head, the method's limit; per-head
+/// selections would read up to G× more rows.
+///
+/// Prefill stores keys, values and labels and attends densely, unless `sparsePrefill` is set
+/// (sparse-aware perplexity): then every row attends as a decode step at its position would.
+public final class DoubleSparseAttention: SparseAwareAttention, @unchecked Sendable {
+    public let name = "double-sparse"
+    public let cache: KVCache
+    public let labels: LabelCache
+    public let options: AttentionOptions
+    /// Label channels per layer and KV head (the first r of the calibrated order).
+    let channels: [[[Int32]]]
+    let pool: ThreadPool
+    public let recall: RecallMeter?
+    public var sparsePrefill: Bool
+
+    public init(cache: KVCache, config: DoubleSparsityConfig, channels r: Int, options: AttentionOptions, pool: ThreadPool) throws {
+        guard r >= 1 && r <= cache.headDim else {
+            throw ModelError.invalid("--ds-channels must be in 1...\(cache.headDim), got \(r)")
+        }
+        self.cache = cache
+        self.options = options
+        self.pool = pool
+        channels = config.channels.map { $0.map { $0.prefix(r).map { Int32($0) } } }
+        labels = LabelCache(layers: cache.layerCount, kvHeads: cache.kvHeads, channels: r, capacity: cache.capacity)
+        sparsePrefill = options.sparsePrefill
+        recall = options.measureRecall ? RecallMeter(layers: cache.layerCount) : nil
+    }
+
+    public func attend(layer: Int, q: Tensor, k: Tensor, v: Tensor, start: Int, shape: AttentionShape, out: Tensor) {
+        cache.store(layer: layer, k: k, v: v, start: start)
+        labels.store(layer: layer, k: k, start: start, headDim: shape.headDim, select: channels[layer])
+        out.rows = q.rows
+        let sparseRows = q.rows == 1 || sparsePrefill
+        pool.parallelFor(shape.kvHeads * q.rows) { item in
+            let kvh = item % shape.kvHeads, t = item / shape.kvHeads
+            let position = start + t
+            let first = shape.firstVisible(position)
+            let visible = position - first + 1
+            let budget = options.budget.count(visible: visible)
+            let qg = q.row(t) + kvh * shape.groupSize * shape.headDim
+            let og = out.row(t) + kvh * shape.groupSize * shape.headDim
+            if !sparseRows || budget >= visible || visible < options.denseBelow {
+                DenseAttention.attendGroup(q: qg, groupSize: shape.groupSize, keys: cache.keys(layer, kvh),
+                                           values: cache.values(layer, kvh), positions: first...position,
+                                           headDim: shape.headDim, scale: shape.scale, out: og)
+                recall?.add(layer: layer, kept: Double(shape.groupSize), total: Double(shape.groupSize))
+                return
+            }
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: visible) { scoreBuf in
+                withUnsafeTemporaryAllocation(of: Int32.self, capacity: budget) { picked in
+                    let scores = scoreBuf.baseAddress!
+                    approximateScores(layer: layer, kvHead: kvh, q: qg, shape: shape, first: first, count: visible, into: scores)
+                    TopK.select(scores, count: visible, k: budget, base: first, into: picked.baseAddress!)
+                    DenseAttention.attendGroup(q: qg, groupSize: shape.groupSize, keys: cache.keys(layer, kvh),
+                                               values: cache.values(layer, kvh), first: 0, count: budget,
+                                               rows: picked.baseAddress!, headDim: shape.headDim, scale: shape.scale, out: og)
+                    if let recall {
+                        recall.measure(layer: layer, q: qg, shape: shape, keys: cache.keys(layer, kvh), first: first,
+                                       count: visible, picked: UnsafeBufferPointer(start: picked.baseAddress!, count: budget))
+                    }
+                }
+            }
+        }
+    }
+
+    /// ŝ_j for the visible tokens first..<first+count of one KV head.
+    @inline(__always)
+    func approximateScores(layer: Int, kvHead: Int, q: UnsafePointer<Float>, shape: AttentionShape,
+                           first: Int, count: Int, into scores: UnsafeMutablePointer<Float>) {
+        let r = labels.channels
+        let ch = channels[layer][kvHead]
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: r) { qs in
+            // The group's queries summed over the label channels.
+            for c in 0..<r {
+                var s: Float = 0
+                for h in 0..<shape.groupSize { s += q[h * shape.headDim + Int(ch[c])] }
+                qs[c] = s
+            }
+            Kernels.labelScores(qs.baseAddress!, labels.labels(layer, kvHead) + first * r, r, count, scores)
+        }
+    }
+
+    public func truncate(to n: Int) { cache.setLength(min(n, cache.length)) }
+}
+
+/// Accumulates, per layer, the share of the exact attention mass (softmax over all visible
+/// tokens, averaged over query heads) that a sparse selection keeps.
+public final class RecallMeter: @unchecked Sendable {
+    private var kept: [Double]
+    private var total: [Double]
+    private var lock = pthread_mutex_t()
+
+    init(layers: Int) {
+        kept = Array(repeating: 0, count: layers)
+        total = Array(repeating: 0, count: layers)
+        pthread_mutex_init(&lock, nil)
+    }
+
+    deinit { pthread_mutex_destroy(&lock) }
+
+    func add(layer: Int, kept k: Double, total t: Double) {
+        pthread_mutex_lock(&lock)
+        kept[layer] += k
+        total[layer] += t
+        pthread_mutex_unlock(&lock)
+    }
+
+    /// Exact softmax of each query head of the group over the visible keys; adds the mass of `picked`.
+    func measure(layer: Int, q: UnsafePointer<Float>, shape: AttentionShape, keys: UnsafePointer<Float16>,
+                 first: Int, count n: Int, picked: UnsafeBufferPointer<Int32>) {
+        var keptMass = 0.0
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: n) { buf in
+            let s = buf.baseAddress!
+            for h in 0..<shape.groupSize {
+                var m = -Float.infinity
+                for j in 0..<n {
+                    s[j] = Kernels.dot(q + h * shape.headDim, keys + (first + j) * shape.headDim, shape.headDim) * shape.scale
+                    m = max(m, s[j])
+                }
+                var sum = 0.0
+                for j in 0..<n { sum += Double(expf(s[j] - m)) }
+                var mass = 0.0
+                for p in picked { mass += Double(expf(s[Int(p) - first] - m)) }
+                keptMass += mass / sum
+            }
+        }
+        add(layer: layer, kept: keptMass, total: Double(shape.groupSize))
+    }
+
+    /// Mean kept share per layer (1 where nothing was measured).
+    public var perLayer: [Double] {
+        pthread_mutex_lock(&lock)
+        defer { pthread_mutex_unlock(&lock) }
+        return zip(kept, total).map { $1 > 0 ? $0 / $1 : 1 }
+    }
+
+    public func reset() {
+        pthread_mutex_lock(&lock)
+        for i in kept.indices { kept[i] = 0; total[i] = 0 }
+        pthread_mutex_unlock(&lock)
+    }
+}

@@ -1,0 +1,164 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// Double Sparsity's offline calibration, as `sift calibrate` writes it (JSON):
+///
+///     {
+///       "format": "sift.double-sparsity", "version": 1,
+///       "model": { "architecture": "qwen2", "name": "…", "layers": 28, "heads": 12,
+///                  "kv_heads": 2, "head_dim": 128, "file_sha256": "…" },
+///       "statistic": "qk",                       // qk | q | k
+///       "calibration": { "text": "…", "tokens": 8192, "sample_length": 512,
+///                        "seconds": 61.2, "peak_memory_bytes": 1234567 },
+///       "channels": [[[17, 3, …], […]], …]        // [layer][kv head] → all head_dim channels,
+///                                                 // most important first
+///     }
+///
+/// Channels are ranked per KV head: the statistic is summed over the query heads of the GQA
+/// group, because the group shares one label cache and one token selection (see DoubleSparsity).
+/// At run time the first r channels of each list are used.
+public struct DoubleSparsityConfig: Codable, Sendable, Equatable {
+    public struct ModelIdentity: Codable, Sendable, Equatable {
+        public var architecture: String
+        public var name: String
+        public var layers: Int
+        public var heads: Int
+        public var kvHeads: Int
+        public var headDim: Int
+        public var fileSHA256: String?
+        enum CodingKeys: String, CodingKey {
+            case architecture, name, layers, heads
+            case kvHeads = "kv_heads", headDim = "head_dim", fileSHA256 = "file_sha256"
+        }
+
+        public init(config c: ModelConfig, fileSHA256: String?) {
+            architecture = c.architecture
+            name = c.name
+            layers = c.layerCount
+            heads = c.headCount
+            kvHeads = c.kvHeadCount
+            headDim = c.headDim
+            self.fileSHA256 = fileSHA256
+        }
+    }
+
+    public struct Calibration: Codable, Sendable, Equatable {
+        public var text: String
+        public var tokens: Int
+        public var sampleLength: Int
+        public var seconds: Double
+        public var peakMemoryBytes: Int
+        enum CodingKeys: String, CodingKey {
+            case text, tokens, seconds
+            case sampleLength = "sample_length", peakMemoryBytes = "peak_memory_bytes"
+        }
+        public init(text: String, tokens: Int, sampleLength: Int, seconds: Double, peakMemoryBytes: Int) {
+            self.text = text
+            self.tokens = tokens
+            self.sampleLength = sampleLength
+            self.seconds = seconds
+            self.peakMemoryBytes = peakMemoryBytes
+        }
+    }
+
+    public static let formatName = "sift.double-sparsity"
+
+    public var format = DoubleSparsityConfig.formatName
+    public var version = 1
+    public var model: ModelIdentity
+    public var statistic: ChannelStatistic
+    public var calibration: Calibration
+    public var channels: [[[Int]]]
+
+    public init(model: ModelIdentity, statistic: ChannelStatistic, calibration: Calibration, channels: [[[Int]]]) {
+        self.model = model
+        self.statistic = statistic
+        self.calibration = calibration
+        self.channels = channels
+    }
+
+    /// Where `sift calibrate` caches the calibration of a model file by default.
+    public static func cachedPath(modelSHA256: String) -> String {
+        ModelHub.cacheDirectory + "/calibration/" + modelSHA256 + ".double-sparsity.json"
+    }
+
+    /// The config to use: the one given, else the cached one for the model file.
+    static func resolvePath(_ options: AttentionOptions) throws -> String {
+        if let p = options.dsConfigPath { return p }
+        guard let sha = options.modelSHA256 else {
+            throw ModelError.invalid("double-sparse attention needs a calibration: pass --ds-config FILE or run `sift calibrate -m MODEL`")
+        }
+        let p = cachedPath(modelSHA256: sha)
+        guard fileExists(p) else {
+            throw ModelError.invalid("no Double Sparsity calibration for this model (looked for \(p)): run `sift calibrate -m MODEL` first, or pass --ds-config FILE")
+        }
+        return p
+    }
+
+    public func encoded() throws -> [UInt8] {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        return Array(try e.encode(self))
+    }
+
+    /// Reads and validates a config file; errors name the file and what is wrong.
+    public static func load(path: String) throws -> DoubleSparsityConfig {
+        let text = try readTextFile(path)
+        let c: DoubleSparsityConfig
+        do {
+            c = try JSONDecoder().decode(DoubleSparsityConfig.self, from: Data(text.utf8))
+        } catch {
+            throw ModelError.invalid("\(path): not a Double Sparsity config (\(error))")
+        }
+        guard c.format == formatName, c.version == 1 else {
+            throw ModelError.invalid("\(path): format '\(c.format)' version \(c.version), expected '\(formatName)' version 1")
+        }
+        try c.validateShape(path: path)
+        return c
+    }
+
+    func validateShape(path: String) throws {
+        let m = model
+        guard channels.count == m.layers else {
+            throw ModelError.invalid("\(path): channels has \(channels.count) layers, model.layers says \(m.layers)")
+        }
+        for (l, heads) in channels.enumerated() {
+            guard heads.count == m.kvHeads else {
+                throw ModelError.invalid("\(path): channels[\(l)] has \(heads.count) heads, expected kv_heads = \(m.kvHeads)")
+            }
+            for (h, list) in heads.enumerated() {
+                guard list.count == m.headDim, Set(list).count == m.headDim, list.allSatisfy({ $0 >= 0 && $0 < m.headDim }) else {
+                    throw ModelError.invalid("\(path): channels[\(l)][\(h)] must be a permutation of 0..<\(m.headDim)")
+                }
+            }
+        }
+    }
+
+    /// Refuses a config calibrated for another model.
+    public func check(against c: ModelConfig, fileSHA256: String?, path: String) throws {
+        let want = ModelIdentity(config: c, fileSHA256: fileSHA256)
+        let have = model
+        func mismatch(_ field: String, _ a: Any, _ b: Any) -> ModelError {
+            .invalid("\(path): calibrated for another model: \(field) is \(a) in the config, \(b) in the model (re-run `sift calibrate`)")
+        }
+        if have.architecture != want.architecture { throw mismatch("architecture", have.architecture, want.architecture) }
+        if have.layers != want.layers { throw mismatch("layers", have.layers, want.layers) }
+        if have.heads != want.heads { throw mismatch("heads", have.heads, want.heads) }
+        if have.kvHeads != want.kvHeads { throw mismatch("kv_heads", have.kvHeads, want.kvHeads) }
+        if have.headDim != want.headDim { throw mismatch("head_dim", have.headDim, want.headDim) }
+        if let a = have.fileSHA256, let b = fileSHA256, a != b { throw mismatch("file_sha256", a, b) }
+    }
+}
+
+/// What calibration ranks key channels by (per layer and head, averaged over tokens).
+public enum ChannelStatistic: String, Codable, Sendable, CaseIterable {
+    /// mean |q_c · k_c| of each token's query and its own key, post-RoPE (default).
+    case qk
+    /// mean |q_c|
+    case q
+    /// mean |k_c|
+    case k
+}

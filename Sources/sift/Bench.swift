@@ -1,0 +1,144 @@
+import ArgumentParser
+import Sift
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Prefill and decode speed, as llama-bench measures it.",
+        discussion: """
+        pp: one forward pass over P random tokens; tg: N single-token decode steps. Both run \
+        after DEPTH tokens are already in the KV cache (filled once, untimed). Each test is \
+        repeated REPS times; the table shows mean ± standard deviation in tokens/s.
+        """)
+
+    @OptionGroup var options: ModelOptions
+
+    @Option(name: [.short, .customLong("n-prompt")], help: "Prompt tokens for the prefill test (0 = skip).")
+    var p: Int = 512
+
+    @Option(name: [.short, .customLong("n-gen")], help: "Tokens for the decode test (0 = skip).")
+    var n: Int = 128
+
+    @Option(name: [.short, .customLong("depth")], parsing: .singleValue,
+            help: "Context depth(s) already in the cache; repeat or comma-separate (e.g. -d 0,4096).")
+    var depth: [String] = ["0"]
+
+    @Option(name: [.short, .customLong("repetitions")], help: "Repetitions per test.")
+    var reps: Int = 3
+
+    @Option(name: .customLong("batch"), help: "Tokens per forward pass in prefill.")
+    var batch: Int = 512
+
+    @Flag(help: "JSON on stdout.")
+    var json = false
+
+    var depths: [Int] {
+        depth.flatMap { $0.split(separator: ",") }.compactMap { Int($0.filter { $0 != " " }) }
+    }
+
+    func validate() throws {
+        guard p >= 0, n >= 0, p + n > 0 else { throw ValidationError("-p and -n must be ≥ 0, not both 0") }
+        guard reps >= 1 else { throw ValidationError("-r must be ≥ 1") }
+        let all = depth.flatMap { $0.split(separator: ",") }
+        guard !all.isEmpty, all.allSatisfy({ Int($0.filter { $0 != " " }).map { $0 >= 0 } ?? false }) else {
+            throw ValidationError("-d takes non-negative integers, e.g. -d 0,4096")
+        }
+    }
+
+    struct Row: Encodable {
+        var test: String
+        var depth: Int
+        var tokens: Int
+        var tokensPerS: Double
+        var stddev: Double
+        var samples: [Double]
+        enum CodingKeys: String, CodingKey {
+            case test, depth, tokens, stddev, samples
+            case tokensPerS = "tokens_per_s"
+        }
+    }
+
+    struct Output: Encodable {
+        var model: String
+        var attention: String
+        var threads: Int
+        var results: [Row]
+        /// Depth-0 figures (or the first depth's), for scripts that want one number each.
+        var prefillTokensPerS: Double?
+        var decodeTokensPerS: Double?
+        enum CodingKeys: String, CodingKey {
+            case model, attention, threads, results
+            case prefillTokensPerS = "prefill_tokens_per_s", decodeTokensPerS = "decode_tokens_per_s"
+        }
+    }
+
+    func run() throws {
+        let m = try options.load(maxBatch: batch)
+        let maxDepth = depths.max() ?? 0
+        let needed = maxDepth + max(p, n)
+        guard needed <= m.config.contextLength else {
+            throw ValidationError("depth \(maxDepth) + \(max(p, n)) tokens exceeds the model's context \(m.config.contextLength)")
+        }
+        let session = try m.session(contextLength: needed, attention: options.attention, options: options.attentionOptions())
+        var rng = Xoshiro256(seed: 42)
+        let vocab = m.config.vocabSize
+        func randomTokens(_ count: Int) -> [Int32] {
+            (0..<count).map { _ in Int32(truncatingIfNeeded: rng.next() % UInt64(vocab)) }
+        }
+        let clock = ContinuousClock()
+        func seconds(_ d: Duration) -> Double {
+            Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
+        }
+        var rows: [Row] = []
+        let label = "\(m.config.name) (\(m.config.architecture))"
+        if !json {
+            print("| model | threads | attention | test | t/s |")
+            print("| --- | ---: | --- | ---: | ---: |")
+        }
+        for d in depths {
+            session.reset()
+            if d > 0 {
+                if !json { progressLine("filling depth \(d)…") }
+                _ = try session.evaluate(randomTokens(d), logits: .none)
+            }
+            // One untimed warm-up pass (page faults of the weights, thread start-up).
+            _ = try session.evaluate(randomTokens(1), logits: .last)
+            session.truncate(to: d)
+            for (test, count) in [("pp", p), ("tg", n)] where count > 0 {
+                var samples: [Double] = []
+                for r in 0..<reps {
+                    if !json { progressLine("\(test)\(count) @ d\(d): repetition \(r + 1)/\(reps)") }
+                    session.truncate(to: d)
+                    let t0 = clock.now
+                    if test == "pp" {
+                        _ = try session.evaluate(randomTokens(count), logits: .last)
+                    } else {
+                        var next = randomTokens(1)
+                        for _ in 0..<count {
+                            let logits = try session.evaluate(next, logits: .last)[0]
+                            next = [Sampler.argmax(logits)]
+                        }
+                    }
+                    samples.append(Double(count) / seconds(clock.now - t0))
+                }
+                session.truncate(to: d)
+                let mean = samples.reduce(0, +) / Double(samples.count)
+                let sd = samples.count > 1
+                    ? (samples.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(samples.count - 1)).squareRoot() : 0
+                let row = Row(test: "\(test)\(count)", depth: d, tokens: count, tokensPerS: mean, stddev: sd, samples: samples)
+                rows.append(row)
+                if !json {
+                    progressLine("")
+                    let name = d > 0 ? "\(row.test) @ d\(d)" : row.test
+                    print("| \(label) | \(options.threads) | \(options.attention) | \(name) | \(fixed(mean, 2)) ± \(fixed(sd, 2)) |")
+                }
+            }
+        }
+        if json {
+            let firstDepth = depths.first ?? 0
+            try printJSON(Output(
+                model: m.path, attention: options.attention, threads: options.threads, results: rows,
+                prefillTokensPerS: rows.first { $0.test.hasPrefix("pp") && $0.depth == firstDepth }?.tokensPerS,
+                decodeTokensPerS: rows.first { $0.test.hasPrefix("tg") && $0.depth == firstDepth }?.tokensPerS))
+        }
+    }
+}

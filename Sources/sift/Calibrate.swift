@@ -1,0 +1,91 @@
+import ArgumentParser
+import Sift
+
+struct Calibrate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Double Sparsity's offline channel calibration: rank each head's key channels.",
+        discussion: """
+        Runs the model densely over calibration text in samples of --sample-length tokens and \
+        ranks, per layer and KV head, the key channels by a statistic of the post-RoPE queries \
+        and keys (qk: mean |q_c·k_c|, default; q: mean |q_c|; k: mean |k_c|), summed over the \
+        query heads of each GQA group. Default text: the Paul Graham essays minus the held-out \
+        fifth (every fifth essay by file name), which `sift ppl -f heldout` scores. Without -o \
+        the config is cached for the model file, where --attention double-sparse finds it.
+        """)
+
+    @OptionGroup var options: ModelOptions
+
+    @Option(name: .customLong("data"), help: "Calibration text file (default: the essays' calibration part).")
+    var data: String?
+
+    @Option(help: "Statistic: qk, q or k.")
+    var statistic: String = "qk"
+
+    @Option(help: "Calibration tokens (a multiple of --sample-length is used).")
+    var tokens: Int = 8192
+
+    @Option(name: .customLong("sample-length"), help: "Tokens per calibration sample.")
+    var sampleLength: Int = 512
+
+    @Option(name: [.short, .customLong("output")], help: "Config file to write (default: the model's cached calibration).")
+    var output: String?
+
+    @Flag(help: "Print the written config's summary as JSON.")
+    var json = false
+
+    func validate() throws {
+        guard ChannelStatistic(rawValue: statistic) != nil else {
+            throw ValidationError("--statistic must be one of qk, q, k")
+        }
+        guard tokens >= 2, sampleLength >= 2 else { throw ValidationError("--tokens and --sample-length must be ≥ 2") }
+    }
+
+    struct Summary: Encodable {
+        var path: String
+        var tokens: Int
+        var seconds: Double
+        var peakMemoryBytes: Int
+        enum CodingKeys: String, CodingKey {
+            case path, tokens, seconds
+            case peakMemoryBytes = "peak_memory_bytes"
+        }
+    }
+
+    func run() throws {
+        let stat = ChannelStatistic(rawValue: statistic)!
+        let m = try options.load(maxBatch: sampleLength)
+        let text = try data.map { try readTextFile($0) } ?? EssaySplit.calibrationText()
+        var ids = m.tokenizer.encode(text, addSpecial: false, parseSpecial: false)
+        let usable = min(ids.count, tokens) / sampleLength * sampleLength
+        guard usable >= sampleLength else {
+            throw ValidationError("the calibration text has \(ids.count) tokens, fewer than one sample of \(sampleLength)")
+        }
+        ids = Array(ids[0..<usable])
+        let clock = ContinuousClock()
+        let t0 = clock.now
+        let pool = (m.backend as! CPUBackend).pool
+        let ranking = try ChannelCalibrator.calibrate(
+            model: m.model, tokens: ids, sampleLength: sampleLength, statistic: stat, pool: pool
+        ) { done, total in
+            if !json { progressLine("calibrating: sample \(done)/\(total)") }
+        }
+        let d = clock.now - t0
+        let seconds = Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
+        let sha = try m.sha256()
+        let config = DoubleSparsityConfig(
+            model: .init(config: m.config, fileSHA256: sha), statistic: stat,
+            calibration: .init(text: data ?? "paul-graham-essays (calibration split)", tokens: usable,
+                               sampleLength: sampleLength, seconds: seconds, peakMemoryBytes: peakResidentBytes()),
+            channels: ranking)
+        let path = output ?? DoubleSparsityConfig.cachedPath(modelSHA256: sha)
+        if output == nil { try makeDirectories(ModelHub.cacheDirectory + "/calibration") }
+        try writeFile(path, config.encoded())
+        if json {
+            try printJSON(Summary(path: path, tokens: usable, seconds: seconds, peakMemoryBytes: config.calibration.peakMemoryBytes))
+        } else {
+            progressLine("")
+            print(path)
+            note("calibrated on \(usable) tokens in \(fixed(seconds, 1)) s, peak memory \(fixed(Double(config.calibration.peakMemoryBytes) / 1_048_576, 0)) MiB")
+        }
+    }
+}

@@ -1,0 +1,73 @@
+import ArgumentParser
+import Sift
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `-m MODEL` and `-t THREADS`, shared by every command that runs a model.
+struct ModelOptions: ParsableArguments {
+    @Option(name: [.short, .customLong("model")],
+            help: "Model name (\(ModelHub.knownNames.joined(separator: ", "))) or .gguf path; pulled on first use.")
+    var model: String = ModelHub.defaultModel
+
+    @Option(name: [.short, .customLong("threads")], help: "CPU threads (default: all cores).")
+    var threads: Int = ThreadPool.processorCount
+
+    @Option(name: .customLong("attention"),
+            help: "Attention method (\(AttentionMethods.names.joined(separator: ", "))).")
+    var attention: String = "dense"
+
+    @Option(name: .customLong("budget"),
+            help: "Tokens a sparse method attends per step: N, a fraction (1/16) or all.")
+    var budget: String?
+
+    @Option(name: .customLong("ds-tokens"), help: "Double Sparsity token budget (same as --budget).")
+    var dsTokens: String?
+
+    @Option(name: .customLong("ds-config"), help: "Double Sparsity calibration (default: the cached one from `sift calibrate`).")
+    var dsConfig: String?
+
+    @Option(name: .customLong("ds-channels"), help: "Double Sparsity label channels per head (default head_dim/16).")
+    var dsChannels: Int?
+
+    @Option(name: .customLong("ds-dense-below"), help: "Attend densely while fewer tokens are visible.")
+    var denseBelow: Int = 0
+
+    /// The attention settings these flags describe.
+    func attentionOptions() throws -> AttentionOptions {
+        var o = AttentionOptions()
+        if let b = dsTokens ?? budget { o.budget = try TokenBudget(parsing: b) }
+        o.dsConfigPath = dsConfig
+        o.dsChannels = dsChannels
+        o.denseBelow = denseBelow
+        return o
+    }
+
+    func validate() throws {
+        if let budget, let dsTokens, budget != dsTokens {
+            throw ValidationError("--budget \(budget) and --ds-tokens \(dsTokens) disagree (they are the same setting)")
+        }
+        if let dsChannels, dsChannels < 1 { throw ValidationError("--ds-channels must be ≥ 1") }
+        guard denseBelow >= 0 else { throw ValidationError("--ds-dense-below must be ≥ 0") }
+        _ = try attentionOptions()
+        guard threads >= 1 else { throw ValidationError("-t/--threads must be at least 1") }
+        guard AttentionMethods.names.contains(attention) else {
+            throw ValidationError("unknown attention method '\(attention)' (known: \(AttentionMethods.names.joined(separator: ", ")))")
+        }
+    }
+
+    func load(maxBatch: Int = 512) throws -> LoadedModel {
+        let path = try ModelHub.resolve(model)
+        return try LoadedModel(path: path, threads: threads, maxBatch: maxBatch)
+    }
+}
+
+/// Writes a line to standard error (progress and diagnostics; stdout stays machine-readable).
+func note(_ s: String) {
+    fputs(s + "\n", stderr)
+}
+
+/// Rewrites the current stderr line (progress bars).
+func progressLine(_ s: String) {
+    fputs("\r\u{1B}[K" + s, stderr)
+}

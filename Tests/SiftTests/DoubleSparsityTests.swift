@@ -1,0 +1,211 @@
+import XCTest
+@testable import Sift
+
+final class DoubleSparsityTests: XCTestCase {
+    var rng = Xoshiro256(seed: UInt64.random(in: 0...UInt64.max))
+
+    func uniform() -> Float { Float(Double(rng.next() >> 11) * 0x1.0p-53 * 2 - 1) }
+
+    func randomTensor(_ rows: Int, _ cols: Int, scale: Float = 1) -> Tensor {
+        let t = Tensor(rows: rows, cols: cols)
+        for i in 0..<(rows * cols) { t.floats[i] = uniform() * scale }
+        return t
+    }
+
+    // MARK: top-k
+
+    func testTopKEqualsSortedReference() {
+        for trial in 0..<200 {
+            let n = 1 + Int(rng.next() % 300)
+            let k = Int(rng.next() % UInt64(n + 1))
+            // Coarse values so that ties happen; ties must go to the lower index.
+            let v: [Float] = (0..<n).map { _ in trial % 2 == 0 ? Float(Int(rng.next() % 7)) : uniform() }
+            let want = (0..<n).sorted { v[$0] > v[$1] || (v[$0] == v[$1] && $0 < $1) }.prefix(k).sorted().map { Int32($0 + 5) }
+            var got = [Int32](repeating: -1, count: max(k, 1))
+            let w = v.withUnsafeBufferPointer { TopK.select($0.baseAddress!, count: n, k: k, base: 5, into: &got) }
+            XCTAssertEqual(w, k)
+            XCTAssertEqual(Array(got.prefix(k)), want, "n \(n) k \(k)")
+        }
+    }
+
+    // MARK: sparse decode attention
+
+    struct Case {
+        var heads = 4, kvHeads = 2, d = 16, r = 4, length = 40
+    }
+
+    func makeMethod(_ c: Case, budget: TokenBudget, channels: [[[Int]]]) throws -> DoubleSparseAttention {
+        let cache = KVCache(layers: 1, kvHeads: c.kvHeads, headDim: c.d, capacity: 64)
+        var o = AttentionOptions()
+        o.budget = budget
+        let config = DoubleSparsityConfig(
+            model: .init(config: try tinyConfig(c), fileSHA256: nil), statistic: .qk,
+            calibration: .init(text: "test", tokens: 0, sampleLength: 1, seconds: 0, peakMemoryBytes: 0),
+            channels: channels)
+        return try DoubleSparseAttention(cache: cache, config: config, channels: c.r, options: o, pool: ThreadPool(threads: 2))
+    }
+
+    func tinyConfig(_ c: Case) throws -> ModelConfig {
+        var w = GGUFWriter()
+        w.set("general.architecture", .string("qwen2"))
+        w.set("qwen2.embedding_length", .uint32(UInt32(c.heads * c.d)))
+        w.set("qwen2.block_count", .uint32(1))
+        w.set("qwen2.attention.head_count", .uint32(UInt32(c.heads)))
+        w.set("qwen2.attention.head_count_kv", .uint32(UInt32(c.kvHeads)))
+        w.set("qwen2.attention.key_length", .uint32(UInt32(c.d)))
+        w.set("qwen2.feed_forward_length", .uint32(8))
+        return try ModelConfig(gguf: GGUFFile(file: MappedFile(copying: w.bytes())))
+    }
+
+    func randomChannels(_ c: Case) -> [[[Int]]] {
+        [(0..<c.kvHeads).map { _ in Array(0..<c.d).shuffled(using: &rng) }]
+    }
+
+    /// Float64 reference of one decode step: approximate scores over f16 labels, top-k, exact
+    /// softmax attention over the selected f16 keys/values.
+    func reference(_ c: Case, q: Tensor, keys: Tensor, values: Tensor, channels: [[[Int]]], k: Int) -> [Double] {
+        let g = c.heads / c.kvHeads, scale = 1 / Double(c.d).squareRoot()
+        func h16(_ x: Float) -> Double { Double(Float(Float16(x))) }
+        var out = [Double](repeating: 0, count: c.heads * c.d)
+        for kvh in 0..<c.kvHeads {
+            let ch = channels[0][kvh].prefix(c.r)
+            var approx = [Double](repeating: 0, count: c.length)
+            for j in 0..<c.length {
+                for h in (kvh * g)..<((kvh + 1) * g) {
+                    for cc in ch { approx[j] += Double(q.row(0)[h * c.d + cc]) * h16(keys.row(j)[kvh * c.d + cc]) }
+                }
+            }
+            let picked = (0..<c.length).sorted { approx[$0] > approx[$1] }.prefix(k)
+            for h in (kvh * g)..<((kvh + 1) * g) {
+                let s = picked.map { j in (0..<c.d).reduce(0.0) { $0 + Double(q.row(0)[h * c.d + $1]) * h16(keys.row(j)[kvh * c.d + $1]) } * scale }
+                let m = s.max()!
+                let e = s.map { exp($0 - m) }
+                let z = e.reduce(0, +)
+                for (w, j) in zip(e, picked) {
+                    for x in 0..<c.d { out[h * c.d + x] += w / z * h16(values.row(j)[kvh * c.d + x]) }
+                }
+            }
+        }
+        return out
+    }
+
+    func run(_ c: Case, budget: TokenBudget, channels: [[[Int]]]) throws -> (got: [Float], q: Tensor, k: Tensor, v: Tensor) {
+        let method = try makeMethod(c, budget: budget, channels: channels)
+        let shape = AttentionShape(heads: c.heads, kvHeads: c.kvHeads, headDim: c.d, scale: 1 / Float(c.d).squareRoot())
+        let keys = randomTensor(c.length, c.kvHeads * c.d, scale: 2)
+        let values = randomTensor(c.length, c.kvHeads * c.d)
+        let prefixK = Tensor(rows: c.length - 1, cols: c.kvHeads * c.d), prefixV = Tensor(rows: c.length - 1, cols: c.kvHeads * c.d)
+        prefixK.floats.update(from: keys.floats, count: (c.length - 1) * c.kvHeads * c.d)
+        prefixV.floats.update(from: values.floats, count: (c.length - 1) * c.kvHeads * c.d)
+        let out = Tensor(rows: c.length, cols: c.heads * c.d)
+        // Prefill (dense) of all but the last token, then one decode step.
+        method.attend(layer: 0, q: randomTensor(c.length - 1, c.heads * c.d), k: prefixK, v: prefixV, start: 0, shape: shape, out: out)
+        let q = randomTensor(1, c.heads * c.d, scale: 2)
+        let lastK = Tensor(rows: 1, cols: c.kvHeads * c.d), lastV = Tensor(rows: 1, cols: c.kvHeads * c.d)
+        lastK.floats.update(from: keys.row(c.length - 1), count: c.kvHeads * c.d)
+        lastV.floats.update(from: values.row(c.length - 1), count: c.kvHeads * c.d)
+        method.attend(layer: 0, q: q, k: lastK, v: lastV, start: c.length - 1, shape: shape, out: out)
+        return (Array(UnsafeBufferPointer(start: out.row(0), count: c.heads * c.d)), q, keys, values)
+    }
+
+    func testBudgetAllEqualsDenseReference() throws {
+        let c = Case()
+        let channels = randomChannels(c)
+        let (got, q, k, v) = try run(c, budget: .all, channels: channels)
+        let want = reference(c, q: q, keys: k, values: v, channels: channels, k: c.length)
+        for (a, b) in zip(got, want) { XCTAssertEqual(Double(a), b, accuracy: 1e-4) }
+    }
+
+    func testSparseDecodeMatchesDefinition() throws {
+        for (heads, kvHeads, d, r) in [(4, 2, 16, 4), (4, 1, 32, 8), (6, 2, 16, 16)] {
+            let c = Case(heads: heads, kvHeads: kvHeads, d: d, r: r, length: 50)
+            let channels = randomChannels(c)
+            let (got, q, k, v) = try run(c, budget: .fraction(1.0 / 8), channels: channels)
+            let want = reference(c, q: q, keys: k, values: v, channels: channels, k: 7)  // ⌈50/8⌉
+            for (a, b) in zip(got, want) { XCTAssertEqual(Double(a), b, accuracy: 1e-4, "heads \(heads)/\(kvHeads) d \(d) r \(r)") }
+        }
+    }
+
+    func testBudgetParsing() throws {
+        XCTAssertEqual(try TokenBudget(parsing: "1/16"), .fraction(1.0 / 16))
+        XCTAssertEqual(try TokenBudget(parsing: "256"), .tokens(256))
+        XCTAssertEqual(try TokenBudget(parsing: "all"), .all)
+        XCTAssertEqual(TokenBudget.fraction(1.0 / 16).count(visible: 1000), 63)
+        XCTAssertEqual(TokenBudget.tokens(256).count(visible: 100), 100)
+        for bad in ["0", "-3", "1/0", "2/1", "x", ""] {
+            XCTAssertThrowsError(try TokenBudget(parsing: bad), bad)
+        }
+    }
+
+    // MARK: calibration
+
+    /// A tiny Qwen2 model whose q and k projections are scaled up on planted channels (and
+    /// their RoPE partners, which rotation mixes them with): calibration must rank exactly
+    /// those channels first in every layer and KV head.
+    func testCalibrationRecoversPlantedChannels() throws {
+        let ref = ModelReferenceTests()
+        var d = ModelReferenceTests.Dims()
+        d.headDim = 16
+        d.layers = 2
+        var w = ref.makeQwen2(d, seed: 3)
+        let half = d.headDim / 2
+        let planted = [1, 5]  // and 9, 13
+        let plantedSet = Set(planted + planted.map { $0 + half })
+        for l in 0..<d.layers {
+            for (name, heads) in [("attn_q", d.heads), ("attn_k", d.kvHeads)] {
+                var t = w.tensors["blk.\(l).\(name).weight"]!
+                for h in 0..<heads {
+                    for c in plantedSet {
+                        let row = h * d.headDim + c
+                        for i in 0..<d.dim { t.values[row * d.dim + i] *= 8 }
+                    }
+                }
+                w.tensors["blk.\(l).\(name).weight"] = t
+            }
+        }
+        let gguf = try GGUFFile(file: MappedFile(copying: w.gguf(arch: "qwen2", d: d, extra: [])))
+        let backend = CPUBackend(threads: 2)
+        let model = try Architectures.load(gguf, backend: backend, maxBatch: 64)
+        let tokens = (0..<128).map { _ in Int32(rng.next() % UInt64(d.vocab)) }
+        for stat in ChannelStatistic.allCases {
+            let ranking = try ChannelCalibrator.calibrate(model: model, tokens: tokens, sampleLength: 32, statistic: stat, pool: backend.pool)
+            XCTAssertEqual(ranking.count, d.layers)
+            for layer in ranking {
+                XCTAssertEqual(layer.count, d.kvHeads)
+                for head in layer {
+                    XCTAssertEqual(Set(head.prefix(plantedSet.count)), plantedSet, "\(stat): \(head)")
+                    XCTAssertEqual(Set(head), Set(0..<d.headDim))
+                }
+            }
+        }
+    }
+
+    func testConfigForAnotherModelIsRefused() throws {
+        let c = Case()
+        let config = DoubleSparsityConfig(
+            model: .init(config: try tinyConfig(c), fileSHA256: "aa"), statistic: .qk,
+            calibration: .init(text: "t", tokens: 1, sampleLength: 1, seconds: 0, peakMemoryBytes: 0),
+            channels: randomChannels(c))
+        let dir = NSTemporaryDirectory() + "sift-ds-\(rng.next())"
+        try makeDirectories(dir)
+        let path = dir + "/c.json"
+        try writeFile(path, config.encoded())
+        let loaded = try DoubleSparsityConfig.load(path: path)
+        XCTAssertEqual(loaded, config)
+        var other = Case()
+        other.kvHeads = 4
+        XCTAssertThrowsError(try loaded.check(against: try tinyConfig(other), fileSHA256: "aa", path: path)) {
+            XCTAssertTrue("\($0)".contains("kv_heads"), "\($0)")
+        }
+        XCTAssertThrowsError(try loaded.check(against: try tinyConfig(c), fileSHA256: "bb", path: path)) {
+            XCTAssertTrue("\($0)".contains("file_sha256"), "\($0)")
+        }
+        // Malformed: truncated JSON, and a channel list that is not a permutation.
+        try writeFile(path, Array(config.encoded().prefix(40)))
+        XCTAssertThrowsError(try DoubleSparsityConfig.load(path: path)) { XCTAssertTrue("\($0)".contains(path)) }
+        var broken = config
+        broken.channels[0][0][0] = broken.channels[0][0][1]
+        try writeFile(path, broken.encoded())
+        XCTAssertThrowsError(try DoubleSparsityConfig.load(path: path)) { XCTAssertTrue("\($0)".contains("permutation"), "\($0)") }
+    }
+}
