@@ -1,0 +1,241 @@
+/// Dot products of quantized weight rows with activation rows.
+///
+/// A matrix-vector product with quantized weights first converts the activation row once
+/// (`quantizeActivation`), then calls `dot` (or `dotTile`) for each weight row. Integer
+/// formats multiply 8-bit quants exactly in integers and apply the block scales in f32;
+/// float formats (F32, F16, BF16) keep the activations in f32.
+///
+/// On x86-64 the kernels use AVX2 (see QuantDotAVX2.swift); elsewhere the portable Swift
+/// versions in `PortableDot` run.
+public enum QuantDot {
+    /// The format activations are quantized to before a dot with weights of `type`
+    /// (.q8_0 for Q4_0/Q5_0/Q8_0, .q8_1 for Q4_1/Q5_1, .q8_K for K-quants, .f32 for F32/F16/BF16).
+    public static func activationType(for type: GGMLType) -> GGMLType {
+        switch type {
+        case .f32, .f16, .bf16: return .f32
+        case .q4_0, .q5_0, .q8_0: return .q8_0
+        case .q4_1, .q5_1: return .q8_1
+        case .q4_K, .q5_K, .q6_K: return .q8_K
+        default: preconditionFailure("QuantDot: \(type) is not supported")
+        }
+    }
+
+    /// Bytes one activation row of `count` values takes in activationType(for: type).
+    public static func activationRowBytes(for type: GGMLType, count: Int) -> Int {
+        let a = activationType(for: type)
+        precondition(count % a.blockSize == 0, "\(count) values are not a whole number of \(a) blocks")
+        return count / a.blockSize * a.bytesPerBlock
+    }
+
+    /// Quantizes `count` floats into the activation format for weights of `type` (a plain copy for .f32).
+    public static func quantizeActivation(_ x: UnsafePointer<Float>, count: Int, for type: GGMLType, into dst: UnsafeMutableRawPointer) {
+        switch activationType(for: type) {
+        case .f32: dst.copyMemory(from: x, byteCount: 4 * count)
+        case .q8_0: Q8Activations.quantizeQ8_0(x, count: count, into: dst, withSum: false)
+        case .q8_1: Q8Activations.quantizeQ8_0(x, count: count, into: dst, withSum: true)
+        default: Q8Activations.quantizeQ8K(x, count: count, into: dst)
+        }
+    }
+
+    /// Dot product of one weight row of `type` with one activation row prepared by quantizeActivation.
+    public static func dot(_ type: GGMLType, _ weightRow: UnsafeRawPointer, _ activation: UnsafeRawPointer, count: Int) -> Float {
+        precondition(count % type.blockSize == 0, "\(type) row of \(count) values is not a whole number of blocks")
+        let blocks = count / type.blockSize
+        #if arch(x86_64)
+        switch type {
+        case .q4_0: return AVX2Dot.q4_0(weightRow, activation, blocks)
+        case .q4_1: return AVX2Dot.q4_1(weightRow, activation, blocks)
+        case .q5_0: return AVX2Dot.q5_0(weightRow, activation, blocks)
+        case .q5_1: return AVX2Dot.q5_1(weightRow, activation, blocks)
+        case .q8_0: return AVX2Dot.q8_0(weightRow, activation, blocks)
+        case .q4_K: return AVX2Dot.q4K(weightRow, activation, blocks)
+        case .q5_K: return AVX2Dot.q5K(weightRow, activation, blocks)
+        case .q6_K: return AVX2Dot.q6K(weightRow, activation, blocks)
+        default: break
+        }
+        #endif
+        return PortableDot.dot(type, weightRow, activation, count: count)
+    }
+
+    /// A small block of dot products: `out[c * outStride + r]` = dot of weight row `r`
+    /// (at `weights + r * weightStride`) with activation row `c` (at
+    /// `activations + c * activationStride`), for r < rows ≤ 4 and c < cols ≤ 4.
+    ///
+    /// Equal to calling `dot` per pair (bit for bit), but for the quantized formats each
+    /// weight block is loaded and unpacked once for all `cols` activation rows.
+    public static func dotTile(_ type: GGMLType, weights: UnsafeRawPointer, weightStride: Int, rows: Int,
+                               activations: UnsafeRawPointer, activationStride: Int, cols: Int,
+                               count: Int, out: UnsafeMutablePointer<Float>, outStride: Int) {
+        precondition((1...4).contains(rows) && (1...4).contains(cols), "dotTile takes 1...4 rows and columns")
+        #if arch(x86_64)
+        if AVX2Tile.run(type, weights: weights, weightStride: weightStride, rows: rows,
+                        activations: activations, activationStride: activationStride, cols: cols,
+                        count: count, out: out, outStride: outStride) {
+            return
+        }
+        #endif
+        for c in 0..<cols {
+            for r in 0..<rows {
+                out[c * outStride + r] = dot(type, weights + r * weightStride, activations + c * activationStride, count: count)
+            }
+        }
+    }
+}
+
+/// Portable Swift dot kernels: exact integer sums per block, scales applied in f32. Used
+/// where no SIMD intrinsics path exists, and by the tests as a second implementation.
+enum PortableDot {
+    static func dot(_ type: GGMLType, _ w: UnsafeRawPointer, _ a: UnsafeRawPointer, count: Int) -> Float {
+        let blocks = count / type.blockSize
+        switch type {
+        case .f32: return f32(w.assumingMemoryBound(to: Float.self), a, count)
+        case .f16: return f16(w, a, count)
+        case .bf16: return bf16(w, a, count)
+        case .q4_0, .q4_1, .q5_0, .q5_1: return legacy(type, w, a, blocks)
+        case .q8_0: return q8_0(w, a, blocks)
+        case .q4_K, .q5_K: return q45K(type, w, a, blocks)
+        case .q6_K: return q6K(w, a, blocks)
+        default: preconditionFailure("QuantDot: \(type) is not supported")
+        }
+    }
+
+    @inline(__always)
+    static func act(_ a: UnsafeRawPointer) -> UnsafePointer<Float> { a.assumingMemoryBound(to: Float.self) }
+
+    static func f32(_ w: UnsafePointer<Float>, _ a: UnsafeRawPointer, _ n: Int) -> Float {
+        Kernels.dot(w, act(a), n)
+    }
+
+    static func f16(_ w: UnsafeRawPointer, _ a: UnsafeRawPointer, _ n: Int) -> Float {
+        var s0 = SIMD8<Float>(), s1 = SIMD8<Float>(), s2 = SIMD8<Float>(), s3 = SIMD8<Float>()
+        let x = act(a)
+        var i = 0
+        @inline(__always) func term(_ j: Int) -> (SIMD8<Float>, SIMD8<Float>) {
+            (SIMD8<Float>(w.loadUnaligned(fromByteOffset: 2 * j, as: SIMD8<Float16>.self)),
+             UnsafeRawPointer(x + j).loadUnaligned(as: SIMD8<Float>.self))
+        }
+        while i + 32 <= n {
+            let (w0, x0) = term(i), (w1, x1) = term(i + 8), (w2, x2) = term(i + 16), (w3, x3) = term(i + 24)
+            s0.addProduct(w0, x0); s1.addProduct(w1, x1); s2.addProduct(w2, x2); s3.addProduct(w3, x3)
+            i += 32
+        }
+        while i + 8 <= n { let (w0, x0) = term(i); s0.addProduct(w0, x0); i += 8 }
+        var s = ((s0 + s1) + (s2 + s3)).sum()
+        while i < n { s += loadHalf(w, 2 * i) * x[i]; i += 1 }
+        return s
+    }
+
+    static func bf16(_ w: UnsafeRawPointer, _ a: UnsafeRawPointer, _ n: Int) -> Float {
+        var s0 = SIMD8<Float>(), s1 = SIMD8<Float>()
+        let x = act(a)
+        @inline(__always) func weights(_ j: Int) -> SIMD8<Float> {
+            let h = w.loadUnaligned(fromByteOffset: 2 * j, as: SIMD8<UInt16>.self)
+            return unsafeBitCast(SIMD8<UInt32>(truncatingIfNeeded: h) &<< 16, to: SIMD8<Float>.self)
+        }
+        @inline(__always) func xs(_ j: Int) -> SIMD8<Float> { UnsafeRawPointer(x + j).loadUnaligned(as: SIMD8<Float>.self) }
+        var i = 0
+        while i + 16 <= n {
+            s0.addProduct(weights(i), xs(i)); s1.addProduct(weights(i + 8), xs(i + 8))
+            i += 16
+        }
+        while i + 8 <= n { s0.addProduct(weights(i), xs(i)); i += 8 }
+        var s = (s0 + s1).sum()
+        while i < n { s += Float(bitPattern: UInt32(w.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) << 16) * x[i]; i += 1 }
+        return s
+    }
+
+    @inline(__always)
+    static func i8(_ p: UnsafeRawPointer, _ i: Int) -> Int32 { Int32(p.load(fromByteOffset: i, as: Int8.self)) }
+    @inline(__always)
+    static func u8(_ p: UnsafeRawPointer, _ i: Int) -> Int32 { Int32(p.load(fromByteOffset: i, as: UInt8.self)) }
+
+    /// Q4_0/Q5_0 (× Q8_0) and Q4_1/Q5_1 (× Q8_1).
+    static func legacy(_ type: GGMLType, _ w: UnsafeRawPointer, _ a: UnsafeRawPointer, _ blocks: Int) -> Float {
+        let hasMin = type == .q4_1 || type == .q5_1
+        let hasHigh = type == .q5_0 || type == .q5_1
+        let center: Int32 = hasMin ? 0 : (hasHigh ? 16 : 8)
+        let qhOffset = hasMin ? 4 : 2
+        let qsOffset = qhOffset + (hasHigh ? 4 : 0)
+        let wbs = type.bytesPerBlock, aStride = hasMin ? 36 : 34, aq = hasMin ? 4 : 2
+        var sum: Float = 0
+        for b in 0..<blocks {
+            let wb = w + b * wbs, ab = a + b * aStride
+            let qh = hasHigh ? wb.loadUnaligned(fromByteOffset: qhOffset, as: UInt32.self) : 0
+            var dotq: Int32 = 0, suma: Int32 = 0
+            for j in 0..<16 {
+                let byte = u8(wb, qsOffset + j)
+                let lo = (byte & 0xF) | Int32((qh >> UInt32(j)) & 1) << 4
+                let hi = (byte >> 4) | Int32((qh >> UInt32(j + 16)) & 1) << 4
+                let a0 = i8(ab, aq + j), a1 = i8(ab, aq + 16 + j)
+                dotq += (lo - center) * a0 + (hi - center) * a1
+                suma += a0 + a1
+            }
+            let da = loadHalf(ab, 0)
+            sum += loadHalf(wb, 0) * da * Float(dotq)
+            if hasMin { sum += loadHalf(wb, 2) * da * Float(suma) }
+        }
+        return sum
+    }
+
+    static func q8_0(_ w: UnsafeRawPointer, _ a: UnsafeRawPointer, _ blocks: Int) -> Float {
+        var sum: Float = 0
+        for b in 0..<blocks {
+            let wb = w + b * 34, ab = a + b * 34
+            var dotq: Int32 = 0
+            for j in 0..<32 { dotq += i8(wb, 2 + j) * i8(ab, 2 + j) }
+            sum += loadHalf(wb, 0) * loadHalf(ab, 0) * Float(dotq)
+        }
+        return sum
+    }
+
+    /// Q4_K/Q5_K × Q8_K: Σ_s d·sc[s]·Σ q·a − dmin·m[s]·Σ a, the last sum read from bsums.
+    static func q45K(_ type: GGMLType, _ w: UnsafeRawPointer, _ a: UnsafeRawPointer, _ blocks: Int) -> Float {
+        let five = type == .q5_K
+        let wbs = type.bytesPerBlock, qsOffset = five ? 48 : 16
+        var sum: Float = 0
+        for b in 0..<blocks {
+            let wb = w + b * wbs, ab = a + b * 292
+            let (sc, mn) = KQuants.unpackScales(wb + 4)
+            var dotq: Int32 = 0, dotm: Int32 = 0
+            for s in 0..<8 {
+                let c = s / 2, shift = Int32(4 * (s % 2))
+                var part: Int32 = 0
+                for l in 0..<32 {
+                    var q = (u8(wb, qsOffset + 32 * c + l) >> shift) & 0xF
+                    if five { q |= ((u8(wb, 16 + l) >> Int32(s)) & 1) << 4 }
+                    part += q * i8(ab, 4 + 32 * s + l)
+                }
+                let bsum = Int32(ab.loadUnaligned(fromByteOffset: 260 + 4 * s, as: Int16.self))
+                    + Int32(ab.loadUnaligned(fromByteOffset: 262 + 4 * s, as: Int16.self))
+                dotq += Int32(UInt8(truncatingIfNeeded: sc >> UInt64(8 * s))) * part
+                dotm += Int32(UInt8(truncatingIfNeeded: mn >> UInt64(8 * s))) * bsum
+            }
+            let da = ab.loadUnaligned(as: Float.self)
+            sum += da * loadHalf(wb, 0) * Float(dotq) - da * loadHalf(wb, 2) * Float(dotm)
+        }
+        return sum
+    }
+
+    static func q6K(_ w: UnsafeRawPointer, _ a: UnsafeRawPointer, _ blocks: Int) -> Float {
+        var sum: Float = 0
+        for b in 0..<blocks {
+            let wb = w + b * 210, ab = a + b * 292
+            var dotq: Int32 = 0
+            for h in 0..<2 {
+                for g in 0..<4 {  // values 32g ..< 32g+32 of this half
+                    for part in 0..<2 {
+                        var s: Int32 = 0
+                        for i in 16 * part ..< 16 * part + 16 {
+                            let low = (u8(wb, 64 * h + 32 * (g % 2) + i) >> Int32(4 * (g / 2))) & 0xF
+                            let high = (u8(wb, 128 + 32 * h + i) >> Int32(2 * g)) & 3
+                            s += ((low | high << 4) - 32) * i8(ab, 4 + 128 * h + 32 * g + i)
+                        }
+                        dotq += i8(wb, 192 + 8 * h + 2 * g + part) * s
+                    }
+                }
+            }
+            sum += ab.loadUnaligned(as: Float.self) * loadHalf(wb, 208) * Float(dotq)
+        }
+        return sum
+    }
+}
