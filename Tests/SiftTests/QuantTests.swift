@@ -304,34 +304,43 @@ final class QuantTests: XCTestCase {
     func testTileEqualsPerPairDot() {
         var rng = Rng(5)
         for t in Self.weightTypes {
-            let count = t.blockSize == 1 ? 72 : 2 * max(t.blockSize, 256)
-            let wStride = count / t.blockSize * t.bytesPerBlock + 3  // odd strides: unaligned rows
-            let aStride = QuantDot.activationRowBytes(for: t, count: count) + 5
-            var w = [UInt8](repeating: 0, count: 4 * wStride)
-            for r in 0..<4 { w.replaceSubrange(r * wStride ..< r * wStride + wStride - 3, with: Self.randomRow(t, count: count, &rng)) }
-            var a = [UInt8](repeating: 0, count: 4 * aStride)
-            for c in 0..<4 {
-                let q = Self.quantizeActivation(Self.randomActivations(count, &rng), for: t)
-                a.replaceSubrange(c * aStride ..< c * aStride + q.count, with: q)
+            // Odd block counts exercise the kernels' tails; odd strides unaligned rows.
+            for count in t.blockSize == 1 ? [8, 100] : [t.blockSize, 7 * t.blockSize] {
+                checkTile(t, count: count, &rng)
             }
-            w.withUnsafeBytes { wp in
-                a.withUnsafeBytes { ap in
-                    for rows in 1...4 {
-                        for cols in 1...4 {
-                            let outStride = 6
-                            var out = [Float](repeating: .nan, count: 4 * outStride)
-                            QuantDot.dotTile(t, weights: wp.baseAddress!, weightStride: wStride, rows: rows,
-                                             activations: ap.baseAddress!, activationStride: aStride, cols: cols,
-                                             count: count, out: &out, outStride: outStride)
-                            for c in 0..<4 {
-                                for r in 0..<outStride {
-                                    let v = out[c * outStride + r]
-                                    if r < rows && c < cols {
-                                        let expected = QuantDot.dot(t, wp.baseAddress! + r * wStride, ap.baseAddress! + c * aStride, count: count)
-                                        XCTAssertEqual(v, expected, "\(t) tile \(rows)×\(cols) at r\(r) c\(c)")
-                                    } else {
-                                        XCTAssert(v.isNaN, "\(t) tile \(rows)×\(cols) wrote outside at r\(r) c\(c)")
-                                    }
+        }
+    }
+
+    /// Every tile shape of 4 random weight rows × 4 activation rows must give exactly the
+    /// per-pair `dot` results and write nothing else.
+    func checkTile(_ t: GGMLType, count: Int, _ rng: inout Rng) {
+        let wBytes = count / t.blockSize * t.bytesPerBlock, wStride = wBytes + 3
+        let aBytes = QuantDot.activationRowBytes(for: t, count: count), aStride = aBytes + 5
+        var w = [UInt8](repeating: 0, count: 4 * wStride)
+        var a = [UInt8](repeating: 0, count: 4 * aStride)
+        for r in 0..<4 {
+            w.replaceSubrange(r * wStride ..< r * wStride + wBytes, with: Self.randomRow(t, count: count, &rng))
+            let q = Self.quantizeActivation(Self.randomActivations(count, &rng), for: t)
+            a.replaceSubrange(r * aStride ..< r * aStride + aBytes, with: q)
+        }
+        w.withUnsafeBytes { wb in
+            a.withUnsafeBytes { ab in
+                let wp = wb.baseAddress!, ap = ab.baseAddress!
+                for rows in 1...4 {
+                    for cols in 1...4 {
+                        let outStride = 6
+                        var out = [Float](repeating: .nan, count: 4 * outStride)
+                        QuantDot.dotTile(t, weights: wp, weightStride: wStride, rows: rows,
+                                         activations: ap, activationStride: aStride, cols: cols,
+                                         count: count, out: &out, outStride: outStride)
+                        for c in 0..<4 {
+                            for r in 0..<outStride {
+                                let v = out[c * outStride + r], shape = "\(t) count \(count) tile \(rows)×\(cols)"
+                                if r < rows && c < cols {
+                                    let expected = QuantDot.dot(t, wp + r * wStride, ap + c * aStride, count: count)
+                                    XCTAssertEqual(v, expected, "\(shape) at r\(r) c\(c)")
+                                } else {
+                                    XCTAssert(v.isNaN, "\(shape) wrote outside at r\(r) c\(c)")
                                 }
                             }
                         }
@@ -375,14 +384,14 @@ final class QuantTests: XCTestCase {
             let (cold, hot, pairs, tile) = a4.withUnsafeBytes { ap in
                 out.withUnsafeMutableBufferPointer { op in
                     let a = ap.baseAddress!, o = op.baseAddress!
-                    let cold = seconds(5) { for r in 0..<m { o[r] = QuantDot.dot(t, wm + r * rowBytes, a, count: n) } }
-                    let hot = seconds(5) {
+                    let cold = seconds(9) { for r in 0..<m { o[r] = QuantDot.dot(t, wm + r * rowBytes, a, count: n) } }
+                    let hot = seconds(9) {
                         for rep in 0..<m / hotRows { for r in 0..<hotRows { sink += QuantDot.dot(t, wm + r * rowBytes, a + (rep & 0) * aStride, count: n) } }
                     }
-                    let pairs = seconds(3) {
+                    let pairs = seconds(7) {
                         for r in 0..<m { for c in 0..<4 { o[c * m + r] = QuantDot.dot(t, wm + r * rowBytes, a + c * aStride, count: n) } }
                     }
-                    let tile = seconds(3) {
+                    let tile = seconds(7) {
                         for r in stride(from: 0, to: m, by: 4) {
                             QuantDot.dotTile(t, weights: wm + r * rowBytes, weightStride: rowBytes, rows: 4,
                                              activations: a, activationStride: aStride, cols: 4,

@@ -1,3 +1,7 @@
+#if arch(x86_64)
+import _Builtin_intrinsics.intel
+#endif
+
 /// Dot products of quantized weight rows with activation rows.
 ///
 /// A matrix-vector product with quantized weights first converts the activation row once
@@ -67,6 +71,16 @@ public enum QuantDot {
                                activations: UnsafeRawPointer, activationStride: Int, cols: Int,
                                count: Int, out: UnsafeMutablePointer<Float>, outStride: Int) {
         precondition((1...4).contains(rows) && (1...4).contains(cols), "dotTile takes 1...4 rows and columns")
+        precondition(count % type.blockSize == 0, "\(type) row of \(count) values is not a whole number of blocks")
+        switch type {
+        case .f32, .f16, .bf16:
+            let kind: PortableDot.FloatKind = type == .f32 ? .f32 : type == .f16 ? .f16 : .bf16
+            PortableDot.floatTile(kind, weights: weights, weightStride: weightStride, rows: rows,
+                                  activations: activations, activationStride: activationStride, cols: cols,
+                                  count: count, out: out, outStride: outStride)
+            return
+        default: break
+        }
         #if arch(x86_64)
         if AVX2Tile.run(type, weights: weights, weightStride: weightStride, rows: rows,
                         activations: activations, activationStride: activationStride, cols: cols,
@@ -88,7 +102,7 @@ enum PortableDot {
     static func dot(_ type: GGMLType, _ w: UnsafeRawPointer, _ a: UnsafeRawPointer, count: Int) -> Float {
         let blocks = count / type.blockSize
         switch type {
-        case .f32: return f32(w.assumingMemoryBound(to: Float.self), a, count)
+        case .f32: return f32(w, a, count)
         case .f16: return f16(w, a, count)
         case .bf16: return bf16(w, a, count)
         case .q4_0, .q4_1, .q5_0, .q5_1: return legacy(type, w, a, blocks)
@@ -99,49 +113,122 @@ enum PortableDot {
         }
     }
 
+    /// How a float format's weights are read.
+    enum FloatKind { case f32, f16, bf16 }
+
     @inline(__always)
-    static func act(_ a: UnsafeRawPointer) -> UnsafePointer<Float> { a.assumingMemoryBound(to: Float.self) }
-
-    static func f32(_ w: UnsafePointer<Float>, _ a: UnsafeRawPointer, _ n: Int) -> Float {
-        Kernels.dot(w, act(a), n)
-    }
-
-    static func f16(_ w: UnsafeRawPointer, _ a: UnsafeRawPointer, _ n: Int) -> Float {
-        var s0 = SIMD8<Float>(), s1 = SIMD8<Float>(), s2 = SIMD8<Float>(), s3 = SIMD8<Float>()
-        let x = act(a)
-        var i = 0
-        @inline(__always) func term(_ j: Int) -> (SIMD8<Float>, SIMD8<Float>) {
-            (SIMD8<Float>(w.loadUnaligned(fromByteOffset: 2 * j, as: SIMD8<Float16>.self)),
-             UnsafeRawPointer(x + j).loadUnaligned(as: SIMD8<Float>.self))
-        }
-        while i + 32 <= n {
-            let (w0, x0) = term(i), (w1, x1) = term(i + 8), (w2, x2) = term(i + 16), (w3, x3) = term(i + 24)
-            s0.addProduct(w0, x0); s1.addProduct(w1, x1); s2.addProduct(w2, x2); s3.addProduct(w3, x3)
-            i += 32
-        }
-        while i + 8 <= n { let (w0, x0) = term(i); s0.addProduct(w0, x0); i += 8 }
-        var s = ((s0 + s1) + (s2 + s3)).sum()
-        while i < n { s += loadHalf(w, 2 * i) * x[i]; i += 1 }
-        return s
-    }
-
-    static func bf16(_ w: UnsafeRawPointer, _ a: UnsafeRawPointer, _ n: Int) -> Float {
-        var s0 = SIMD8<Float>(), s1 = SIMD8<Float>()
-        let x = act(a)
-        @inline(__always) func weights(_ j: Int) -> SIMD8<Float> {
+    static func weights8(_ kind: FloatKind, _ w: UnsafeRawPointer, _ j: Int) -> SIMD8<Float> {
+        switch kind {
+        case .f32: return w.loadUnaligned(fromByteOffset: 4 * j, as: SIMD8<Float>.self)
+        case .f16:
+            #if arch(x86_64)
+            // The generic SIMD conversion is sometimes outlined into a call; the intrinsic never is.
+            return _mm256_cvtph_ps(w.loadUnaligned(fromByteOffset: 2 * j, as: __m128i.self))
+            #else
+            return SIMD8<Float>(w.loadUnaligned(fromByteOffset: 2 * j, as: SIMD8<Float16>.self))
+            #endif
+        case .bf16:
             let h = w.loadUnaligned(fromByteOffset: 2 * j, as: SIMD8<UInt16>.self)
             return unsafeBitCast(SIMD8<UInt32>(truncatingIfNeeded: h) &<< 16, to: SIMD8<Float>.self)
         }
-        @inline(__always) func xs(_ j: Int) -> SIMD8<Float> { UnsafeRawPointer(x + j).loadUnaligned(as: SIMD8<Float>.self) }
-        var i = 0
-        while i + 16 <= n {
-            s0.addProduct(weights(i), xs(i)); s1.addProduct(weights(i + 8), xs(i + 8))
-            i += 16
+    }
+
+    @inline(__always)
+    static func weight(_ kind: FloatKind, _ w: UnsafeRawPointer, _ j: Int) -> Float {
+        switch kind {
+        case .f32: return w.loadUnaligned(fromByteOffset: 4 * j, as: Float.self)
+        case .f16: return loadHalf(w, 2 * j)
+        case .bf16: return Float(bitPattern: UInt32(w.loadUnaligned(fromByteOffset: 2 * j, as: UInt16.self)) << 16)
         }
-        while i + 8 <= n { s0.addProduct(weights(i), xs(i)); i += 8 }
-        var s = (s0 + s1).sum()
-        while i < n { s += Float(bitPattern: UInt32(w.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) << 16) * x[i]; i += 1 }
-        return s
+    }
+
+    /// Dots of one float weight row with one or (when `two`) two f32 rows, 32 values per step
+    /// in four 8-lane accumulators per row. `dot` and `dotTile` both use it, so a tile gives
+    /// the same bits as single dots while reading (and converting) the weights once.
+    @inline(__always)
+    static func floatDots(_ kind: FloatKind, _ w: UnsafeRawPointer, _ x: UnsafeRawPointer, _ y: UnsafeRawPointer,
+                          two: Bool, _ n: Int) -> (Float, Float) {
+        var a0 = SIMD8<Float>(), a1 = a0, a2 = a0, a3 = a0
+        var b0 = a0, b1 = a0, b2 = a0, b3 = a0
+        @inline(__always) func x8(_ p: UnsafeRawPointer, _ j: Int) -> SIMD8<Float> {
+            p.loadUnaligned(fromByteOffset: 4 * j, as: SIMD8<Float>.self)
+        }
+        @inline(__always) func x1(_ p: UnsafeRawPointer, _ j: Int) -> Float {
+            p.loadUnaligned(fromByteOffset: 4 * j, as: Float.self)
+        }
+        var i = 0
+        while i + 32 <= n {
+            let w0 = weights8(kind, w, i), w1 = weights8(kind, w, i + 8)
+            let w2 = weights8(kind, w, i + 16), w3 = weights8(kind, w, i + 24)
+            a0.addProduct(w0, x8(x, i)); a1.addProduct(w1, x8(x, i + 8))
+            a2.addProduct(w2, x8(x, i + 16)); a3.addProduct(w3, x8(x, i + 24))
+            if two {
+                b0.addProduct(w0, x8(y, i)); b1.addProduct(w1, x8(y, i + 8))
+                b2.addProduct(w2, x8(y, i + 16)); b3.addProduct(w3, x8(y, i + 24))
+            }
+            i += 32
+        }
+        while i + 8 <= n {
+            let w0 = weights8(kind, w, i)
+            a0.addProduct(w0, x8(x, i))
+            if two { b0.addProduct(w0, x8(y, i)) }
+            i += 8
+        }
+        var s = ((a0 + a1) + (a2 + a3)).sum()
+        var t = two ? ((b0 + b1) + (b2 + b3)).sum() : 0
+        while i < n {
+            let wi = weight(kind, w, i)
+            s += wi * x1(x, i)
+            if two { t += wi * x1(y, i) }
+            i += 1
+        }
+        return (s, t)
+    }
+
+    static func f32(_ w: UnsafeRawPointer, _ a: UnsafeRawPointer, _ n: Int) -> Float {
+        floatDots(.f32, w, a, a, two: false, n).0
+    }
+
+    static func f16(_ w: UnsafeRawPointer, _ a: UnsafeRawPointer, _ n: Int) -> Float {
+        floatDots(.f16, w, a, a, two: false, n).0
+    }
+
+    static func bf16(_ w: UnsafeRawPointer, _ a: UnsafeRawPointer, _ n: Int) -> Float {
+        floatDots(.bf16, w, a, a, two: false, n).0
+    }
+
+    /// `QuantDot.dotTile` for the float formats: each weight row against activation rows in pairs.
+    static func floatTile(_ kind: FloatKind, weights: UnsafeRawPointer, weightStride: Int, rows: Int,
+                          activations: UnsafeRawPointer, activationStride: Int, cols: Int,
+                          count: Int, out: UnsafeMutablePointer<Float>, outStride: Int) {
+        // One copy of the loop per format, so that the weight conversion is not a runtime switch.
+        switch kind {
+        case .f32: floatTile(.f32, weights, weightStride, rows, activations, activationStride, cols, count, out, outStride)
+        case .f16: floatTile(.f16, weights, weightStride, rows, activations, activationStride, cols, count, out, outStride)
+        case .bf16: floatTile(.bf16, weights, weightStride, rows, activations, activationStride, cols, count, out, outStride)
+        }
+    }
+
+    @inline(__always)
+    static func floatTile(_ kind: FloatKind, _ weights: UnsafeRawPointer, _ weightStride: Int, _ rows: Int,
+                          _ activations: UnsafeRawPointer, _ activationStride: Int, _ cols: Int,
+                          _ count: Int, _ out: UnsafeMutablePointer<Float>, _ outStride: Int) {
+        for r in 0..<rows {
+            let w = weights + r * weightStride
+            var c = 0
+            while c < cols {
+                let x = activations + c * activationStride
+                if c + 1 < cols {
+                    let (s, t) = floatDots(kind, w, x, activations + (c + 1) * activationStride, two: true, count)
+                    out[c * outStride + r] = s
+                    out[(c + 1) * outStride + r] = t
+                    c += 2
+                } else {
+                    out[c * outStride + r] = floatDots(kind, w, x, x, two: false, count).0
+                    c += 1
+                }
+            }
+        }
     }
 
     @inline(__always)

@@ -322,12 +322,4 @@ enum AVX2Dot {
     }
 }
 
-/// Tiles of dot products (see `QuantDot.dotTile`); not yet specialised.
-enum AVX2Tile {
-    static func run(_ type: GGMLType, weights: UnsafeRawPointer, weightStride: Int, rows: Int,
-                    activations: UnsafeRawPointer, activationStride: Int, cols: Int,
-                    count: Int, out: UnsafeMutablePointer<Float>, outStride: Int) -> Bool {
-        false
-    }
-}
 #endif
