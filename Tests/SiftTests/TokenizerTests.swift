@@ -148,6 +148,21 @@ final class TokenizerTests: XCTestCase {
         }
     }
 
+    /// Long runs (one huge pre-token; thousands of overlapping whitespace special tokens).
+    func testLongRunsRoundTrip() throws {
+        for model in ["qwen2.5-coder-0.5b", "gemma3-270m"] {
+            let tok = try Self.tokenizer(model)
+            for text in [String(repeating: "=", count: 20_000), String(repeating: "\n", count: 20_000),
+                         String(repeating: " ", count: 20_001) + "x", String(repeating: "\t \n", count: 7_000),
+                         String(repeating: "東京都北京서울", count: 2_000), String(repeating: "<|im_end|><end_of_turn>", count: 500)] {
+                var ids = tok.encode(text)
+                if tok.addsBOS { XCTAssertEqual(ids.removeFirst(), tok.bos) }
+                XCTAssertLessThan(ids.count, text.utf8.count + 1)
+                XCTAssertEqual(tok.decode(ids), text, "\(model): \(text.prefix(20).debugDescription)…")
+            }
+        }
+    }
+
     func testGreedyTextIsDecodeOfGreedyIDs() throws {
         for c in try Self.lines("greedy.jsonl", as: GreedyCase.self) {
             let tok = try Self.tokenizer(c.model)
