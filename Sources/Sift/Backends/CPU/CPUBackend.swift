@@ -12,7 +12,7 @@ public final class CPUWeight: Weight, @unchecked Sendable {
 
     init(info: GGUFTensorInfo, file: GGUFFile) {
         floats = .allocate(capacity: info.elementCount)
-        tmpDequantize(info.type, file.data(info), floats, count: info.elementCount)
+        Dequantize.row(info.type, file.data(info), floats, count: info.elementCount)
         super.init(info: info)
     }
 
