@@ -115,6 +115,7 @@ struct Run: ParsableCommand {
                                prefillSeconds: t.prefillSeconds, decodeSeconds: t.decodeSeconds)))
         } else {
             print(stream.flush())
+            fflush(stdout)
             note("prompt \(t.promptTokens) tokens, \(fixed(t.prefillTokensPerSecond, 1)) tok/s; generated \(t.generatedTokens) tokens, \(fixed(t.decodeTokensPerSecond, 1)) tok/s")
         }
     }

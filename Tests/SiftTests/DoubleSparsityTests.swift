@@ -19,8 +19,12 @@ final class DoubleSparsityTests: XCTestCase {
             let n = 1 + Int(rng.next() % 300)
             let k = Int(rng.next() % UInt64(n + 1))
             // Coarse values so that ties happen; ties must go to the lower index.
-            let v: [Float] = (0..<n).map { _ in trial % 2 == 0 ? Float(Int(rng.next() % 7)) : uniform() }
-            let want = (0..<n).sorted { v[$0] > v[$1] || (v[$0] == v[$1] && $0 < $1) }.prefix(k).sorted().map { Int32($0 + 5) }
+            var v = [Float](repeating: 0, count: n)
+            for i in 0..<n { v[i] = trial % 2 == 0 ? Float(Int(rng.next() % 7)) : uniform() }
+            let order: [Int] = (0..<n).sorted { (a: Int, b: Int) -> Bool in
+                v[a] > v[b] || (v[a] == v[b] && a < b)
+            }
+            let want: [Int32] = order.prefix(k).sorted().map { Int32($0 + 5) }
             var got = [Int32](repeating: -1, count: max(k, 1))
             let w = v.withUnsafeBufferPointer { TopK.select($0.baseAddress!, count: n, k: k, base: 5, into: &got) }
             XCTAssertEqual(w, k)
@@ -143,11 +147,10 @@ final class DoubleSparsityTests: XCTestCase {
     /// their RoPE partners, which rotation mixes them with): calibration must rank exactly
     /// those channels first in every layer and KV head.
     func testCalibrationRecoversPlantedChannels() throws {
-        let ref = ModelReferenceTests()
         var d = ModelReferenceTests.Dims()
         d.headDim = 16
         d.layers = 2
-        var w = ref.makeQwen2(d, seed: 3)
+        var w = ModelReferenceTests.makeQwen2(d, seed: 3)
         let half = d.headDim / 2
         let planted = [1, 5]  // and 9, 13
         let plantedSet = Set(planted + planted.map { $0 + half })

@@ -128,7 +128,7 @@ final class ModelReferenceTests: XCTestCase {
         return xs.map { w.mv("output.weight", Self.rmsNorm($0, w.vec("output_norm.weight"))) }
     }
 
-    func makeQwen2(_ d: Dims, seed: UInt64) -> Weights {
+    static func makeQwen2(_ d: Dims, seed: UInt64) -> Weights {
         var w = Weights(seed: seed)
         w.add("token_embd.weight", [d.dim, d.vocab], scale: 1)
         w.add("output.weight", [d.dim, d.vocab], scale: 0.3)
@@ -242,7 +242,7 @@ final class ModelReferenceTests: XCTestCase {
 
     func testQwen2MatchesFloat64Reference() throws {
         let d = Dims()
-        let w = makeQwen2(d, seed: 7)
+        let w = Self.makeQwen2(d, seed: 7)
         let tokens = [3, 17, 42, 0, 60, 5, 5, 33, 12, 1]
         try check(w.gguf(arch: "qwen2", d: d, extra: [("qwen2.rope.freq_base", .float32(10_000))]),
                   reference: qwen2Reference(w, d, tokens: tokens), tokens: tokens)
@@ -251,7 +251,7 @@ final class ModelReferenceTests: XCTestCase {
     func testQwen2SmallBatchesMatch() throws {
         // Chunks of 4 tokens through the batched path must equal the reference too.
         let d = Dims()
-        let w = makeQwen2(d, seed: 11)
+        let w = Self.makeQwen2(d, seed: 11)
         let tokens = [9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 10]
         try check(w.gguf(arch: "qwen2", d: d, extra: [("qwen2.rope.freq_base", .float32(10_000))]),
                   reference: qwen2Reference(w, d, tokens: tokens), tokens: tokens, maxBatch: 4)
@@ -282,7 +282,7 @@ final class ModelReferenceTests: XCTestCase {
 
     func testMissingTensorIsNamed() throws {
         let d = Dims()
-        var w = makeQwen2(d, seed: 1)
+        var w = Self.makeQwen2(d, seed: 1)
         w.tensors["blk.1.ffn_up.weight"] = nil
         let gguf = try GGUFFile(file: MappedFile(copying: w.gguf(arch: "qwen2", d: d, extra: []), name: "m.gguf"))
         XCTAssertThrowsError(try Architectures.load(gguf, backend: CPUBackend(threads: 1))) { e in

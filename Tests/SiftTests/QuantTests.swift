@@ -72,6 +72,17 @@ final class QuantTests: XCTestCase {
 
     static func u16(_ b: [UInt8], _ at: Int) -> UInt16 { UInt16(b[at]) | UInt16(b[at + 1]) << 8 }
     static func half(_ b: [UInt8], _ at: Int) -> Double { Double(Float16(bitPattern: u16(b, at))) }
+
+    /// The scale d stored in block `block` of an activation row.
+    static func storedScale(_ t: GGMLType, _ b: [UInt8], block: Int) -> Double {
+        switch t {
+        case .q8_0: return half(b, block * 34)
+        case .q8_1: return half(b, block * 36)
+        default:
+            let o = block * 292
+            return Double(Float(bitPattern: UInt32(u16(b, o)) | UInt32(u16(b, o + 2)) << 16))
+        }
+    }
     static func i8(_ b: [UInt8], _ at: Int) -> Double { Double(Int8(bitPattern: b[at])) }
 
     /// Reference values with, per value, a bound on the magnitude of the partial products the
@@ -159,7 +170,9 @@ final class QuantTests: XCTestCase {
                     let q = i8(b, o + qsAt + i)
                     XCTAssert(abs(q) <= 127, "\(t) quant \(q) out of range")
                     sum += q
-                    y.append(d * q); bound.append(0.5 * d * (1 + 1e-6))
+                    // Rounded from x·127/amax while d is stored as f16 (relative error ≤ 2⁻¹¹),
+                    // as ggml defines the format: half a step plus the scale's rounding.
+                    y.append(d * q); bound.append(0.5 * d * (1 + 1e-6) + abs(q) * d * 0x1p-11)
                 }
                 if t == .q8_1 {
                     let s = half(b, o + 2)
@@ -255,7 +268,8 @@ final class QuantTests: XCTestCase {
                 if at != .f32 {
                     for blk in 0..<count / bs {
                         let amax = x[blk * bs ..< (blk + 1) * bs].map { abs(Double($0)) }.max()!
-                        XCTAssertLessThanOrEqual(bound[blk * bs], amax / 254 * (1 + 0x1p-10) + 1e-30, "\(at) scale of block \(blk)")
+                        XCTAssertLessThanOrEqual(Self.storedScale(at, a, block: blk),
+                                                 amax / 127 * (1 + 0x1p-10) + 1e-30, "\(at) scale of block \(blk)")
                     }
                 }
                 // Dequantize.row decodes the activation formats too.

@@ -1,24 +1,21 @@
 import Foundation
+@testable import Sift
 
-/// The real models the tests use, as `sift pull NAME` caches them.
+/// The real models the tests use, from the sift cache; a missing model is pulled (so a test
+/// never skips for want of one).
 enum TestModels {
-    struct Missing: Error, CustomStringConvertible {
-        let name: String
-        let path: String
-        var description: String {
-            "model '\(name)' is not at \(path): run `sift pull \(name)` first (tests that need real models fail rather than skip)"
-        }
-    }
-
-    static var directory: String {
-        let home = ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()
-        return home + "/.cache/sift/models"
-    }
-
-    /// `~/.cache/sift/models/NAME.gguf`, or an error telling how to get it.
+    /// The cached file of a known model, pulled first when missing.
     static func path(_ name: String) throws -> String {
-        let p = directory + "/" + name + ".gguf"
-        guard FileManager.default.fileExists(atPath: p) else { throw Missing(name: name, path: p) }
-        return p
+        try ModelHub.resolve(name, download: true)
     }
+}
+
+/// Files under Tests/Golden (llama.cpp's reference outputs, copied from ../shared/golden).
+enum GoldenFiles {
+    static var directory: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Golden")
+    }
+
+    static func url(_ name: String) -> URL { directory.appendingPathComponent(name) }
 }

@@ -11,10 +11,7 @@ public func readTextFile(_ path: String) throws -> String {
 }
 
 /// Whether a regular file exists at `path`.
-public func fileExists(_ path: String) -> Bool {
-    var st = stat()
-    return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG
-}
+public func fileExists(_ path: String) -> Bool { FS.isRegularFile(path) }
 
 /// Reads a file with read(2) until EOF (for /proc files, whose size stat reports as 0).
 public func readStreamFile(_ path: String) throws -> String {
@@ -45,12 +42,4 @@ public func writeFile(_ path: String, _ bytes: [UInt8]) throws {
 }
 
 /// Creates a directory and its parents (like mkdir -p).
-public func makeDirectories(_ path: String) throws {
-    var current = path.hasPrefix("/") ? "" : "."
-    for part in path.split(separator: "/") {
-        current += "/" + part
-        if mkdir(current, 0o755) != 0 && errno != EEXIST {
-            throw FileError(path: current, message: "cannot create directory (errno \(errno))")
-        }
-    }
-}
+public func makeDirectories(_ path: String) throws { try FS.makeDirectories(path) }

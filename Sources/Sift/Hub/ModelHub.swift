@@ -135,6 +135,30 @@ public enum ModelHub {
         return try pull(spec: spec, force: false, cacheDirectory: cacheDirectory)
     }
 
+    /// The sha256 of a model file. A known model in the cache was verified against its spec when
+    /// pulled, so its spec checksum is returned while the file keeps the expected size; any
+    /// other file is hashed once and the digest remembered under `<cache>/sha256/`, keyed by
+    /// path, size and modification time.
+    public static func fileSHA256(_ path: String) throws -> String {
+        var st = stat()
+        guard stat(path, &st) == 0 else { throw HubError.noSuchModelFile(path: path) }
+        let size = Int(st.st_size)
+        let cache = cacheDirectory
+        for spec in specs where modelPath(spec.name, cacheDirectory: cache) == path {
+            return spec.sha256
+        }
+        let key = "\(path)|\(size)|\(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)"
+        let dir = cache + "/sha256"
+        let entry = dir + "/" + SHA256.hex(SHA256.hash(Array(key.utf8))) + ".txt"
+        if FS.isRegularFile(entry), let bytes = try? FS.readFile(entry) {
+            let text = String(decoding: bytes, as: UTF8.self).trimmingSpaces()
+            if text.count == 64 { return text }
+        }
+        let digest = try SHA256.hexDigest(ofFile: path)
+        if (try? FS.makeDirectories(dir)) != nil { try? writeFile(entry, Array((digest + "\n").utf8)) }
+        return digest
+    }
+
     /// Downloads (if not cached), assembles and verifies; returns the local path.
     public static func pull(_ name: String, force: Bool = false) throws -> String {
         guard let spec = spec(name) else { throw HubError.unknownModel(name: name, known: knownNames) }
@@ -269,3 +293,12 @@ func formatDecimal(_ x: Double) -> String {
 
 func formatMB(_ bytes: Int) -> String { formatDecimal(Double(bytes) / 1e6) + " MB" }
 func formatSeconds(_ s: Double) -> String { formatDecimal(s) + " s" }
+
+private extension String {
+    func trimmingSpaces() -> String {
+        var s = Substring(self)
+        while let c = s.first, c.isWhitespace { s.removeFirst() }
+        while let c = s.last, c.isWhitespace { s.removeLast() }
+        return String(s)
+    }
+}

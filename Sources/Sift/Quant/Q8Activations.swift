@@ -5,10 +5,12 @@
 //         dots in this module recompute Σqs exactly instead of reading the rounded s)
 //   Q8_K  292 bytes per 256 values: f32 d | i8 qs[256] | i16 bsums[16], bsums[k] = Σ qs[16k..<16k+16]
 //
-// Each block is scaled so that its largest magnitude maps to ±127 (never −128, which the
-// AVX2 kernels rely on: they negate activations with `sign`), and rounded to nearest even.
-// Q8_0/Q8_1 round with the reciprocal of the stored f16 scale, so |x − d·q| ≤ d/2 for the
-// d actually stored.
+// Each block is scaled by d = amax/127 and its values rounded (to nearest even) from
+// x·127/amax, as ggml's reference quantizers define it, so no value is −128 (the AVX2
+// kernels rely on that: they negate activations with `sign`). Q8_0/Q8_1 store d as f16.
+#if arch(x86_64)
+import _Builtin_intrinsics.intel
+#endif
 
 enum Q8Activations {
     /// Quantizes `count` (a multiple of 32) floats to Q8_0 blocks, or Q8_1 blocks when `withSum`.
@@ -17,15 +19,12 @@ enum Q8Activations {
         let bs = withSum ? 36 : 34
         let qsOffset = withSum ? 4 : 2
         for b in 0..<count / 32 {
-            let v = UnsafeRawPointer(x + 32 * b).loadUnaligned(as: SIMD32<Float>.self)
+            let src = x + 32 * b
             let out = dst + b * bs
-            let amax = pointwiseMax(v, -v).max()
+            let amax = absMax(src, count: 32)
             let d = storeHalf(amax / 127, out, 0)
-            let q = quantize(v, inverseScale: d == 0 ? 0 : 1 / d)
-            out.storeBytes(of: q, toByteOffset: qsOffset, as: SIMD32<Int8>.self)
-            if withSum {
-                storeHalf(d * Float(SIMD32<Int32>(truncatingIfNeeded: q).wrappedSum()), out, 2)
-            }
+            let sum = quantize32(src, inverseScale: amax == 0 ? 0 : 127 / amax, into: out + qsOffset)
+            if withSum { storeHalf(d * Float(sum), out, 2) }
         }
     }
 
@@ -33,33 +32,70 @@ enum Q8Activations {
     static func quantizeQ8K(_ x: UnsafePointer<Float>, count: Int, into dst: UnsafeMutableRawPointer) {
         precondition(count % 256 == 0, "Q8_K activations need a multiple of 256 values, got \(count)")
         for b in 0..<count / 256 {
-            let src = UnsafeRawPointer(x + 256 * b)
+            let src = x + 256 * b
             let out = dst + b * 292
-            var m = SIMD32<Float>()
-            for i in 0..<8 {
-                let v = src.loadUnaligned(fromByteOffset: 128 * i, as: SIMD32<Float>.self)
-                m = pointwiseMax(m, pointwiseMax(v, -v))
-            }
-            let amax = m.max()
-            let d = amax / 127
-            out.storeBytes(of: d, as: Float.self)
+            let amax = absMax(src, count: 256)
+            out.storeBytes(of: amax / 127, as: Float.self)
             let inv: Float = amax == 0 ? 0 : 127 / amax
-            for i in 0..<8 {
-                let q = quantize(src.loadUnaligned(fromByteOffset: 128 * i, as: SIMD32<Float>.self), inverseScale: inv)
-                out.storeBytes(of: q, toByteOffset: 4 + 32 * i, as: SIMD32<Int8>.self)
-                let wide = SIMD32<Int16>(truncatingIfNeeded: q)
-                let lo = wide.lowHalf.wrappedSum(), hi = wide.highHalf.wrappedSum()
-                out.storeBytes(of: lo, toByteOffset: 260 + 4 * i, as: Int16.self)
-                out.storeBytes(of: hi, toByteOffset: 262 + 4 * i, as: Int16.self)
+            for i in 0..<16 {
+                let s = quantize16(src + 16 * i, inverseScale: inv, into: out + 4 + 16 * i)
+                out.storeBytes(of: Int16(truncatingIfNeeded: s), toByteOffset: 260 + 2 * i, as: Int16.self)
             }
         }
     }
 
-    /// round(v·inverseScale) clamped to ±127.
+    /// max |x[i]| over `count` (a multiple of 16) values.
     @inline(__always)
-    static func quantize(_ v: SIMD32<Float>, inverseScale: Float) -> SIMD32<Int8> {
-        let r = (v * inverseScale).rounded(.toNearestOrEven)
-        let clamped = r.clamped(lowerBound: SIMD32(repeating: -127), upperBound: SIMD32(repeating: 127))
-        return SIMD32<Int8>(truncatingIfNeeded: SIMD32<Int32>(clamped))
+    static func absMax(_ x: UnsafePointer<Float>, count: Int) -> Float {
+        var m = SIMD16<Float>()
+        var i = 0
+        while i < count {
+            let v = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD16<Float>.self)
+            m = pointwiseMax(m, pointwiseMax(v, -v))
+            i += 16
+        }
+        return m.max()
+    }
+
+    /// Stores round(x[i]·inverseScale) for 32 values as Int8 (the caller guarantees |·| ≤ 127.5
+    /// before rounding; the result is clamped to ±127) and returns their sum.
+    @inline(__always)
+    static func quantize32(_ x: UnsafePointer<Float>, inverseScale: Float, into dst: UnsafeMutableRawPointer) -> Int {
+        quantize16(x, inverseScale: inverseScale, into: dst) + quantize16(x + 16, inverseScale: inverseScale, into: dst + 16)
+    }
+
+    /// The same for 16 values.
+    @inline(__always)
+    static func quantize16(_ x: UnsafePointer<Float>, inverseScale: Float, into dst: UnsafeMutableRawPointer) -> Int {
+        #if arch(x86_64)
+        let s = _mm256_set1_ps(inverseScale)
+        let raw = UnsafeRawPointer(x)
+        // cvtps rounds to nearest even (the default MXCSR mode).
+        let a = _mm256_cvtps_epi32(_mm256_mul_ps(raw.loadUnaligned(as: __m256.self), s))
+        let b = _mm256_cvtps_epi32(_mm256_mul_ps(raw.loadUnaligned(fromByteOffset: 32, as: __m256.self), s))
+        // Saturating packs keep lane order per 128-bit half: a0..3 b0..3 | a4..7 b4..7.
+        let w = _mm256_packs_epi32(a, b)
+        let lo = w.lowHalf, hi = w.highHalf
+        // lo = a0..3 b0..3, hi = a4..7 b4..7 (int16) -> a0..7 b0..7.
+        let ordered16 = _mm_unpacklo_epi64(lo, hi)
+        let ordered16b = _mm_unpackhi_epi64(lo, hi)
+        // ordered16 = a0..3 a4..7, ordered16b = b0..3 b4..7.
+        let bytes = _mm_packs_epi16(ordered16, ordered16b)
+        let clamped = _mm_max_epi8(bytes, _mm_set1_epi8(-127))
+        dst.storeBytes(of: clamped, as: __m128i.self)
+        let sums = _mm_sad_epu8(_mm_xor_si128(clamped, _mm_set1_epi8(-128)), _mm_setzero_si128())
+        // Σ(q+128) over 16 bytes, in two 64-bit halves.
+        return Int(sums[0] + sums[1]) - 16 * 128
+        #else
+        var total = 0
+        for j in 0..<16 {
+            var r = (x[j] * inverseScale).rounded(.toNearestOrEven)
+            r = min(max(r, -127), 127)
+            let q = Int8(r)
+            dst.storeBytes(of: q, toByteOffset: j, as: Int8.self)
+            total += Int(q)
+        }
+        return total
+        #endif
     }
 }

@@ -109,7 +109,7 @@ public final class ThreadPool: @unchecked Sendable {
     }
 
     private func workerLoop() {
-        var seen = generation.load(ordering: .acquiring)
+        var seen = 0  // the generation at creation; reading it here would race with the first job
         while true {
             // Spin a little for the next job before sleeping.
             var spins = 0
