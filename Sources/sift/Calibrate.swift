@@ -18,7 +18,7 @@ struct Calibrate: ParsableCommand {
     @Option(name: .customLong("data"), help: "Calibration text file (default: the essays' calibration part).")
     var data: String?
 
-    @Option(help: "Statistic: qk, q or k.")
+    @Option(help: "Statistic: qk (the paper's), q, k or qk-centered (E|q_c|·σ(k_c), sift's).")
     var statistic: String = "qk"
 
     @Option(help: "Calibration tokens (a multiple of --sample-length is used).")
@@ -35,7 +35,7 @@ struct Calibrate: ParsableCommand {
 
     func validate() throws {
         guard ChannelStatistic(rawValue: statistic) != nil else {
-            throw ValidationError("--statistic must be one of qk, q, k")
+            throw ValidationError("--statistic must be one of \(ChannelStatistic.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         guard tokens >= 2, sampleLength >= 2 else { throw ValidationError("--tokens and --sample-length must be ≥ 2") }
     }

@@ -15,6 +15,8 @@ public final class ChannelCalibrator: AttentionMethod, @unchecked Sendable {
     let statistic: ChannelStatistic
     /// [layer][query head * headDim + channel] running sums, and the token count per layer.
     private(set) var sums: [[Double]]
+    /// For `qkCentered`: Σk_c and Σk_c² per [layer][query head * headDim + channel].
+    private(set) var keySums: [[Double]], keySquares: [[Double]]
     private(set) var tokens: [Int]
     let heads: Int, kvHeads: Int, headDim: Int
 
@@ -25,6 +27,8 @@ public final class ChannelCalibrator: AttentionMethod, @unchecked Sendable {
         kvHeads = cache.kvHeads
         headDim = cache.headDim
         sums = Array(repeating: Array(repeating: 0, count: heads * cache.headDim), count: cache.layerCount)
+        keySums = statistic == .qkCentered ? sums : []
+        keySquares = keySums
         tokens = Array(repeating: 0, count: cache.layerCount)
     }
 
@@ -40,6 +44,20 @@ public final class ChannelCalibrator: AttentionMethod, @unchecked Sendable {
                     case .qk: for c in 0..<d { a[c] += Double(abs(qh[c] * kh[c])) }
                     case .q: for c in 0..<d { a[c] += Double(abs(qh[c])) }
                     case .k: for c in 0..<d { a[c] += Double(abs(kh[c])) }
+                    case .qkCentered: for c in 0..<d { a[c] += Double(abs(qh[c])) }
+                    }
+                }
+            }
+        }
+        if statistic == .qkCentered {
+            for t in 0..<k.rows {
+                let kr = k.row(t)
+                for h in 0..<heads {
+                    let kh = kr + (h / g) * d
+                    for c in 0..<d {
+                        let x = Double(kh[c])
+                        keySums[layer][h * d + c] += x
+                        keySquares[layer][h * d + c] += x * x
                     }
                 }
             }
@@ -53,7 +71,16 @@ public final class ChannelCalibrator: AttentionMethod, @unchecked Sendable {
     /// Mean statistic per [layer][query head][channel].
     public var means: [[[Double]]] {
         sums.enumerated().map { l, s in
-            (0..<heads).map { h in (0..<headDim).map { s[h * headDim + $0] / Double(max(1, tokens[l])) } }
+            let n = Double(max(1, tokens[l]))
+            return (0..<heads).map { h in
+                (0..<headDim).map { c in
+                    let i = h * headDim + c
+                    guard statistic == .qkCentered else { return s[i] / n }
+                    // E|q_c| · σ(k_c): how much channel c moves the score between tokens.
+                    let mean = keySums[l][i] / n
+                    return s[i] / n * max(0, keySquares[l][i] / n - mean * mean).squareRoot()
+                }
+            }
         }
     }
 

@@ -161,4 +161,9 @@ public enum ChannelStatistic: String, Codable, Sendable, CaseIterable {
     case q
     /// mean |k_c|
     case k
+    /// mean |q_c| times the standard deviation of k_c over tokens: the spread a channel adds
+    /// to the scores of different tokens. Unlike `qk` it ignores channels that are large but
+    /// nearly constant (Qwen2's key biases), which cannot help rank tokens. sift's addition,
+    /// not in the paper.
+    case qkCentered = "qk-centered"
 }

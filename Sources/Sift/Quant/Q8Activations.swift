@@ -47,14 +47,25 @@ enum Q8Activations {
     /// max |x[i]| over `count` (a multiple of 16) values.
     @inline(__always)
     static func absMax(_ x: UnsafePointer<Float>, count: Int) -> Float {
-        var m = SIMD16<Float>()
+        #if arch(x86_64)
+        let signBit = _mm256_set1_ps(-0.0)
+        var m = _mm256_setzero_ps()
+        let raw = UnsafeRawPointer(x)
         var i = 0
         while i < count {
-            let v = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD16<Float>.self)
-            m = pointwiseMax(m, pointwiseMax(v, -v))
+            m = _mm256_max_ps(m, _mm256_andnot_ps(signBit, raw.loadUnaligned(fromByteOffset: 4 * i, as: __m256.self)))
+            m = _mm256_max_ps(m, _mm256_andnot_ps(signBit, raw.loadUnaligned(fromByteOffset: 4 * i + 32, as: __m256.self)))
             i += 16
         }
-        return m.max()
+        let h = _mm_max_ps(m.lowHalf, m.highHalf)
+        let h2 = _mm_max_ps(h, _mm_movehl_ps(h, h))
+        let h3 = _mm_max_ss(h2, _mm_movehdup_ps(h2))
+        return h3[0]
+        #else
+        var m: Float = 0
+        for i in 0..<count { m = max(m, abs(x[i])) }
+        return m
+        #endif
     }
 
     /// Stores round(x[i]·inverseScale) for 32 values as Int8 (the caller guarantees |·| ≤ 127.5

@@ -100,6 +100,28 @@ public enum QuantDot {
             }
         }
     }
+
+    /// Whether `repackToQ8_0` accepts `type`.
+    public static func repacksToQ8_0(_ type: GGMLType) -> Bool { type == .q4_0 || type == .q5_0 }
+
+    /// Rewrites a Q4_0 or Q5_0 row of `count` values as a Q8_0 row with the same values and
+    /// scales (dots with it are bit for bit those with the original row).
+    public static func repackToQ8_0(_ type: GGMLType, _ src: UnsafeRawPointer, count: Int, into dst: UnsafeMutableRawPointer) {
+        precondition(repacksToQ8_0(type) && count % 32 == 0)
+        #if arch(x86_64)
+        AVX2Tile.repackToQ8_0(type, src, blocks: count / 32, into: dst)
+        #else
+        var tmp = [Float](repeating: 0, count: 32)
+        for b in 0..<count / 32 {
+            let wb = src + type.bytesPerBlock * b
+            tmp.withUnsafeMutableBufferPointer { Dequantize.row(type, wb, $0.baseAddress!, count: 32) }
+            let d = Float(Float16(bitPattern: wb.loadUnaligned(as: UInt16.self)))
+            let out = dst + 34 * b
+            out.storeBytes(of: wb.loadUnaligned(as: UInt16.self), as: UInt16.self)
+            for j in 0..<32 { out.storeBytes(of: Int8(d == 0 ? 0 : (tmp[j] / d).rounded()), toByteOffset: 2 + j, as: Int8.self) }
+        }
+        #endif
+    }
 }
 
 /// Portable Swift dot kernels: exact integer sums per block, scales applied in f32. Used

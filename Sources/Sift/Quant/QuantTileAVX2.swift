@@ -44,7 +44,7 @@ enum AVX2Tile {
         case (.q6_K, _): q6K(t, cols: 4)
         case (.q8_0, 2): legacy(t, .q8_0, cols: 2)
         case (.q8_0, 3): legacy(t, .q8_0, cols: 3)
-        case (.q8_0, _): legacy(t, .q8_0, cols: 4)
+        case (.q8_0, _): q8_0x4(t)
         case (.q4_0, 2): legacy(t, .q4_0, cols: 2)
         case (.q4_0, 3): legacy(t, .q4_0, cols: 3)
         case (.q4_0, _): legacy(t, .q4_0, cols: 4)
@@ -219,6 +219,68 @@ enum AVX2Tile {
                 if cols > 2 { t.out[2 * t.os + r] = hsum(e2 + o2) }
                 if cols > 3 { t.out[3 * t.os + r] = hsum(e3 + o3) }
             }
+        }
+    }
+
+    // MARK: Q8_0 × 4 columns (prefill)
+
+    /// Q8_0 weights against 4 activation rows, written out without type or column branches
+    /// (prefill's hot loop; Q4_0/Q5_0 weights are repacked to Q8_0 for it, see
+    /// `QuantDot.repackToQ8_0`). Even and odd blocks accumulate apart, as `AVX2Dot.q8_0` does.
+    static func q8_0x4(_ t: Tile) {
+        let a0 = t.a, a1 = a0 + t.aStride, a2 = a1 + t.aStride, a3 = a2 + t.aStride
+        let ones = AVX2.ones16
+        @inline(__always)
+        func term(_ ax: __m256i, _ q: __m256i, _ dw: __m256, _ a: UnsafeRawPointer, _ o: Int, _ acc: inout __m256) {
+            let p = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(load256(a, o + 2), q))
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)), dw * halfBroadcast(a, o), acc)
+        }
+        for r in 0..<t.rows {
+            let w = t.w + r * t.ws
+            var e0 = _mm256_setzero_ps(), e1 = e0, e2 = e0, e3 = e0
+            var o0 = e0, o1 = e0, o2 = e0, o3 = e0
+            var b = 0
+            while b + 2 <= t.blocks {
+                var o = 34 * b
+                var q = load256(w, o + 2)
+                var ax = _mm256_sign_epi8(q, q)
+                var dw = halfBroadcast(w, o)
+                term(ax, q, dw, a0, o, &e0); term(ax, q, dw, a1, o, &e1)
+                term(ax, q, dw, a2, o, &e2); term(ax, q, dw, a3, o, &e3)
+                o += 34
+                q = load256(w, o + 2)
+                ax = _mm256_sign_epi8(q, q)
+                dw = halfBroadcast(w, o)
+                term(ax, q, dw, a0, o, &o0); term(ax, q, dw, a1, o, &o1)
+                term(ax, q, dw, a2, o, &o2); term(ax, q, dw, a3, o, &o3)
+                b += 2
+            }
+            if b < t.blocks {
+                let o = 34 * b
+                let q = load256(w, o + 2)
+                let ax = _mm256_sign_epi8(q, q)
+                let dw = halfBroadcast(w, o)
+                term(ax, q, dw, a0, o, &e0); term(ax, q, dw, a1, o, &e1)
+                term(ax, q, dw, a2, o, &e2); term(ax, q, dw, a3, o, &e3)
+            }
+            t.out[r] = hsum(e0 + o0)
+            t.out[t.os + r] = hsum(e1 + o1)
+            t.out[2 * t.os + r] = hsum(e2 + o2)
+            t.out[3 * t.os + r] = hsum(e3 + o3)
+        }
+    }
+
+    /// Rewrites `blocks` Q4_0 or Q5_0 blocks as Q8_0 blocks (same f16 scale, the same small
+    /// integers in bytes), so that prefill unpacks each weight block once rather than once
+    /// per group of activation rows.
+    static func repackToQ8_0(_ type: GGMLType, _ src: UnsafeRawPointer, blocks: Int, into dst: UnsafeMutableRawPointer) {
+        let sbs = type.bytesPerBlock
+        for b in 0..<blocks {
+            let wb = src + sbs * b
+            let q: __m256i = type == .q5_0 ? AVX2Dot.q5_0Quants(wb) : _mm256_sub_epi8(AVX2.nibbles(wb, 2), _mm256_set1_epi8(8))
+            let out = dst + 34 * b
+            out.storeBytes(of: wb.loadUnaligned(as: UInt16.self), as: UInt16.self)
+            out.storeBytes(of: q, toByteOffset: 2, as: __m256i.self)
         }
     }
 }

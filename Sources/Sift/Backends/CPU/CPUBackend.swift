@@ -134,20 +134,37 @@ public final class CPUBackend: Backend, @unchecked Sendable {
         } else {
             let blockRows = 16
             let blocks = (m + blockRows - 1) / blockRows
+            // Q4_0/Q5_0 rows are unpacked to Q8_0 once per block of rows, not once per group
+            // of 4 tokens (same values, same bits).
+            let repack = QuantDot.repacksToQ8_0(type)
+            let tileType: GGMLType = repack ? .q8_0 : type
+            let packedRowBytes = repack ? n / 32 * 34 : w.rowBytes
             pool.parallelFor(blocks) { blk in
                 let r0 = blk * blockRows, r1 = min(m, r0 + blockRows)
-                var r = r0
-                while r < r1 {
-                    let nr = min(4, r1 - r)
-                    var t = 0
-                    while t < tokens {
-                        let nt = min(4, tokens - t)
-                        QuantDot.dotTile(type, weights: w.row(r), weightStride: w.rowBytes, rows: nr,
-                                         activations: acts + t * aBytes, activationStride: aBytes, cols: nt,
-                                         count: n, out: o + t * m + r, outStride: m)
-                        t += nt
+                func run(_ rows: UnsafeRawPointer) {
+                    var r = r0
+                    while r < r1 {
+                        let nr = min(4, r1 - r)
+                        var t = 0
+                        while t < tokens {
+                            let nt = min(4, tokens - t)
+                            QuantDot.dotTile(tileType, weights: rows + (r - r0) * packedRowBytes, weightStride: packedRowBytes, rows: nr,
+                                             activations: acts + t * aBytes, activationStride: aBytes, cols: nt,
+                                             count: n, out: o + t * m + r, outStride: m)
+                            t += nt
+                        }
+                        r += nr
                     }
-                    r += nr
+                }
+                if repack {
+                    withUnsafeTemporaryAllocation(byteCount: (r1 - r0) * packedRowBytes, alignment: 64) { buf in
+                        for r in r0..<r1 {
+                            QuantDot.repackToQ8_0(type, w.row(r), count: n, into: buf.baseAddress! + (r - r0) * packedRowBytes)
+                        }
+                        run(UnsafeRawPointer(buf.baseAddress!))
+                    }
+                } else {
+                    run(w.row(r0))
                 }
             }
         }
