@@ -20,6 +20,13 @@ public final class DenseAttention: AttentionMethod, @unchecked Sendable {
         cache.store(layer: layer, k: k, v: v, start: start)
         out.rows = q.rows
         let g = shape.groupSize
+        if q.rows == 1 && shape.kvHeads < pool.threadCount {
+            let first = shape.firstVisible(start)
+            if start + 1 - first >= 256 {
+                attendSplit(layer: layer, q: q.row(0), positions: first...start, shape: shape, out: out.row(0))
+                return
+            }
+        }
         // One work item per (KV head, query row): the group's query heads share each key read.
         pool.parallelFor(shape.kvHeads * q.rows) { item in
             let kvh = item % shape.kvHeads, t = item / shape.kvHeads
@@ -30,6 +37,80 @@ public final class DenseAttention: AttentionMethod, @unchecked Sendable {
                 keys: cache.keys(layer, kvh), values: cache.values(layer, kvh),
                 positions: first...position, headDim: shape.headDim, scale: shape.scale,
                 out: out.row(t) + kvh * g * shape.headDim)
+        }
+    }
+
+    /// One decode step with fewer KV heads than threads (Gemma 3 has one): the visible rows
+    /// are split into parts attended in parallel, each keeping its own softmax maximum and
+    /// sum, then merged exactly (the split-K form of softmax attention).
+    func attendSplit(layer: Int, q: UnsafePointer<Float>, positions: ClosedRange<Int>, shape: AttentionShape,
+                     out: UnsafeMutablePointer<Float>) {
+        let g = shape.groupSize, d = shape.headDim
+        let parts = min(4 * pool.threadCount, positions.count / 64)
+        let per = (positions.count + parts - 1) / parts
+        // Per (KV head, part): g maxima, g sums, g·d unnormalised outputs.
+        let stride = g * (d + 2)
+        let buf = UnsafeMutablePointer<Float>.allocate(capacity: shape.kvHeads * parts * stride)
+        defer { buf.deallocate() }
+        pool.parallelFor(shape.kvHeads * parts) { item in
+            let kvh = item / parts, p = item % parts
+            let lo = positions.lowerBound + p * per, hi = min(positions.upperBound + 1, lo + per)
+            let slot = buf + item * stride
+            DenseAttention.attendGroupPartial(
+                q: q + kvh * g * d, groupSize: g, keys: cache.keys(layer, kvh), values: cache.values(layer, kvh),
+                first: lo, count: max(0, hi - lo), headDim: d, scale: shape.scale,
+                maxima: slot, sums: slot + g, out: slot + 2 * g)
+        }
+        for kvh in 0..<shape.kvHeads {
+            for h in 0..<g {
+                var m = -Float.infinity
+                for p in 0..<parts { m = max(m, buf[(kvh * parts + p) * stride + h]) }
+                var total: Float = 0
+                let o = out + (kvh * g + h) * d
+                o.initialize(repeating: 0, count: d)
+                for p in 0..<parts {
+                    let slot = buf + (kvh * parts + p) * stride
+                    guard slot[h] > -Float.infinity else { continue }
+                    let w = expf(slot[h] - m)
+                    total += w * slot[g + h]
+                    let src = slot + 2 * g + h * d
+                    for i in 0..<d { o[i] += w * src[i] }
+                }
+                Kernels.scale(o, 1 / total, d)
+            }
+        }
+    }
+
+    /// Unnormalised attention of `groupSize` query heads over rows `first..<first + count`:
+    /// per head the score maximum, Σ exp(score − max), and Σ exp(score − max)·v.
+    static func attendGroupPartial(q: UnsafePointer<Float>, groupSize g: Int,
+                                   keys: UnsafePointer<Float16>, values: UnsafePointer<Float16>,
+                                   first: Int, count n: Int, headDim d: Int, scale: Float,
+                                   maxima: UnsafeMutablePointer<Float>, sums: UnsafeMutablePointer<Float>,
+                                   out: UnsafeMutablePointer<Float>) {
+        out.initialize(repeating: 0, count: g * d)
+        guard n > 0 else {
+            maxima.initialize(repeating: -Float.infinity, count: g)
+            sums.initialize(repeating: 0, count: g)
+            return
+        }
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: n * g) { scores in
+            let s = scores.baseAddress!
+            for j in 0..<n {
+                let key = keys + (first + j) * d
+                for h in 0..<g { s[h * n + j] = Kernels.dot(q + h * d, key, d) * scale }
+            }
+            for h in 0..<g {
+                let row = s + h * n
+                var m = -Float.infinity
+                for j in 0..<n { m = max(m, row[j]) }
+                var sum: Float = 0
+                for j in 0..<n { let e = expf(row[j] - m); row[j] = e; sum += e }
+                maxima[h] = m
+                sums[h] = sum
+                let o = out + h * d
+                for j in 0..<n { Kernels.axpy(row[j], values + (first + j) * d, o, d) }
+            }
         }
     }
 
