@@ -29,45 +29,62 @@ final class GoldenModelTests: XCTestCase {
         }.filter { $0.model == model }
     }
 
-    /// Golden margins under this are "tiny": a different summation order may flip the choice.
-    static let tinyMargin = 0.05
+    /// llama.cpp's own noise floor on these models (Tests/Golden/README.md, "Noise floor"):
+    /// its flash-attention and plain paths disagree on first-step top-5 gaps by up to 0.33 and
+    /// on greedy margins by up to 0.61, because 8-bit activation rounding amplifies any
+    /// reordering of float sums. Below these, no implementation can be held to llama.cpp's
+    /// exact choice; above them, sift must agree.
+    static let gapTolerance = 0.5
+    static let marginNoise = 0.65
 
     func checkGreedy(_ name: String) throws {
         let m = try LoadedModel(path: try TestModels.path(name))
         let cases = try Self.greedyCases(name)
         XCTAssertGreaterThan(cases.count, 0, "no golden cases for \(name)")
         for c in cases {
+            let what = "\(name) \(c.prompt.debugDescription)"
             let ids = m.tokenizer.encode(c.prompt, addSpecial: true, parseSpecial: true)
-            XCTAssertEqual(ids, c.promptIds, "\(name): prompt tokens of \(c.prompt.debugDescription)")
+            XCTAssertEqual(ids, c.promptIds, "\(what): prompt tokens")
+
+            // 1. First step: llama.cpp's five best tokens, with the same gaps to the best.
             let session = try m.session(contextLength: 256)
-            var logits = try session.evaluate(c.promptIds, logits: .last)[0]
-
-            // First step: the same five best tokens in the same order, with the same gaps.
-            let top = logits.enumerated().sorted { $0.element > $1.element }.prefix(5)
-            let goldenTop = c.firstStepTop5.map { (Int($0[0]), $0[1]) }
-            XCTAssertEqual(top.map { $0.offset }, goldenTop.map { $0.0 }, "\(name) \(c.prompt.debugDescription): top-5 ids")
-            for (ours, gold) in zip(top, goldenTop) {
-                let gap = Double(ours.element - top.first!.element), goldGap = gold.1 - goldenTop[0].1
-                XCTAssertEqual(gap, goldGap, accuracy: 0.15, "\(name): logit gap of token \(gold.0)")
+            let first = try session.evaluate(c.promptIds, logits: .last)[0]
+            let best = first.max()!
+            let gold = c.firstStepTop5.map { (id: Int($0[0]), logit: $0[1]) }
+            for g in gold {
+                let gap = Double(best - first[g.id]), goldGap = gold[0].logit - g.logit
+                XCTAssertEqual(gap, goldGap, accuracy: Self.gapTolerance, "\(what): gap of token \(g.id) to the best")
+            }
+            if gold[0].logit - gold[1].logit > Self.gapTolerance {
+                XCTAssertEqual(first.firstIndex(of: best), gold[0].id, "\(what): first token")
             }
 
-            var generated: [Int32] = []
-            for step in 0..<c.greedyIds.count {
-                let sorted = logits.enumerated().sorted { $0.element > $1.element }
-                let next = Int32(sorted[0].offset)
-                let ourMargin = Double(sorted[0].element - sorted[1].element)
-                if next != c.greedyIds[step] {
-                    // Allowed only after (or at) a step where both implementations are near a tie.
-                    let earlierTie = c.greedyMargins[0...step].contains { $0 < Self.tinyMargin }
-                    XCTAssertTrue(earlierTie && ourMargin < 2 * Self.tinyMargin,
-                                  "\(name) \(c.prompt.debugDescription): step \(step) picked \(next), llama.cpp \(c.greedyIds[step]) (golden margin \(c.greedyMargins[step]), ours \(ourMargin))")
-                    break
+            // 2. Teacher-forced over llama.cpp's 32 greedy tokens: each is our best or within
+            //    noise of it, and exactly our best wherever llama.cpp chose it by a clear margin.
+            var logits = first
+            var agree = 0
+            for (step, token) in c.greedyIds.enumerated() {
+                let top = logits.max()!
+                let behind = Double(top - logits[Int(token)])
+                if behind == 0 { agree += 1 }
+                if c.greedyMargins[step] >= Self.marginNoise {
+                    XCTAssertEqual(behind, 0, "\(what): step \(step) llama.cpp's token \(token) (margin \(c.greedyMargins[step])) is \(behind) behind our best")
+                } else {
+                    XCTAssertLessThan(behind, Self.marginNoise, "\(what): step \(step) llama.cpp's token \(token) is \(behind) behind our best")
                 }
-                generated.append(next)
-                logits = try session.evaluate([next], logits: .last)[0]
+                logits = try session.evaluate([token], logits: .last)[0]
             }
-            if generated.count == c.greedyIds.count {
-                XCTAssertEqual(m.tokenizer.decode(generated), c.greedyText)
+            XCTAssertGreaterThanOrEqual(agree, c.greedyIds.count * 3 / 4, "\(what): our argmax equals llama.cpp's at only \(agree)/\(c.greedyIds.count) steps")
+
+            // 3. Free-running greedy: identical up to llama.cpp's first near-tie.
+            let free = try m.session(contextLength: 256)
+            var l = try free.evaluate(c.promptIds, logits: .last)[0]
+            for (step, token) in c.greedyIds.enumerated() {
+                if c.greedyMargins[step] < Self.marginNoise { break }
+                let ours = Int32(l.firstIndex(of: l.max()!)!)
+                XCTAssertEqual(ours, token, "\(what): free-running step \(step)")
+                if ours != token { break }
+                l = try free.evaluate([ours], logits: .last)[0]
             }
         }
     }
