@@ -46,7 +46,9 @@ public final class DoubleSparseAttention: SparseAwareAttention, @unchecked Senda
         cache.store(layer: layer, k: k, v: v, start: start)
         labels.store(layer: layer, k: k, start: start, headDim: shape.headDim, select: channels[layer])
         out.rows = q.rows
-        let sparseRows = q.rows == 1 || sparsePrefill
+        // Sliding-window layers (Gemma 3's local layers) stay dense: their window already
+        // bounds what they read, whatever the context length.
+        let sparseRows = (q.rows == 1 || sparsePrefill) && shape.window == 0
         pool.parallelFor(shape.kvHeads * q.rows) { item in
             let kvh = item % shape.kvHeads, t = item / shape.kvHeads
             let position = start + t
