@@ -7,7 +7,11 @@ struct Bench: ParsableCommand {
         discussion: """
         pp: one forward pass over P random tokens; tg: N single-token decode steps. Both run \
         after DEPTH tokens are already in the KV cache (filled once, untimed). Each test is \
-        repeated REPS times; the table shows mean ± standard deviation in tokens/s.
+        repeated REPS times; the table shows mean ± standard deviation in tokens/s. \
+        --attention takes a comma-separated list (e.g. dense,double-sparse) to measure methods \
+        side by side in one run; --fill random fills the depth with random keys and values \
+        instead of a real prefill (the work per decode step is the same; use it for long \
+        depths on small CPUs).
         """)
 
     @OptionGroup var options: ModelOptions
@@ -28,6 +32,9 @@ struct Bench: ParsableCommand {
     @Option(name: .customLong("batch"), help: "Tokens per forward pass in prefill.")
     var batch: Int = 512
 
+    @Option(help: "How to fill the context depth: model (a real prefill of random tokens) or random (random keys and values).")
+    var fill: String = "model"
+
     @Flag(help: "JSON on stdout.")
     var json = false
 
@@ -38,6 +45,7 @@ struct Bench: ParsableCommand {
     func validate() throws {
         guard p >= 0, n >= 0, p + n > 0 else { throw ValidationError("-p and -n must be ≥ 0, not both 0") }
         guard reps >= 1 else { throw ValidationError("-r must be ≥ 1") }
+        guard fill == "model" || fill == "random" else { throw ValidationError("--fill must be model or random, not '\(fill)'") }
         let all = depth.flatMap { $0.split(separator: ",") }
         guard !all.isEmpty, all.allSatisfy({ Int($0.filter { $0 != " " }).map { $0 >= 0 } ?? false }) else {
             throw ValidationError("-d takes non-negative integers, e.g. -d 0,4096")
@@ -45,6 +53,7 @@ struct Bench: ParsableCommand {
     }
 
     struct Row: Encodable {
+        var attention: String
         var test: String
         var depth: Int
         var tokens: Int
@@ -52,7 +61,7 @@ struct Bench: ParsableCommand {
         var stddev: Double
         var samples: [Double]
         enum CodingKeys: String, CodingKey {
-            case test, depth, tokens, stddev, samples
+            case attention, test, depth, tokens, stddev, samples
             case tokensPerS = "tokens_per_s"
         }
     }
@@ -65,8 +74,9 @@ struct Bench: ParsableCommand {
         /// Depth-0 figures (or the first depth's), for scripts that want one number each.
         var prefillTokensPerS: Double?
         var decodeTokensPerS: Double?
+        var fill: String
         enum CodingKeys: String, CodingKey {
-            case model, attention, threads, results
+            case model, attention, threads, results, fill
             case prefillTokensPerS = "prefill_tokens_per_s", decodeTokensPerS = "decode_tokens_per_s"
         }
     }
@@ -78,7 +88,11 @@ struct Bench: ParsableCommand {
         guard needed <= m.config.contextLength else {
             throw ValidationError("depth \(maxDepth) + \(max(p, n)) tokens exceeds the model's context \(m.config.contextLength)")
         }
-        let session = try m.session(contextLength: needed, attention: options.attention, options: options.attentionOptions())
+        let methods = options.attention.split(separator: ",").map { String($0.filter { $0 != " " }) }
+        var sessions: [Session] = []
+        for method in methods {
+            sessions.append(try m.session(contextLength: needed, attention: method, options: options.attentionOptions()))
+        }
         var rng = Xoshiro256(seed: 42)
         let vocab = m.config.vocabSize
         func randomTokens(_ count: Int) -> [Int32] {
@@ -95,41 +109,54 @@ struct Bench: ParsableCommand {
             print("| --- | ---: | --- | ---: | ---: |")
         }
         for d in depths {
-            session.reset()
-            if d > 0 {
-                if !json { progressLine("filling depth \(d)…") }
-                _ = try session.evaluate(randomTokens(d), logits: .none)
-            }
-            // One untimed warm-up pass (page faults of the weights, thread start-up).
-            _ = try session.evaluate(randomTokens(1), logits: .last)
-            session.truncate(to: d)
-            for (test, count) in [("pp", p), ("tg", n)] where count > 0 {
-                var samples: [Double] = []
-                for r in 0..<reps {
-                    if !json { progressLine("\(test)\(count) @ d\(d): repetition \(r + 1)/\(reps)") }
-                    session.truncate(to: d)
-                    let t0 = clock.now
-                    if test == "pp" {
-                        _ = try session.evaluate(randomTokens(count), logits: .last)
+            for (method, session) in zip(methods, sessions) {
+                session.reset()
+                if d > 0 {
+                    if !json { progressLine("\(method): filling depth \(d)…") }
+                    if fill == "random" {
+                        try session.appendSyntheticPositions(d, seed: 7)
                     } else {
-                        var next = randomTokens(1)
-                        for _ in 0..<count {
-                            let logits = try session.evaluate(next, logits: .last)[0]
-                            next = [Sampler.argmax(logits)]
-                        }
+                        _ = try session.evaluate(randomTokens(d), logits: .none)
                     }
-                    samples.append(Double(count) / seconds(clock.now - t0))
                 }
+                // One untimed warm-up pass (page faults of the weights, thread start-up).
+                _ = try session.evaluate(randomTokens(1), logits: .last)
                 session.truncate(to: d)
-                let mean = samples.reduce(0, +) / Double(samples.count)
-                let sd = samples.count > 1
-                    ? (samples.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(samples.count - 1)).squareRoot() : 0
-                let row = Row(test: "\(test)\(count)", depth: d, tokens: count, tokensPerS: mean, stddev: sd, samples: samples)
-                rows.append(row)
-                if !json {
-                    progressLine("")
-                    let name = d > 0 ? "\(row.test) @ d\(d)" : row.test
-                    print("| \(label) | \(options.threads) | \(options.attention) | \(name) | \(fixed(mean, 2)) ± \(fixed(sd, 2)) |")
+                for (test, count) in [("pp", p), ("tg", n)] where count > 0 {
+                    var samples: [Double] = []
+                    for r in 0..<reps {
+                        if !json { progressLine("\(method): \(test)\(count) @ d\(d): repetition \(r + 1)/\(reps)") }
+                        session.truncate(to: d)
+                        let t0 = clock.now
+                        if test == "pp" {
+                            _ = try session.evaluate(randomTokens(count), logits: .last)
+                        } else {
+                            var next = randomTokens(1)
+                            for _ in 0..<count {
+                                let logits = try session.evaluate(next, logits: .last)[0]
+                                next = [Sampler.argmax(logits)]
+                            }
+                        }
+                        samples.append(Double(count) / seconds(clock.now - t0))
+                    }
+                    session.truncate(to: d)
+                    let mean = samples.reduce(0, +) / Double(samples.count)
+                    let sd = samples.count > 1
+                        ? (samples.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(samples.count - 1)).squareRoot() : 0
+                    let row = Row(attention: method, test: "\(test)\(count)", depth: d, tokens: count, tokensPerS: mean,
+                                  stddev: sd, samples: samples)
+                    rows.append(row)
+                    if !json {
+                        progressLine("")
+                        let name = d > 0 ? "\(row.test) @ d\(d)" : row.test
+                        var ratio = ""
+                        let baseline: String = methods[0]
+                        if method != baseline {
+                            let base: Row? = rows.first { (r: Row) -> Bool in r.attention == baseline && r.test == row.test && r.depth == d }
+                            if let base { ratio = " (" + fixed(mean / base.tokensPerS, 2) + "× " + baseline + ")" }
+                        }
+                        print("| \(label) | \(options.threads) | \(method) | \(name) | \(fixed(mean, 2)) ± \(fixed(sd, 2))\(ratio) |")
+                    }
                 }
             }
         }
@@ -138,7 +165,8 @@ struct Bench: ParsableCommand {
             try printJSON(Output(
                 model: m.path, attention: options.attention, threads: options.threads, results: rows,
                 prefillTokensPerS: rows.first { $0.test.hasPrefix("pp") && $0.depth == firstDepth }?.tokensPerS,
-                decodeTokensPerS: rows.first { $0.test.hasPrefix("tg") && $0.depth == firstDepth }?.tokensPerS))
+                decodeTokensPerS: rows.first { $0.test.hasPrefix("tg") && $0.depth == firstDepth }?.tokensPerS,
+                fill: fill))
         }
     }
 }

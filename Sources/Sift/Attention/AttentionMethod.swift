@@ -40,6 +40,15 @@ public protocol AttentionMethod: AnyObject {
     func attend(layer: Int, q: Tensor, k: Tensor, v: Tensor, start: Int, shape: AttentionShape, out: Tensor)
     /// Forgets positions ≥ n (0 clears the sequence).
     func truncate(to n: Int)
+    /// Stores keys and values for positions `start..<start + k.rows` of `layer` (and the
+    /// method's side data for them) without attending: importing a prefix computed elsewhere.
+    func append(layer: Int, k: Tensor, v: Tensor, start: Int)
+}
+
+extension AttentionMethod {
+    public func append(layer: Int, k: Tensor, v: Tensor, start: Int) {
+        cache.store(layer: layer, k: k, v: v, start: start)
+    }
 }
 
 /// A sparse method that can also apply its selection inside a forward pass of many rows, so

@@ -42,9 +42,13 @@ public final class DoubleSparseAttention: SparseAwareAttention, @unchecked Senda
         recall = options.measureRecall ? RecallMeter(layers: cache.layerCount) : nil
     }
 
-    public func attend(layer: Int, q: Tensor, k: Tensor, v: Tensor, start: Int, shape: AttentionShape, out: Tensor) {
+    public func append(layer: Int, k: Tensor, v: Tensor, start: Int) {
         cache.store(layer: layer, k: k, v: v, start: start)
-        labels.store(layer: layer, k: k, start: start, headDim: shape.headDim, select: channels[layer])
+        labels.store(layer: layer, k: k, start: start, headDim: cache.headDim, select: channels[layer])
+    }
+
+    public func attend(layer: Int, q: Tensor, k: Tensor, v: Tensor, start: Int, shape: AttentionShape, out: Tensor) {
+        append(layer: layer, k: k, v: v, start: start)
         out.rows = q.rows
         // Sliding-window layers (Gemma 3's local layers) stay dense: their window already
         // bounds what they read, whatever the context length.

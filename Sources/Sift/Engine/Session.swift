@@ -43,4 +43,35 @@ public final class Session {
     }
 
     public func reset() { truncate(to: 0) }
+
+    /// Appends `count` positions whose keys and values are random (uniform in ±`scale`)
+    /// instead of computed by the model — for speed benchmarks at long context, where what
+    /// the cache holds does not change the work, but filling it with a real prefill would
+    /// take most of the run on a small CPU. Their token ids are recorded as 0.
+    public func appendSyntheticPositions(_ count: Int, seed: UInt64, scale: Float = 2) throws {
+        guard tokens.count + count <= contextLength else {
+            throw ModelError.contextOverflow(needed: tokens.count + count, limit: contextLength)
+        }
+        let c = model.config
+        let width = c.kvHeadCount * c.headDim
+        let chunk = 256
+        let k = Tensor(rows: chunk, cols: width), v = Tensor(rows: chunk, cols: width)
+        var rng = Xoshiro256(seed: seed)
+        var done = 0
+        while done < count {
+            let n = min(chunk, count - done)
+            k.rows = n
+            v.rows = n
+            for layer in 0..<c.layerCount {
+                for i in 0..<(n * width) {
+                    k.floats[i] = (Float(rng.next() >> 40) * 0x1p-24 * 2 - 1) * scale
+                    v.floats[i] = Float(rng.next() >> 40) * 0x1p-24 * 2 - 1
+                }
+                attention.append(layer: layer, k: k, v: v, start: tokens.count + done)
+            }
+            done += n
+        }
+        tokens += Array(repeating: 0, count: count)
+        attention.cache.setLength(tokens.count)
+    }
 }
