@@ -130,6 +130,28 @@ final class DoubleSparsityTests: XCTestCase {
         }
     }
 
+    /// Importing a prefix with `append` (no attention) leaves the method in the state a
+    /// prefill leaves it: the next decode step gives the same output, bit for bit.
+    func testAppendMatchesPrefillState() throws {
+        let c = Case(heads: 4, kvHeads: 2, d: 16, r: 4, length: 60)
+        let channels = randomChannels(c)
+        let a = try makeMethod(c, budget: .fraction(1.0 / 8), channels: channels)
+        let b = try makeMethod(c, budget: .fraction(1.0 / 8), channels: channels)
+        let shape = AttentionShape(heads: c.heads, kvHeads: c.kvHeads, headDim: c.d, scale: 1 / Float(c.d).squareRoot())
+        let n = c.length - 1
+        let k = randomTensor(n, c.kvHeads * c.d, scale: 2), v = randomTensor(n, c.kvHeads * c.d)
+        a.attend(layer: 0, q: randomTensor(n, c.heads * c.d), k: k, v: v, start: 0, shape: shape, out: Tensor(rows: n, cols: c.heads * c.d))
+        b.append(layer: 0, k: k, v: v, start: 0)
+        let q = randomTensor(1, c.heads * c.d, scale: 2)
+        let lk = randomTensor(1, c.kvHeads * c.d, scale: 2), lv = randomTensor(1, c.kvHeads * c.d)
+        let oa = Tensor(rows: 1, cols: c.heads * c.d), ob = Tensor(rows: 1, cols: c.heads * c.d)
+        a.attend(layer: 0, q: q, k: lk, v: lv, start: n, shape: shape, out: oa)
+        b.attend(layer: 0, q: q, k: lk, v: lv, start: n, shape: shape, out: ob)
+        let x = Array(UnsafeBufferPointer(start: oa.floats, count: c.heads * c.d))
+        let y = Array(UnsafeBufferPointer(start: ob.floats, count: c.heads * c.d))
+        XCTAssertEqual(x, y)
+    }
+
     func testBudgetParsing() throws {
         XCTAssertEqual(try TokenBudget(parsing: "1/16"), .fraction(1.0 / 16))
         XCTAssertEqual(try TokenBudget(parsing: "256"), .tokens(256))
