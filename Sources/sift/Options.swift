@@ -33,6 +33,9 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .customLong("ds-dense-below"), help: "Attend densely while fewer tokens are visible.")
     var denseBelow: Int = 0
 
+    @Option(name: .customLong("ds-group"), help: "GQA: shared (one token selection per KV head, from the summed group query) or per-head.")
+    var dsGroup: String = "shared"
+
     /// The attention settings these flags describe.
     func attentionOptions() throws -> AttentionOptions {
         var o = AttentionOptions()
@@ -40,6 +43,11 @@ struct ModelOptions: ParsableArguments {
         o.dsConfigPath = dsConfig
         o.dsChannels = dsChannels
         o.denseBelow = denseBelow
+        switch dsGroup {
+        case "shared": o.dsPerHead = false
+        case "per-head": o.dsPerHead = true
+        default: throw ValidationError("--ds-group must be shared or per-head, not '\(dsGroup)'")
+        }
         return o
     }
 

@@ -38,10 +38,11 @@ final class DoubleSparsityTests: XCTestCase {
         var heads = 4, kvHeads = 2, d = 16, r = 4, length = 40
     }
 
-    func makeMethod(_ c: Case, budget: TokenBudget, channels: [[[Int]]]) throws -> DoubleSparseAttention {
+    func makeMethod(_ c: Case, budget: TokenBudget, channels: [[[Int]]], perHead: Bool = false) throws -> DoubleSparseAttention {
         let cache = KVCache(layers: 1, kvHeads: c.kvHeads, headDim: c.d, capacity: 64)
         var o = AttentionOptions()
         o.budget = budget
+        o.dsPerHead = perHead
         let config = DoubleSparsityConfig(
             model: .init(config: try tinyConfig(c), fileSHA256: nil), statistic: .qk,
             calibration: .init(text: "test", tokens: 0, sampleLength: 1, seconds: 0, peakMemoryBytes: 0),
@@ -67,20 +68,25 @@ final class DoubleSparsityTests: XCTestCase {
 
     /// Float64 reference of one decode step: approximate scores over f16 labels, top-k, exact
     /// softmax attention over the selected f16 keys/values.
-    func reference(_ c: Case, q: Tensor, keys: Tensor, values: Tensor, channels: [[[Int]]], k: Int) -> [Double] {
+    func reference(_ c: Case, q: Tensor, keys: Tensor, values: Tensor, channels: [[[Int]]], k: Int, perHead: Bool = false) -> [Double] {
         let g = c.heads / c.kvHeads, scale = 1 / Double(c.d).squareRoot()
         func h16(_ x: Float) -> Double { Double(Float(Float16(x))) }
         var out = [Double](repeating: 0, count: c.heads * c.d)
         for kvh in 0..<c.kvHeads {
             let ch = channels[0][kvh].prefix(c.r)
-            var approx = [Double](repeating: 0, count: c.length)
-            for j in 0..<c.length {
-                for h in (kvh * g)..<((kvh + 1) * g) {
-                    for cc in ch { approx[j] += Double(q.row(0)[h * c.d + cc]) * h16(keys.row(j)[kvh * c.d + cc]) }
+            // Shared: the group's summed query picks for every head; per head: each its own.
+            func pick(_ selectors: Range<Int>) -> ArraySlice<Int> {
+                var approx = [Double](repeating: 0, count: c.length)
+                for j in 0..<c.length {
+                    for h in selectors {
+                        for cc in ch { approx[j] += Double(q.row(0)[h * c.d + cc]) * h16(keys.row(j)[kvh * c.d + cc]) }
+                    }
                 }
+                return (0..<c.length).sorted { approx[$0] > approx[$1] }.prefix(k)
             }
-            let picked = (0..<c.length).sorted { approx[$0] > approx[$1] }.prefix(k)
+            let shared = pick((kvh * g)..<((kvh + 1) * g))
             for h in (kvh * g)..<((kvh + 1) * g) {
+                let picked = perHead ? pick(h..<(h + 1)) : shared
                 let s = picked.map { j in (0..<c.d).reduce(0.0) { $0 + Double(q.row(0)[h * c.d + $1]) * h16(keys.row(j)[kvh * c.d + $1]) } * scale }
                 let m = s.max()!
                 let e = s.map { exp($0 - m) }
@@ -93,8 +99,8 @@ final class DoubleSparsityTests: XCTestCase {
         return out
     }
 
-    func run(_ c: Case, budget: TokenBudget, channels: [[[Int]]]) throws -> (got: [Float], q: Tensor, k: Tensor, v: Tensor) {
-        let method = try makeMethod(c, budget: budget, channels: channels)
+    func run(_ c: Case, budget: TokenBudget, channels: [[[Int]]], perHead: Bool = false) throws -> (got: [Float], q: Tensor, k: Tensor, v: Tensor) {
+        let method = try makeMethod(c, budget: budget, channels: channels, perHead: perHead)
         let shape = AttentionShape(heads: c.heads, kvHeads: c.kvHeads, headDim: c.d, scale: 1 / Float(c.d).squareRoot())
         let keys = randomTensor(c.length, c.kvHeads * c.d, scale: 2)
         let values = randomTensor(c.length, c.kvHeads * c.d)
@@ -122,11 +128,15 @@ final class DoubleSparsityTests: XCTestCase {
 
     func testSparseDecodeMatchesDefinition() throws {
         for (heads, kvHeads, d, r) in [(4, 2, 16, 4), (4, 1, 32, 8), (6, 2, 16, 16)] {
-            let c = Case(heads: heads, kvHeads: kvHeads, d: d, r: r, length: 50)
-            let channels = randomChannels(c)
-            let (got, q, k, v) = try run(c, budget: .fraction(1.0 / 8), channels: channels)
-            let want = reference(c, q: q, keys: k, values: v, channels: channels, k: 7)  // ⌈50/8⌉
-            for (a, b) in zip(got, want) { XCTAssertEqual(Double(a), b, accuracy: 1e-4, "heads \(heads)/\(kvHeads) d \(d) r \(r)") }
+            for perHead in [false, true] {
+                let c = Case(heads: heads, kvHeads: kvHeads, d: d, r: r, length: 50)
+                let channels = randomChannels(c)
+                let (got, q, k, v) = try run(c, budget: .fraction(1.0 / 8), channels: channels, perHead: perHead)
+                let want = reference(c, q: q, keys: k, values: v, channels: channels, k: 7, perHead: perHead)  // ⌈50/8⌉
+                for (a, b) in zip(got, want) {
+                    XCTAssertEqual(Double(a), b, accuracy: 1e-4, "heads \(heads)/\(kvHeads) d \(d) r \(r) per-head \(perHead)")
+                }
+            }
         }
     }
 

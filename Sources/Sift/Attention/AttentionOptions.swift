@@ -68,6 +68,9 @@ public struct AttentionOptions: Sendable {
     public var dsConfigPath: String?
     /// Label channels per head (default head_dim / 16).
     public var dsChannels: Int?
+    /// Each query head picks its own tokens (reads up to groupSize × budget rows per KV head)
+    /// instead of one selection shared by the GQA group (summed group query; the default).
+    public var dsPerHead: Bool = false
 
     /// The model file and its sha256 (calibrations are tied to them).
     public var modelPath: String?

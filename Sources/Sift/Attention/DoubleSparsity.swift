@@ -68,17 +68,27 @@ public final class DoubleSparseAttention: SparseAwareAttention, @unchecked Senda
                 recall?.add(layer: layer, kept: Double(shape.groupSize), total: Double(shape.groupSize))
                 return
             }
+            // Shared: one selection for the whole group (summed queries). Per head: each query
+            // head of the group selects and attends on its own.
+            let selections = options.dsPerHead ? shape.groupSize : 1
+            let heads = options.dsPerHead ? 1 : shape.groupSize
+            var one = shape
+            one.heads = heads * shape.kvHeads
             withUnsafeTemporaryAllocation(of: Float.self, capacity: visible) { scoreBuf in
                 withUnsafeTemporaryAllocation(of: Int32.self, capacity: budget) { picked in
                     let scores = scoreBuf.baseAddress!
-                    approximateScores(layer: layer, kvHead: kvh, q: qg, shape: shape, first: first, count: visible, into: scores)
-                    TopK.select(scores, count: visible, k: budget, base: first, into: picked.baseAddress!)
-                    DenseAttention.attendGroup(q: qg, groupSize: shape.groupSize, keys: cache.keys(layer, kvh),
-                                               values: cache.values(layer, kvh), first: 0, count: budget,
-                                               rows: picked.baseAddress!, headDim: shape.headDim, scale: shape.scale, out: og)
-                    if let recall {
-                        recall.measure(layer: layer, q: qg, shape: shape, keys: cache.keys(layer, kvh), first: first,
-                                       count: visible, picked: UnsafeBufferPointer(start: picked.baseAddress!, count: budget))
+                    for sel in 0..<selections {
+                        let qh = qg + sel * heads * shape.headDim, oh = og + sel * heads * shape.headDim
+                        approximateScores(layer: layer, kvHead: kvh, q: qh, heads: heads, headDim: shape.headDim,
+                                          first: first, count: visible, into: scores)
+                        TopK.select(scores, count: visible, k: budget, base: first, into: picked.baseAddress!)
+                        DenseAttention.attendGroup(q: qh, groupSize: heads, keys: cache.keys(layer, kvh),
+                                                   values: cache.values(layer, kvh), first: 0, count: budget,
+                                                   rows: picked.baseAddress!, headDim: shape.headDim, scale: shape.scale, out: oh)
+                        if let recall {
+                            recall.measure(layer: layer, q: qh, shape: one, keys: cache.keys(layer, kvh), first: first,
+                                           count: visible, picked: UnsafeBufferPointer(start: picked.baseAddress!, count: budget))
+                        }
                     }
                 }
             }
@@ -87,7 +97,7 @@ public final class DoubleSparseAttention: SparseAwareAttention, @unchecked Senda
 
     /// ŝ_j for the visible tokens first..<first+count of one KV head.
     @inline(__always)
-    func approximateScores(layer: Int, kvHead: Int, q: UnsafePointer<Float>, shape: AttentionShape,
+    func approximateScores(layer: Int, kvHead: Int, q: UnsafePointer<Float>, heads: Int, headDim: Int,
                            first: Int, count: Int, into scores: UnsafeMutablePointer<Float>) {
         let r = labels.channels
         let ch = channels[layer][kvHead]
@@ -95,7 +105,7 @@ public final class DoubleSparseAttention: SparseAwareAttention, @unchecked Senda
             // The group's queries summed over the label channels.
             for c in 0..<r {
                 var s: Float = 0
-                for h in 0..<shape.groupSize { s += q[h * shape.headDim + Int(ch[c])] }
+                for h in 0..<heads { s += q[h * headDim + Int(ch[c])] }
                 qs[c] = s
             }
             Kernels.labelScores(qs.baseAddress!, labels.labels(layer, kvHead) + first * r, r, count, scores)
