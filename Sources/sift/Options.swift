@@ -59,8 +59,10 @@ struct ModelOptions: ParsableArguments {
         guard denseBelow >= 0 else { throw ValidationError("--ds-dense-below must be ≥ 0") }
         _ = try attentionOptions()
         guard threads >= 1 else { throw ValidationError("-t/--threads must be at least 1") }
-        guard AttentionMethods.names.contains(attention) else {
-            throw ValidationError("unknown attention method '\(attention)' (known: \(AttentionMethods.names.joined(separator: ", ")))")
+        // `bench` takes a comma-separated list; the other commands one name.
+        for name in attention.split(separator: ",").map({ String($0.filter { $0 != " " }) })
+        where !AttentionMethods.names.contains(name) {
+            throw ValidationError("unknown attention method '\(name)' (known: \(AttentionMethods.names.joined(separator: ", ")))")
         }
     }
 
