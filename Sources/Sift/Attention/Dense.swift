@@ -81,11 +81,14 @@ public final class DenseAttention: AttentionMethod, @unchecked Sendable {
         }
     }
 
-    /// Unnormalised attention of `groupSize` query heads over rows `first..<first + count`:
-    /// per head the score maximum, Σ exp(score − max), and Σ exp(score − max)·v.
+    /// Unnormalised attention of `groupSize` query heads over `count` cached rows of one KV
+    /// head — `rows[0..<count]` when given (sparse methods' selections), else
+    /// `first..<first + count`: per head the score maximum, Σ exp(score − max), and
+    /// Σ exp(score − max)·v.
     static func attendGroupPartial(q: UnsafePointer<Float>, groupSize g: Int,
                                    keys: UnsafePointer<Float16>, values: UnsafePointer<Float16>,
-                                   first: Int, count n: Int, headDim d: Int, scale: Float,
+                                   first: Int, count n: Int, rows: UnsafePointer<Int32>? = nil,
+                                   headDim d: Int, scale: Float,
                                    maxima: UnsafeMutablePointer<Float>, sums: UnsafeMutablePointer<Float>,
                                    out: UnsafeMutablePointer<Float>) {
         out.initialize(repeating: 0, count: g * d)
@@ -97,7 +100,7 @@ public final class DenseAttention: AttentionMethod, @unchecked Sendable {
         withUnsafeTemporaryAllocation(of: Float.self, capacity: n * g) { scores in
             let s = scores.baseAddress!
             for j in 0..<n {
-                let key = keys + (first + j) * d
+                let key = keys + (rows.map { Int($0[j]) } ?? first + j) * d
                 for h in 0..<g { s[h * n + j] = Kernels.dot(q + h * d, key, d) * scale }
             }
             for h in 0..<g {
@@ -109,7 +112,7 @@ public final class DenseAttention: AttentionMethod, @unchecked Sendable {
                 maxima[h] = m
                 sums[h] = sum
                 let o = out + h * d
-                for j in 0..<n { Kernels.axpy(row[j], values + (first + j) * d, o, d) }
+                for j in 0..<n { Kernels.axpy(row[j], values + (rows.map { Int($0[j]) } ?? first + j) * d, o, d) }
             }
         }
     }
@@ -130,27 +133,11 @@ public final class DenseAttention: AttentionMethod, @unchecked Sendable {
                             keys: UnsafePointer<Float16>, values: UnsafePointer<Float16>,
                             first: Int, count n: Int, rows: UnsafePointer<Int32>?,
                             headDim d: Int, scale: Float, out: UnsafeMutablePointer<Float>) {
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: n * g) { scores in
-            let s = scores.baseAddress!
-            for j in 0..<n {
-                let key = keys + (rows.map { Int($0[j]) } ?? first + j) * d
-                for h in 0..<g {
-                    s[h * n + j] = Kernels.dot(q + h * d, key, d) * scale
-                }
-            }
-            for h in 0..<g {
-                let row = s + h * n
-                var m = -Float.infinity
-                for j in 0..<n { m = max(m, row[j]) }
-                var sum: Float = 0
-                for j in 0..<n { let e = expf(row[j] - m); row[j] = e; sum += e }
-                let inv = 1 / sum
-                let o = out + h * d
-                o.initialize(repeating: 0, count: d)
-                for j in 0..<n {
-                    Kernels.axpy(row[j] * inv, values + (rows.map { Int($0[j]) } ?? first + j) * d, o, d)
-                }
-            }
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * g) { stats in
+            let maxima = stats.baseAddress!, sums = maxima + g
+            attendGroupPartial(q: q, groupSize: g, keys: keys, values: values, first: first, count: n, rows: rows,
+                               headDim: d, scale: scale, maxima: maxima, sums: sums, out: out)
+            for h in 0..<g where n > 0 { Kernels.scale(out + h * d, 1 / sums[h], d) }
         }
     }
 

@@ -239,30 +239,23 @@ enum AVX2Tile {
             let w = t.w + r * t.ws
             var e0 = _mm256_setzero_ps(), e1 = e0, e2 = e0, e3 = e0
             var o0 = e0, o1 = e0, o2 = e0, o3 = e0
-            var b = 0
-            while b + 2 <= t.blocks {
-                var o = 34 * b
-                var q = load256(w, o + 2)
-                var ax = _mm256_sign_epi8(q, q)
-                var dw = halfBroadcast(w, o)
-                term(ax, q, dw, a0, o, &e0); term(ax, q, dw, a1, o, &e1)
-                term(ax, q, dw, a2, o, &e2); term(ax, q, dw, a3, o, &e3)
-                o += 34
-                q = load256(w, o + 2)
-                ax = _mm256_sign_epi8(q, q)
-                dw = halfBroadcast(w, o)
-                term(ax, q, dw, a0, o, &o0); term(ax, q, dw, a1, o, &o1)
-                term(ax, q, dw, a2, o, &o2); term(ax, q, dw, a3, o, &o3)
-                b += 2
-            }
-            if b < t.blocks {
+            /// Block b of this row against the 4 activation rows, into 4 accumulators.
+            @inline(__always)
+            func block(_ b: Int, _ c0: inout __m256, _ c1: inout __m256, _ c2: inout __m256, _ c3: inout __m256) {
                 let o = 34 * b
                 let q = load256(w, o + 2)
                 let ax = _mm256_sign_epi8(q, q)
                 let dw = halfBroadcast(w, o)
-                term(ax, q, dw, a0, o, &e0); term(ax, q, dw, a1, o, &e1)
-                term(ax, q, dw, a2, o, &e2); term(ax, q, dw, a3, o, &e3)
+                term(ax, q, dw, a0, o, &c0); term(ax, q, dw, a1, o, &c1)
+                term(ax, q, dw, a2, o, &c2); term(ax, q, dw, a3, o, &c3)
             }
+            var b = 0
+            while b + 2 <= t.blocks {
+                block(b, &e0, &e1, &e2, &e3)
+                block(b + 1, &o0, &o1, &o2, &o3)
+                b += 2
+            }
+            if b < t.blocks { block(b, &e0, &e1, &e2, &e3) }
             t.out[r] = hsum(e0 + o0)
             t.out[t.os + r] = hsum(e1 + o1)
             t.out[2 * t.os + r] = hsum(e2 + o2)
