@@ -33,6 +33,9 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .customLong("ds-dense-below"), help: "Attend densely while fewer tokens are visible.")
     var denseBelow: Int = 0
 
+    @Option(help: "Attention sinks: the first N tokens are always selected by sparse methods.")
+    var sinks: Int = 0
+
     @Option(name: .customLong("ds-group"), help: "GQA: shared (one token selection per KV head, from the summed group query) or per-head.")
     var dsGroup: String = "shared"
 
@@ -43,6 +46,8 @@ struct ModelOptions: ParsableArguments {
         o.dsConfigPath = dsConfig
         o.dsChannels = dsChannels
         o.denseBelow = denseBelow
+        guard sinks >= 0 else { throw ValidationError("--sinks must be ≥ 0") }
+        o.sinks = sinks
         switch dsGroup {
         case "shared": o.dsPerHead = false
         case "per-head": o.dsPerHead = true

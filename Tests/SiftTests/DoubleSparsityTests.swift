@@ -38,11 +38,12 @@ final class DoubleSparsityTests: XCTestCase {
         var heads = 4, kvHeads = 2, d = 16, r = 4, length = 40
     }
 
-    func makeMethod(_ c: Case, budget: TokenBudget, channels: [[[Int]]], perHead: Bool = false) throws -> DoubleSparseAttention {
+    func makeMethod(_ c: Case, budget: TokenBudget, channels: [[[Int]]], perHead: Bool = false, sinks: Int = 0) throws -> DoubleSparseAttention {
         let cache = KVCache(layers: 1, kvHeads: c.kvHeads, headDim: c.d, capacity: 64)
         var o = AttentionOptions()
         o.budget = budget
         o.dsPerHead = perHead
+        o.sinks = sinks
         let config = DoubleSparsityConfig(
             model: .init(config: try tinyConfig(c), fileSHA256: nil), statistic: .qk,
             calibration: .init(text: "test", tokens: 0, sampleLength: 1, seconds: 0, peakMemoryBytes: 0),
@@ -68,7 +69,8 @@ final class DoubleSparsityTests: XCTestCase {
 
     /// Float64 reference of one decode step: approximate scores over f16 labels, top-k, exact
     /// softmax attention over the selected f16 keys/values.
-    func reference(_ c: Case, q: Tensor, keys: Tensor, values: Tensor, channels: [[[Int]]], k: Int, perHead: Bool = false) -> [Double] {
+    func reference(_ c: Case, q: Tensor, keys: Tensor, values: Tensor, channels: [[[Int]]], k: Int, perHead: Bool = false,
+                   sinks: Int = 0) -> [Double] {
         let g = c.heads / c.kvHeads, scale = 1 / Double(c.d).squareRoot()
         func h16(_ x: Float) -> Double { Double(Float(Float16(x))) }
         var out = [Double](repeating: 0, count: c.heads * c.d)
@@ -82,7 +84,8 @@ final class DoubleSparsityTests: XCTestCase {
                         for cc in ch { approx[j] += Double(q.row(0)[h * c.d + cc]) * h16(keys.row(j)[kvh * c.d + cc]) }
                     }
                 }
-                return (0..<c.length).sorted { approx[$0] > approx[$1] }.prefix(k)
+                for j in 0..<min(sinks, k) { approx[j] = .infinity }
+                return (0..<c.length).sorted { approx[$0] > approx[$1] || (approx[$0] == approx[$1] && $0 < $1) }.prefix(k)
             }
             let shared = pick((kvh * g)..<((kvh + 1) * g))
             for h in (kvh * g)..<((kvh + 1) * g) {
@@ -99,8 +102,8 @@ final class DoubleSparsityTests: XCTestCase {
         return out
     }
 
-    func run(_ c: Case, budget: TokenBudget, channels: [[[Int]]], perHead: Bool = false) throws -> (got: [Float], q: Tensor, k: Tensor, v: Tensor) {
-        let method = try makeMethod(c, budget: budget, channels: channels, perHead: perHead)
+    func run(_ c: Case, budget: TokenBudget, channels: [[[Int]]], perHead: Bool = false, sinks: Int = 0) throws -> (got: [Float], q: Tensor, k: Tensor, v: Tensor) {
+        let method = try makeMethod(c, budget: budget, channels: channels, perHead: perHead, sinks: sinks)
         let shape = AttentionShape(heads: c.heads, kvHeads: c.kvHeads, headDim: c.d, scale: 1 / Float(c.d).squareRoot())
         let keys = randomTensor(c.length, c.kvHeads * c.d, scale: 2)
         let values = randomTensor(c.length, c.kvHeads * c.d)
@@ -129,12 +132,14 @@ final class DoubleSparsityTests: XCTestCase {
     func testSparseDecodeMatchesDefinition() throws {
         for (heads, kvHeads, d, r) in [(4, 2, 16, 4), (4, 1, 32, 8), (6, 2, 16, 16)] {
             for perHead in [false, true] {
-                let c = Case(heads: heads, kvHeads: kvHeads, d: d, r: r, length: 50)
-                let channels = randomChannels(c)
-                let (got, q, k, v) = try run(c, budget: .fraction(1.0 / 8), channels: channels, perHead: perHead)
-                let want = reference(c, q: q, keys: k, values: v, channels: channels, k: 7, perHead: perHead)  // ⌈50/8⌉
-                for (a, b) in zip(got, want) {
-                    XCTAssertEqual(Double(a), b, accuracy: 1e-4, "heads \(heads)/\(kvHeads) d \(d) r \(r) per-head \(perHead)")
+                for sinks in [0, 3] {
+                    let c = Case(heads: heads, kvHeads: kvHeads, d: d, r: r, length: 50)
+                    let channels = randomChannels(c)
+                    let (got, q, k, v) = try run(c, budget: .fraction(1.0 / 8), channels: channels, perHead: perHead, sinks: sinks)
+                    let want = reference(c, q: q, keys: k, values: v, channels: channels, k: 7, perHead: perHead, sinks: sinks)  // ⌈50/8⌉
+                    for (a, b) in zip(got, want) {
+                        XCTAssertEqual(Double(a), b, accuracy: 1e-4, "heads \(heads)/\(kvHeads) d \(d) r \(r) per-head \(perHead) sinks \(sinks)")
+                    }
                 }
             }
         }

@@ -62,6 +62,9 @@ public struct AttentionOptions: Sendable {
     public var sparsePrefill: Bool = false
     /// Record the share of the true attention mass that the selected tokens carry.
     public var measureRecall: Bool = false
+    /// Attention sinks: the first N positions are always among a sparse method's selected
+    /// tokens (they count against the budget).
+    public var sinks: Int = 0
 
     // Double Sparsity.
     /// Calibration file (JSON written by `sift calibrate`); nil = the cached one for the model.
