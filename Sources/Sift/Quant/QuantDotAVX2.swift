@@ -111,42 +111,41 @@ func fma(_ acc: inout __m256, _ t: (v: __m256, s: __m256)) {
     acc = _mm256_fmadd_ps(t.v, t.s, acc)
 }
 
+/// Σ over `blocks` of v·s from `block(b)`, even blocks on one FMA chain and odd blocks on
+/// another (two chains hide the FMA latency); the tiles keep the same order.
+@inline(__always)
+func sumBlocks(_ blocks: Int, _ block: (Int) -> (__m256, __m256)) -> Float {
+    var acc0 = __m256(), acc1 = __m256()
+    var b = 0
+    while b + 2 <= blocks {
+        fma(&acc0, block(b))
+        fma(&acc1, block(b + 1))
+        b += 2
+    }
+    if b < blocks { fma(&acc0, block(b)) }
+    return hsum(acc0 + acc1)
+}
+
 enum AVX2Dot {
     // MARK: 32-value formats
 
     static func q8_0(_ w: UnsafeRawPointer, _ a: UnsafeRawPointer, _ blocks: Int) -> Float {
-        var acc0 = __m256(), acc1 = __m256()
         @inline(__always) func block(_ b: Int) -> (__m256, __m256) {
             let wb = w + 34 * b, ab = a + 34 * b
             let s = _mm256_cvtepi32_ps(AVX2.dotSigned(load256(wb, 2), load256(ab, 2)))
             return (s, halfProduct(wb, ab))
         }
-        var b = 0
-        while b + 2 <= blocks {
-            fma(&acc0, block(b))
-            fma(&acc1, block(b + 1))
-            b += 2
-        }
-        if b < blocks { fma(&acc0, block(b)) }
-        return hsum(acc0 + acc1)
+        return sumBlocks(blocks, block)
     }
 
     static func q4_0(_ w: UnsafeRawPointer, _ a: UnsafeRawPointer, _ blocks: Int) -> Float {
-        var acc0 = __m256(), acc1 = __m256()
         @inline(__always) func block(_ b: Int) -> (__m256, __m256) {
             let wb = w + 18 * b, ab = a + 34 * b
             let q = _mm256_sub_epi8(AVX2.nibbles(wb, 2), _mm256_set1_epi8(8))
             let s = _mm256_cvtepi32_ps(AVX2.dotSigned(q, load256(ab, 2)))
             return (s, halfProduct(wb, ab))
         }
-        var b = 0
-        while b + 2 <= blocks {
-            fma(&acc0, block(b))
-            fma(&acc1, block(b + 1))
-            b += 2
-        }
-        if b < blocks { fma(&acc0, block(b)) }
-        return hsum(acc0 + acc1)
+        return sumBlocks(blocks, block)
     }
 
     /// Q5_0's quant minus 16 as a signed byte: the nibble where the fifth bit is set, the
@@ -158,20 +157,12 @@ enum AVX2Dot {
     }
 
     static func q5_0(_ w: UnsafeRawPointer, _ a: UnsafeRawPointer, _ blocks: Int) -> Float {
-        var acc0 = __m256(), acc1 = __m256()
         @inline(__always) func block(_ b: Int) -> (__m256, __m256) {
             let wb = w + 22 * b, ab = a + 34 * b
             let s = _mm256_cvtepi32_ps(AVX2.dotSigned(q5_0Quants(wb), load256(ab, 2)))
             return (s, halfProduct(wb, ab))
         }
-        var b = 0
-        while b + 2 <= blocks {
-            fma(&acc0, block(b))
-            fma(&acc1, block(b + 1))
-            b += 2
-        }
-        if b < blocks { fma(&acc0, block(b)) }
-        return hsum(acc0 + acc1)
+        return sumBlocks(blocks, block)
     }
 
     /// Q4_1/Q5_1 × Q8_1 block: (Σq·a, Σa) as floats, q unsigned.
