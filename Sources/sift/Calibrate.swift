@@ -21,6 +21,9 @@ struct Calibrate: ParsableCommand {
     @Option(help: "Statistic: qk (the paper's), q, k or qk-centered (E|q_c|·σ(k_c), sift's).")
     var statistic: String = "qk"
 
+    @Option(name: .customLong("channels"), help: "Label channels per head to record as the default for this config (default: head_dim/16 at run time).")
+    var channels: Int?
+
     @Option(help: "Calibration tokens (a multiple of --sample-length is used).")
     var tokens: Int = 8192
 
@@ -38,6 +41,7 @@ struct Calibrate: ParsableCommand {
             throw ValidationError("--statistic must be one of \(ChannelStatistic.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         guard tokens >= 2, sampleLength >= 2 else { throw ValidationError("--tokens and --sample-length must be ≥ 2") }
+        if let channels, channels < 1 { throw ValidationError("--channels must be ≥ 1") }
     }
 
     struct Summary: Encodable {
@@ -61,6 +65,9 @@ struct Calibrate: ParsableCommand {
             throw ValidationError("the calibration text has \(ids.count) tokens, fewer than one sample of \(sampleLength)")
         }
         ids = Array(ids[0..<usable])
+        if let channels, channels > m.config.headDim {
+            throw ValidationError("--channels \(channels) exceeds the model's head_dim \(m.config.headDim)")
+        }
         let clock = ContinuousClock()
         let t0 = clock.now
         let pool = (m.backend as! CPUBackend).pool
@@ -76,7 +83,7 @@ struct Calibrate: ParsableCommand {
             model: .init(config: m.config, fileSHA256: sha), statistic: stat,
             calibration: .init(text: data ?? "paul-graham-essays (calibration split)", tokens: usable,
                                sampleLength: sampleLength, seconds: seconds, peakMemoryBytes: peakResidentBytes()),
-            channels: ranking)
+            channels: ranking, defaultChannels: channels)
         let path = output ?? DoubleSparsityConfig.cachedPath(modelSHA256: sha)
         if output == nil { try makeDirectories(ModelHub.cacheDirectory + "/calibration") }
         try writeFile(path, config.encoded())

@@ -10,7 +10,7 @@ public enum AttentionMethods {
             let config = try DoubleSparsityConfig.load(path: path)
             try config.check(against: model.config, fileSHA256: options.modelSHA256, path: path)
             return try DoubleSparseAttention(cache: cache, config: config,
-                                             channels: options.dsChannels ?? max(1, cache.headDim / 16),
+                                             channels: options.dsChannels ?? config.defaultChannels ?? max(1, cache.headDim / 16),
                                              options: options, pool: cpuPool(model))
         },
     ]

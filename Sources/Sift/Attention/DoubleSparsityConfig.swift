@@ -72,12 +72,22 @@ public struct DoubleSparsityConfig: Codable, Sendable, Equatable {
     public var statistic: ChannelStatistic
     public var calibration: Calibration
     public var channels: [[[Int]]]
+    /// Label channels to use when `--ds-channels` is not given (`sift calibrate --channels R`);
+    /// nil = head_dim / 16.
+    public var defaultChannels: Int?
 
-    public init(model: ModelIdentity, statistic: ChannelStatistic, calibration: Calibration, channels: [[[Int]]]) {
+    enum CodingKeys: String, CodingKey {
+        case format, version, model, statistic, calibration, channels
+        case defaultChannels = "default_channels"
+    }
+
+    public init(model: ModelIdentity, statistic: ChannelStatistic, calibration: Calibration, channels: [[[Int]]],
+                defaultChannels: Int? = nil) {
         self.model = model
         self.statistic = statistic
         self.calibration = calibration
         self.channels = channels
+        self.defaultChannels = defaultChannels
     }
 
     /// Where `sift calibrate` caches the calibration of a model file by default.
@@ -134,6 +144,9 @@ public struct DoubleSparsityConfig: Codable, Sendable, Equatable {
                     throw ModelError.invalid("\(path): channels[\(l)][\(h)] must be a permutation of 0..<\(m.headDim)")
                 }
             }
+        }
+        if let r = defaultChannels, !(1...m.headDim).contains(r) {
+            throw ModelError.invalid("\(path): default_channels is \(r), must be in 1...\(m.headDim)")
         }
     }
 
