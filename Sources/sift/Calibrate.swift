@@ -3,15 +3,21 @@ import Sift
 
 struct Calibrate: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Double Sparsity's offline channel calibration: rank each head's key channels.",
+        abstract: "Offline calibration: Double Sparsity channel ranking, or Loki key PCA (--method loki).",
         discussion: """
         Runs the model densely over calibration text in samples of --sample-length tokens and \
         ranks, per layer and KV head, the key channels by a statistic of the post-RoPE queries \
         and keys (qk: mean |q_c·k_c|, default; q: mean |q_c|; k: mean |k_c|), summed over the \
         query heads of each GQA group. Default text: the Paul Graham essays minus the held-out \
         fifth (every fifth essay by file name), which `sift ppl -f heldout` scores. Without -o \
-        the config is cached for the model file, where --attention double-sparse finds it.
+        the config is cached for the model file, where --attention double-sparse finds it.         --method loki instead records the principal components of each layer's and KV head's         post-RoPE keys (PCA of their covariance), cached where --attention loki finds it.
         """)
+
+    @Option(help: "What to calibrate: double-sparsity (channel ranking, default) or loki (key PCA).")
+    var method: String = "double-sparsity"
+
+    @Option(name: .customLong("rank"), help: "Loki: principal components to record as this config's default rank (default: head_dim/4 at run time).")
+    var rank: Int?
 
     @OptionGroup var options: ModelOptions
 
@@ -42,6 +48,13 @@ struct Calibrate: ParsableCommand {
         }
         guard tokens >= 2, sampleLength >= 2 else { throw ValidationError("--tokens and --sample-length must be ≥ 2") }
         if let channels, channels < 1 { throw ValidationError("--channels must be ≥ 1") }
+        guard ["double-sparsity", "loki"].contains(method) else {
+            throw ValidationError("--method must be double-sparsity or loki, not '\(method)'")
+        }
+        if let rank, rank < 1 { throw ValidationError("--rank must be ≥ 1") }
+        if method == "loki" && (channels != nil || statistic != "qk") {
+            throw ValidationError("--channels and --statistic are Double Sparsity settings; Loki takes --rank")
+        }
     }
 
     struct Summary: Encodable {
@@ -71,6 +84,10 @@ struct Calibrate: ParsableCommand {
         let clock = ContinuousClock()
         let t0 = clock.now
         let pool = (m.backend as! CPUBackend).pool
+        if method == "loki" {
+            try calibrateLoki(m, ids: ids, pool: pool, clock: clock, t0: t0)
+            return
+        }
         let ranking = try ChannelCalibrator.calibrate(
             model: m.model, tokens: ids, sampleLength: sampleLength, statistic: stat, pool: pool
         ) { done, total in
@@ -93,6 +110,33 @@ struct Calibrate: ParsableCommand {
             progressLine("")
             print(path)
             note("calibrated on \(usable) tokens in \(fixed(seconds, 1)) s, peak memory \(fixed(Double(config.calibration.peakMemoryBytes) / 1_048_576, 0)) MiB")
+        }
+    }
+
+    func calibrateLoki(_ m: LoadedModel, ids: [Int32], pool: ThreadPool, clock: ContinuousClock, t0: ContinuousClock.Instant) throws {
+        if let rank, rank > m.config.headDim {
+            throw ValidationError("--rank \(rank) exceeds the model's head_dim \(m.config.headDim)")
+        }
+        let pca = try KeyPCACalibrator.calibrate(model: m.model, tokens: ids, sampleLength: sampleLength, pool: pool) { done, total in
+            if !json { progressLine("calibrating (key PCA): sample \(done)/\(total)") }
+        }
+        let d = clock.now - t0
+        let seconds = Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
+        let sha = try m.sha256()
+        let config = LokiConfig(
+            model: .init(config: m.config, fileSHA256: sha),
+            calibration: .init(text: data ?? "paul-graham-essays (calibration split)", tokens: ids.count,
+                               sampleLength: sampleLength, seconds: seconds, peakMemoryBytes: peakResidentBytes()),
+            pca: pca, defaultRank: rank)
+        let path = output ?? LokiConfig.cachedPath(modelSHA256: sha)
+        if output == nil { try makeDirectories(ModelHub.cacheDirectory + "/calibration") }
+        try writeFile(path, config.encoded())
+        if json {
+            try printJSON(Summary(path: path, tokens: ids.count, seconds: seconds, peakMemoryBytes: config.calibration.peakMemoryBytes))
+        } else {
+            progressLine("")
+            print(path)
+            note("calibrated on \(ids.count) tokens in \(fixed(seconds, 1)) s, peak memory \(fixed(Double(config.calibration.peakMemoryBytes) / 1_048_576, 0)) MiB")
         }
     }
 }

@@ -39,6 +39,21 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .customLong("ds-group"), help: "GQA: shared (one token selection per KV head, from the summed group query) or per-head.")
     var dsGroup: String = "shared"
 
+    @Option(name: .customLong("tidal-dense-layers"), help: "TidalDecode: layers attended densely before the token-selection layer.")
+    var tidalDenseLayers: Int = 2
+
+    @Option(name: .customLong("tidal-reselect"), help: "TidalDecode: the re-selection layer (default: 13/32 of the depth).")
+    var tidalReselect: Int?
+
+    @Option(name: .customLong("tidal-correct"), help: "TidalDecode: recompute the last S tokens' KV densely every S decode steps (0 = never).")
+    var tidalCorrect: Int = 0
+
+    @Option(name: .customLong("loki-config"), help: "Loki PCA calibration (default: the cached one from `sift calibrate --method loki`).")
+    var lokiConfig: String?
+
+    @Option(name: .customLong("loki-rank"), help: "Loki: principal components per KV head for the approximate scores (default head_dim/4).")
+    var lokiRank: Int?
+
     /// The attention settings these flags describe.
     func attentionOptions() throws -> AttentionOptions {
         var o = AttentionOptions()
@@ -46,6 +61,15 @@ struct ModelOptions: ParsableArguments {
         o.dsConfigPath = dsConfig
         o.dsChannels = dsChannels
         o.denseBelow = denseBelow
+        guard tidalDenseLayers >= 0 else { throw ValidationError("--tidal-dense-layers must be ≥ 0") }
+        if let tidalReselect, tidalReselect < 0 { throw ValidationError("--tidal-reselect must be ≥ 0") }
+        guard tidalCorrect >= 0 else { throw ValidationError("--tidal-correct must be ≥ 0") }
+        if let lokiRank, lokiRank < 1 { throw ValidationError("--loki-rank must be ≥ 1") }
+        o.tidalDenseLayers = tidalDenseLayers
+        o.tidalReselect = tidalReselect
+        o.tidalCorrect = tidalCorrect
+        o.lokiConfigPath = lokiConfig
+        o.lokiRank = lokiRank
         guard sinks >= 0 else { throw ValidationError("--sinks must be ≥ 0") }
         o.sinks = sinks
         switch dsGroup {

@@ -58,3 +58,14 @@ extension AttentionMethod {
 public protocol SparseAwareAttention: AttentionMethod {
     var sparsePrefill: Bool { get set }
 }
+
+/// A method whose decode steps write keys and values computed through sparse attention, and
+/// that has them recomputed densely every `correctionInterval` decode steps (TidalDecode's
+/// KV-cache correction). `Session` drives it: after that many single-token steps it re-runs
+/// the last `correctionInterval` tokens with `denseOverride` set, which overwrites their KV.
+public protocol CorrectingAttention: AttentionMethod {
+    /// Decode steps between corrections; 0 = never.
+    var correctionInterval: Int { get }
+    /// Attend densely in every layer (set only while the session recomputes).
+    var denseOverride: Bool { get set }
+}

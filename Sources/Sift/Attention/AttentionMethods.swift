@@ -13,6 +13,8 @@ public enum AttentionMethods {
                                              channels: options.dsChannels ?? config.defaultChannels ?? max(1, cache.headDim / 16),
                                              options: options, pool: cpuPool(model))
         },
+        "tidal": { cache, model, options in try TidalAttention(cache: cache, options: options, pool: cpuPool(model)) },
+        "loki": { cache, model, options in try LokiAttention.make(cache: cache, model: model, options: options, pool: cpuPool(model)) },
     ]
 
     public static var names: [String] { factories.keys.sorted() }

@@ -75,6 +75,20 @@ public struct AttentionOptions: Sendable {
     /// instead of one selection shared by the GQA group (summed group query; the default).
     public var dsPerHead: Bool = false
 
+    // TidalDecode.
+    /// Layers attended densely before the token-selection layer (the paper: 2).
+    public var tidalDenseLayers: Int = 2
+    /// The re-selection layer; nil = 13/32 of the depth (layer 13 of 32, as the paper).
+    public var tidalReselect: Int?
+    /// Recompute the last S tokens' KV densely every S decode steps; 0 = never.
+    public var tidalCorrect: Int = 0
+
+    // Loki.
+    /// PCA calibration file (JSON written by `sift calibrate --method loki`); nil = the cached one.
+    public var lokiConfigPath: String?
+    /// Principal components kept per KV head for the approximate scores (default head_dim / 4).
+    public var lokiRank: Int?
+
     /// The model file and its sha256 (calibrations are tied to them).
     public var modelPath: String?
     public var modelSHA256: String?

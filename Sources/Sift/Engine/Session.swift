@@ -6,6 +6,8 @@ public final class Session {
     /// Tokens whose keys and values are in the cache, in order.
     public private(set) var tokens: [Int32] = []
     public var contextLength: Int { attention.cache.capacity }
+    /// Single-token steps since the last KV-cache correction (`CorrectingAttention`).
+    private var stepsSinceCorrection = 0
 
     public init(model: LanguageModel, attention: AttentionMethod) {
         self.model = model
@@ -32,7 +34,21 @@ public final class Session {
         if new.isEmpty { return [] }
         let out = model.forward(new, start: tokens.count, attention: attention, logits: logits)
         tokens += new
+        if new.count == 1, let c = attention as? CorrectingAttention, c.correctionInterval > 0 {
+            stepsSinceCorrection += 1
+            if stepsSinceCorrection >= c.correctionInterval { correctCache(c) }
+        }
         return out
+    }
+
+    /// Recomputes the keys and values of the last `correctionInterval` tokens with dense
+    /// attention in every layer, overwriting what the sparse decode steps wrote.
+    private func correctCache(_ c: CorrectingAttention) {
+        let n = min(c.correctionInterval, tokens.count)
+        c.denseOverride = true
+        _ = model.forward(Array(tokens.suffix(n)), start: tokens.count - n, attention: c, logits: .none)
+        c.denseOverride = false
+        stepsSinceCorrection = 0
     }
 
     /// Forgets every token from position `n` on.
@@ -40,6 +56,7 @@ public final class Session {
         let keep = min(n, tokens.count)
         tokens.removeLast(tokens.count - keep)
         attention.truncate(to: keep)
+        stepsSinceCorrection = 0
     }
 
     public func reset() { truncate(to: 0) }
