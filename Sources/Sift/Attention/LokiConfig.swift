@@ -134,7 +134,7 @@ extension DoubleSparsityConfig.ModelIdentity {
         if heads != want.heads { throw mismatch("heads", heads, want.heads) }
         if kvHeads != want.kvHeads { throw mismatch("kv_heads", kvHeads, want.kvHeads) }
         if headDim != want.headDim { throw mismatch("head_dim", headDim, want.headDim) }
-        if let a = fileSHA256, let b = want.fileSHA256, a != b { throw mismatch("file_sha256", a, b) }
+        if let a = self.fileSHA256, let b = fileSHA256, a != b { throw mismatch("file_sha256", a, b) }
     }
 }
 

@@ -188,7 +188,8 @@ public final class TidalAttention: SparseAwareAttention, CorrectingAttention, @u
         }
     }
 
-    /// The positions currently selected for query row `row` and KV head `kvHead` (tests, tools).
+    /// The positions currently selected for query row `row` and KV head `kvHead` (tests, tools);
+    /// empty where the row attends densely (its budget covers every visible token).
     public func selected(row: Int, kvHead: Int, kvHeads: Int) -> [Int32] {
         let item = row * kvHeads + kvHead
         guard item < counts.count else { return [] }
