@@ -307,5 +307,10 @@ final class LokiTests: XCTestCase {
         dsLike.format = "sift.double-sparsity"
         try writeFile(path, dsLike.encoded())
         XCTAssertThrowsError(try LokiConfig.load(path: path)) { XCTAssertTrue("\($0)".contains("sift.loki"), "\($0)") }
+        // Another sift format (missing Loki's fields) is named as such.
+        try writeFile(path, Array(#"{"format": "sift.double-sparsity", "version": 1, "channels": []}"#.utf8))
+        XCTAssertThrowsError(try LokiConfig.load(path: path)) {
+            XCTAssertTrue("\($0)".contains("'sift.double-sparsity', expected 'sift.loki'"), "\($0)")
+        }
     }
 }

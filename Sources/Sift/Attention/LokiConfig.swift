@@ -81,6 +81,11 @@ public struct LokiConfig: Codable, Sendable, Equatable {
         do {
             c = try JSONDecoder().decode(LokiConfig.self, from: Data(text.utf8))
         } catch {
+            // Name another sift format plainly (a Double Sparsity config passed by mistake).
+            struct Header: Decodable { var format: String? }
+            if let f = (try? JSONDecoder().decode(Header.self, from: Data(text.utf8)))?.format, f != formatName {
+                throw ModelError.invalid("\(path): format '\(f)', expected '\(formatName)' (a Loki calibration from `sift calibrate --method loki`)")
+            }
             throw ModelError.invalid("\(path): not a Loki config (\(error))")
         }
         guard c.format == formatName, c.version == 1 else {
@@ -177,26 +182,30 @@ public final class KeyPCACalibrator: AttentionMethod, @unchecked Sendable {
 
     /// Adds the keys (rows of kvHeads × headDim floats) of `layer` to the sums.
     func accumulate(layer: Int, keys k: Tensor) {
-        let d = headDim
+        let d = headDim, n = k.rows
+        let kd = UnsafeMutablePointer<Double>.allocate(capacity: max(1, n * d))
+        defer { kd.deallocate() }
         for h in 0..<kvHeads {
             let i = layer * kvHeads + h
+            // This head's keys in float64, one contiguous row per token.
+            for t in 0..<n { let key = k.row(t) + h * d; for c in 0..<d { kd[t * d + c] = Double(key[c]) } }
             sums[i].withUnsafeMutableBufferPointer { s in
-                for t in 0..<k.rows { let key = k.row(t) + h * d; for c in 0..<d { s[c] += Double(key[c]) } }
+                for t in 0..<n { for c in 0..<d { s[c] += kd[t * d + c] } }
             }
             products[i].withUnsafeMutableBufferPointer { pb in
                 let p = pb.baseAddress!
-                // One work item per row of the upper triangle.
+                // One work item per row a of the upper triangle: row[a...] += k_a · k[a...].
                 pool.parallelFor(d) { a in
                     let row = p + a * d
-                    for t in 0..<k.rows {
-                        let key = k.row(t) + h * d
-                        let x = Double(key[a])
-                        for b in a..<d { row[b] += x * Double(key[b]) }
+                    for t in 0..<n {
+                        let key = kd + t * d
+                        let x = key[a]
+                        for b in a..<d { row[b] += x * key[b] }
                     }
                 }
             }
         }
-        tokens[layer] += k.rows
+        tokens[layer] += n
     }
 
     public func truncate(to n: Int) { dense.truncate(to: n) }
