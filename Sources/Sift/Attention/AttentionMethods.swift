@@ -13,6 +13,12 @@ public enum AttentionMethods {
                                              channels: options.dsChannels ?? config.defaultChannels ?? max(1, cache.headDim / 16),
                                              options: options, pool: cpuPool(model))
         },
+        "streaming": { cache, model, options in StreamingLLMAttention(cache: cache, options: options, pool: cpuPool(model)) },
+        "h2o": { cache, model, options in H2OAttention(cache: cache, options: options, pool: cpuPool(model)) },
+        "quest": { cache, model, options in try QuestAttention(cache: cache, options: options, pool: cpuPool(model)) },
+        "sparq": { cache, model, options in
+            try SparQAttention(cache: cache, rank: options.sparqRank ?? max(1, cache.headDim / 8), options: options, pool: cpuPool(model))
+        },
     ]
 
     public static var names: [String] { factories.keys.sorted() }
