@@ -154,6 +154,26 @@ final class BaselineMethodsTests: XCTestCase {
         }
     }
 
+    /// The recall meter reports the mean share of the exact attention mass on the kept rows.
+    func testStreamingRecallEqualsKeptMass() {
+        let c = Geometry()
+        let x = inputs(c)
+        var o = options(.tokens(10))
+        o.measureRecall = true
+        let m = StreamingLLMAttention(cache: cache(c, layers: 1), options: o, pool: pool)
+        _ = run(m, c, x, layer: 0, batch: true)
+        var mass = 0.0, count = 0.0
+        for p in c.prefill..<c.length {
+            let kept = Set(Array(0..<4) + Array((p - 5)...p))
+            for h in 0..<c.heads {
+                let probs = attention(x, c, p: p, h: h, positions: Array(0...p)).probs
+                mass += probs.enumerated().filter { kept.contains($0.offset) }.reduce(0.0) { $0 + $1.element }
+                count += 1
+            }
+        }
+        XCTAssertEqual(m.recall!.perLayer[0], mass / count, accuracy: 1e-5)
+    }
+
     // MARK: H2O
 
     /// Float64 simulation of H2O's accumulate-and-evict rule: dense prefill adds every row's

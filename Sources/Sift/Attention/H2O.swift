@@ -31,12 +31,13 @@ import Darwin
 /// Memory: eviction is logical on the CPU. sift's f16 cache is one flat reservation, so the
 /// evicted rows stay in it, unread; `evictedRows` / `evictedBytes` report what a compacting
 /// cache would free.
-public final class H2OAttention: SparseAwareAttention, @unchecked Sendable {
+public final class H2OAttention: SparseAwareAttention, RecallReporting, @unchecked Sendable {
     public let name = "h2o"
     public let cache: KVCache
     public let options: AttentionOptions
     let pool: ThreadPool
     public var sparsePrefill: Bool
+    public let recall: RecallMeter?
     /// Per (layer, KV head): accumulated attention by position, and the kept positions
     /// (ascending) with their count.
     let acc: UnsafeMutablePointer<Float>
@@ -49,6 +50,7 @@ public final class H2OAttention: SparseAwareAttention, @unchecked Sendable {
         self.options = options
         self.pool = pool
         sparsePrefill = options.sparsePrefill
+        recall = options.measureRecall ? RecallMeter(layers: cache.layerCount) : nil
         let n = cache.layerCount * cache.kvHeads * cache.capacity
         acc = .allocate(capacity: max(1, n))
         acc.initialize(repeating: 0, count: max(1, n))
@@ -179,6 +181,8 @@ public final class H2OAttention: SparseAwareAttention, @unchecked Sendable {
         H2OAttention.attendAccumulate(q: q, groupSize: shape.groupSize, keys: cache.keys(layer, kvh),
                                       values: cache.values(layer, kvh), first: 0, count: keptCount[s], rows: list,
                                       headDim: shape.headDim, scale: shape.scale, out: out, acc: a)
+        recall?.measure(layer: layer, q: q, shape: shape, keys: cache.keys(layer, kvh), first: 0, count: p + 1,
+                        picked: UnsafeBufferPointer(start: list, count: keptCount[s]))
     }
 
     /// A dense prefill: every row attends to its whole prefix (as dense attention does) and the

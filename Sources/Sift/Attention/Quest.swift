@@ -16,7 +16,7 @@
 /// Bounds are kept (f32, exact over the f16 keys) for complete pages; the page that holds the
 /// query's own position is bounded on the fly from its visible keys. That makes the
 /// sparse-aware perplexity exact: a row never sees bounds of keys after it.
-public final class QuestAttention: SparseAwareAttention, @unchecked Sendable {
+public final class QuestAttention: SparseAwareAttention, RecallReporting, @unchecked Sendable {
     public let name = "quest"
     public let cache: KVCache
     public let options: AttentionOptions
@@ -26,6 +26,7 @@ public final class QuestAttention: SparseAwareAttention, @unchecked Sendable {
     public let denseLayers = 2
     let pool: ThreadPool
     public var sparsePrefill: Bool
+    public let recall: RecallMeter?
     /// Per (layer, KV head, page): headDim minima then headDim maxima.
     let bounds: UnsafeMutablePointer<Float>
     let pagesPerHead: Int
@@ -41,6 +42,7 @@ public final class QuestAttention: SparseAwareAttention, @unchecked Sendable {
         pageSize = page
         perHead = options.gqaPerHead ?? false
         sparsePrefill = options.sparsePrefill
+        recall = options.measureRecall ? RecallMeter(layers: cache.layerCount) : nil
         pagesPerHead = (cache.capacity + page - 1) / page
         let n = max(1, cache.layerCount * cache.kvHeads * pagesPerHead * 2 * cache.headDim)
         bounds = .allocate(capacity: n)
@@ -135,6 +137,10 @@ public final class QuestAttention: SparseAwareAttention, @unchecked Sendable {
                         DenseAttention.attendGroup(q: qh, groupSize: heads, keys: keys, values: cache.values(layer, kvh),
                                                    first: 0, count: n, rows: rows, headDim: d, scale: shape.scale,
                                                    out: og + sel * heads * d)
+                        var one = shape
+                        one.heads = heads * shape.kvHeads
+                        recall?.measure(layer: layer, q: qh, shape: one, keys: keys, first: 0, count: visible,
+                                        picked: UnsafeBufferPointer(start: rows, count: n))
                     }
                 }
             }

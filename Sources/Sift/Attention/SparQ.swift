@@ -23,7 +23,7 @@ import Darwin
 /// and i2 by the group's summed ŝ (one token set per KV head), each head keeping its own γ and α.
 ///
 /// Sparse-aware perplexity is exact: row p uses only keys ≤ p and the mean of V over 0…p.
-public final class SparQAttention: SparseAwareAttention, @unchecked Sendable {
+public final class SparQAttention: SparseAwareAttention, RecallReporting, @unchecked Sendable {
     public let name = "sparq"
     public let cache: KVCache
     public let options: AttentionOptions
@@ -31,6 +31,7 @@ public final class SparQAttention: SparseAwareAttention, @unchecked Sendable {
     public let perHead: Bool
     let pool: ThreadPool
     public var sparsePrefill: Bool
+    public let recall: RecallMeter?
     /// Per (layer, KV head): K transposed, headDim rows of `capacity` f16 values.
     let keysT: UnsafeMutablePointer<Float16>
     /// Per (layer, KV head): Σ V over positions 0..<summed[layer] (f64).
@@ -47,6 +48,7 @@ public final class SparQAttention: SparseAwareAttention, @unchecked Sendable {
         rank = r
         perHead = options.gqaPerHead ?? true
         sparsePrefill = options.sparsePrefill
+        recall = options.measureRecall ? RecallMeter(layers: cache.layerCount) : nil
         let n = max(1, cache.layerCount * cache.kvHeads * cache.headDim * cache.capacity)
         keysT = .allocate(capacity: n)
         let m = max(1, cache.layerCount * cache.kvHeads * cache.headDim)
@@ -185,6 +187,11 @@ public final class SparQAttention: SparseAwareAttention, @unchecked Sendable {
                     DenseAttention.attendGroup(q: qs, groupSize: heads, keys: cache.keys(layer, kvh),
                                                values: cache.values(layer, kvh), first: 0, count: k, rows: picked,
                                                headDim: d, scale: scale, out: os)
+                    if let recall {
+                        let one = AttentionShape(heads: heads, kvHeads: 1, headDim: d, scale: scale)
+                        recall.measure(layer: layer, q: qs, shape: one, keys: cache.keys(layer, kvh), first: 0, count: L,
+                                       picked: UnsafeBufferPointer(start: picked, count: k))
+                    }
                     for h in 0..<heads {
                         var alpha: Float = 0
                         let s = approx + h * L

@@ -14,7 +14,7 @@
 /// paper re-assigns positions inside the rolling cache; sift's cache stores post-RoPE keys),
 /// and eviction is logical: the evicted rows stay in the f16 cache, unread. `evictedRows`
 /// reports how many rows a compacting cache would have freed at the last step.
-public final class StreamingLLMAttention: SparseAwareAttention, @unchecked Sendable {
+public final class StreamingLLMAttention: SparseAwareAttention, RecallReporting, @unchecked Sendable {
     public let name = "streaming"
     public let cache: KVCache
     public let options: AttentionOptions
@@ -22,6 +22,7 @@ public final class StreamingLLMAttention: SparseAwareAttention, @unchecked Senda
     let pool: ThreadPool
     public var sparsePrefill: Bool
     let evicted: EvictionCounter
+    public let recall: RecallMeter?
 
     public init(cache: KVCache, options: AttentionOptions, pool: ThreadPool) {
         self.cache = cache
@@ -30,6 +31,7 @@ public final class StreamingLLMAttention: SparseAwareAttention, @unchecked Senda
         sinks = options.sinksGiven ? options.sinks : 4
         sparsePrefill = options.sparsePrefill
         evicted = EvictionCounter(layers: cache.layerCount)
+        recall = options.measureRecall ? RecallMeter(layers: cache.layerCount) : nil
     }
 
     /// Rows (summed over layers and KV heads) outside the kept sets at each layer's last step.
@@ -69,6 +71,8 @@ public final class StreamingLLMAttention: SparseAwareAttention, @unchecked Senda
                 let n = StreamingLLMAttention.kept(position: position, budget: budget, sinks: sinks, into: picked.baseAddress!)
                 DenseAttention.attendGroup(q: qg, groupSize: g, keys: cache.keys(layer, kvh), values: cache.values(layer, kvh),
                                            first: 0, count: n, rows: picked.baseAddress!, headDim: d, scale: shape.scale, out: og)
+                recall?.measure(layer: layer, q: qg, shape: shape, keys: cache.keys(layer, kvh), first: first, count: visible,
+                                picked: UnsafeBufferPointer(start: picked.baseAddress!, count: n))
             }
             if kvh == 0 && t == q.rows - 1 { evicted.set(layer: layer, visible - budget) }
         }
