@@ -14,7 +14,14 @@ struct ModelOptions: ParsableArguments {
     var threads: Int = ThreadPool.processorCount
 
     @Option(name: .customLong("attention"),
-            help: "Attention method (\(AttentionMethods.names.joined(separator: ", "))).")
+            help: ArgumentHelp("Attention method (\(AttentionMethods.names.joined(separator: ", "))).",
+                               discussion: """
+                               streaming: attention sinks + recent window (StreamingLLM). h2o: heavy hitters by accumulated \
+                               attention + recent window, half and half (H2O); it evicts, but on the CPU eviction is logical: \
+                               evicted rows stay in the f16 cache unread, and `run` reports the KV bytes a compacting cache \
+                               would free. quest: top pages by a min/max key bound (Quest; first two layers dense). \
+                               sparq: top-r query channels, top-k tokens, mean-value reallocation (SparQ). See docs/baselines.md.
+                               """))
     var attention: String = "dense"
 
     @Option(name: .customLong("budget"),
@@ -30,11 +37,20 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .customLong("ds-channels"), help: "Double Sparsity label channels per head (default head_dim/16).")
     var dsChannels: Int?
 
-    @Option(name: .customLong("ds-dense-below"), help: "Attend densely while fewer tokens are visible.")
+    @Option(name: [.customLong("ds-dense-below"), .customLong("dense-below")], help: "Attend densely while fewer tokens are visible.")
     var denseBelow: Int = 0
 
-    @Option(help: "Attention sinks: the first N tokens are always selected by sparse methods.")
-    var sinks: Int = 0
+    @Option(help: "Attention sinks: the first N tokens are always selected by sparse methods (streaming: 4 unless given).")
+    var sinks: Int?
+
+    @Option(name: .customLong("quest-page"), help: "Quest page size in tokens.")
+    var questPage: Int = 16
+
+    @Option(name: .customLong("gqa"), help: "GQA for quest and sparq: shared (one selection per KV head) or per-head (default: quest shared, sparq per-head).")
+    var gqa: String?
+
+    @Option(name: .customLong("sparq-r"), help: "SparQ query channels r per step (default head_dim/8).")
+    var sparqR: Int?
 
     @Option(name: .customLong("ds-group"), help: "GQA: shared (one token selection per KV head, from the summed group query) or per-head.")
     var dsGroup: String = "shared"
@@ -70,8 +86,21 @@ struct ModelOptions: ParsableArguments {
         o.tidalCorrect = tidalCorrect
         o.lokiConfigPath = lokiConfig
         o.lokiRank = lokiRank
-        guard sinks >= 0 else { throw ValidationError("--sinks must be ≥ 0") }
-        o.sinks = sinks
+        if let sinks {
+            guard sinks >= 0 else { throw ValidationError("--sinks must be ≥ 0") }
+            o.sinks = sinks
+            o.sinksGiven = true
+        }
+        guard questPage >= 1 && questPage <= 4096 else { throw ValidationError("--quest-page must be in 1...4096") }
+        o.questPage = questPage
+        switch gqa {
+        case nil: o.gqaPerHead = nil
+        case "shared": o.gqaPerHead = false
+        case "per-head": o.gqaPerHead = true
+        default: throw ValidationError("--gqa must be shared or per-head, not '\(gqa!)'")
+        }
+        if let sparqR, sparqR < 1 { throw ValidationError("--sparq-r must be ≥ 1") }
+        o.sparqRank = sparqR
         switch dsGroup {
         case "shared": o.dsPerHead = false
         case "per-head": o.dsPerHead = true

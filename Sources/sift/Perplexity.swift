@@ -77,8 +77,7 @@ struct PerplexityCommand: ParsableCommand {
             if !json { progressLine("chunk \(done)/\(total): running ppl \(fixed(ppl, 4))") }
         }
         let seconds = Double((clock.now - t0).components.seconds) + Double((clock.now - t0).components.attoseconds) * 1e-18
-        let recallPerLayer = ((session.attention as? DoubleSparseAttention)?.recall ?? (session.attention as? TidalAttention)?.recall
-            ?? (session.attention as? LokiAttention)?.recall)?.perLayer
+        let recallPerLayer = (session.attention as? RecallReporting)?.recall?.perLayer
         if json {
             try printJSON(Output(model: m.path, attention: options.attention, ppl: r.ppl, tokensScored: r.tokensScored,
                                  ctx: r.ctx, chunks: r.chunks, running: r.running, seconds: seconds,

@@ -117,6 +117,11 @@ struct Run: ParsableCommand {
             print(stream.flush())
             fflush(stdout)
             note("prompt \(t.promptTokens) tokens, \(fixed(t.prefillTokensPerSecond, 1)) tok/s; generated \(t.generatedTokens) tokens, \(fixed(t.decodeTokensPerSecond, 1)) tok/s")
+            // Evicting methods: eviction is logical on the CPU (rows stay in the f16 cache, unread).
+            let evicted = (session.attention as? H2OAttention)?.evictedBytes ?? (session.attention as? StreamingLLMAttention)?.evictedBytes
+            if let evicted {
+                note("\(options.attention): evicted rows hold \(fixed(Double(evicted) / 1_048_576, 2)) MiB of KV (not freed on the CPU: a compacting cache would free them)")
+            }
         }
     }
 }

@@ -15,6 +15,12 @@ public enum AttentionMethods {
         },
         "tidal": { cache, model, options in try TidalAttention(cache: cache, options: options, pool: cpuPool(model)) },
         "loki": { cache, model, options in try LokiAttention.make(cache: cache, model: model, options: options, pool: cpuPool(model)) },
+        "streaming": { cache, model, options in StreamingLLMAttention(cache: cache, options: options, pool: cpuPool(model)) },
+        "h2o": { cache, model, options in H2OAttention(cache: cache, options: options, pool: cpuPool(model)) },
+        "quest": { cache, model, options in try QuestAttention(cache: cache, options: options, pool: cpuPool(model)) },
+        "sparq": { cache, model, options in
+            try SparQAttention(cache: cache, rank: options.sparqRank ?? max(1, cache.headDim / 8), options: options, pool: cpuPool(model))
+        },
     ]
 
     public static var names: [String] { factories.keys.sorted() }

@@ -65,6 +65,19 @@ public struct AttentionOptions: Sendable {
     /// Attention sinks: the first N positions are always among a sparse method's selected
     /// tokens (they count against the budget).
     public var sinks: Int = 0
+    /// Whether `sinks` was given (StreamingLLM uses 4 when it was not).
+    public var sinksGiven: Bool = false
+    /// GQA for the methods that choose per group or per head (Quest, SparQ): true = every
+    /// query head selects on its own, false = one selection per KV head; nil = the method's default.
+    public var gqaPerHead: Bool?
+
+    // Quest.
+    /// Tokens per page (min/max key metadata per page).
+    public var questPage: Int = 16
+
+    // SparQ.
+    /// Query channels r used for the approximate scores (nil = head_dim / 8).
+    public var sparqRank: Int?
 
     // Double Sparsity.
     /// Calibration file (JSON written by `sift calibrate`); nil = the cached one for the model.
