@@ -1,0 +1,531 @@
+#!/usr/bin/env python3
+"""Side-by-side check and timing of sift's CUDA attention kernels against PyTorch (issue 6 / 5).
+
+Compiles Sources/Sift/Backends/CUDA/Kernels/*.cu with NVRTC through CuPy (the compiler the engine
+uses at run time), checks each kernel against a float64 reference on fresh random inputs, then
+times them beside torch SDPA (flash backend, enable_gqa=True) with CUDA events, L2 flushed before
+each timed call (a decode step sees a cold cache), each call replayed from a CUDA graph.
+Writes attention_bench.json and attention_bench.md to $OUT (or the current folder).
+
+Usage: python3 scripts/device/attention_bench.py [--quick] [--only decode,ds,prefill]
+"""
+import argparse, json, math, os, sys, time
+import numpy as np
+import torch
+import cupy as cp
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+KDIR = os.path.join(ROOT, "Sources/Sift/Backends/CUDA/Kernels")
+OUT = os.environ.get("OUT", ".")
+dev = torch.device("cuda")
+torch.backends.cuda.matmul.allow_tf32 = False
+RESULTS = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "checks": [], "decode": [],
+           "ds": [], "prefill": []}
+LOG = []
+
+
+def log(*a):
+    s = " ".join(str(x) for x in a)
+    print(s, flush=True)
+    LOG.append(s)
+
+
+def load_module():
+    common = open(os.path.join(KDIR, "attention_common.cuh")).read()
+    src = common
+    for f in ["decode_attention.cu", "double_sparsity.cu", "prefill_attention.cu"]:
+        p = os.path.join(KDIR, f)
+        if os.path.exists(p):
+            src += "\n" + open(p).read()
+    cc = torch.cuda.get_device_capability()
+    t = time.time()
+    mod = cp.RawModule(code=src, options=(f"--gpu-architecture=sm_{cc[0]}{cc[1]}", "-std=c++17", "--use_fast_math"))
+    mod.compile()
+    log(f"NVRTC compile {time.time() - t:.2f}s")
+    return mod
+
+
+def cpa(t):
+    """A raw device pointer for a kernel argument (no DLPack exchange, so it is safe inside graph capture)."""
+    assert t.is_cuda and t.is_contiguous()
+    return np.uint64(t.data_ptr())
+
+
+I = np.int32
+F = np.float32
+
+
+class Paged:
+    """A paged bf16 KV cache with a shuffled page table."""
+
+    def __init__(self, lens, kvh, d, page_shift=6, r=0, gen=None, extra_pages=3):
+        P = 1 << page_shift
+        self.lens, self.kvh, self.d, self.shift, self.P = list(lens), kvh, d, page_shift, P
+        B = len(lens)
+        self.max_pages = max((l + P - 1) // P for l in lens)
+        npages = sum((l + P - 1) // P for l in lens) + extra_pages
+        perm = torch.randperm(npages, generator=gen)
+        pt = torch.zeros(B, self.max_pages, dtype=torch.int32)
+        c = 0
+        for b, l in enumerate(lens):
+            for p in range((l + P - 1) // P):
+                pt[b, p] = perm[c]; c += 1
+        self.page_table = pt.to(dev)
+        self.k = torch.randn(npages, kvh, P, d, device=dev, dtype=torch.bfloat16)
+        self.v = torch.randn(npages, kvh, P, d, device=dev, dtype=torch.bfloat16)
+        self.seq_lens = torch.tensor(lens, dtype=torch.int32, device=dev)
+
+    def contiguous(self, b, what):
+        """[L][KVH][D] rows of sequence b."""
+        src = self.k if what == "k" else self.v
+        L = self.lens[b]
+        pages = self.page_table[b, : (L + self.P - 1) // self.P].long()
+        x = src[pages].permute(0, 2, 1, 3).reshape(-1, self.kvh, self.d)
+        return x[:L]
+
+
+def choose_split(B, kvh, maxlen, sms, chunk, want_blocks=None):
+    want = want_blocks or sms * 4
+    splits = max(1, -(-want // (B * kvh)))
+    st = -(-maxlen // splits)
+    st = max(chunk, -(-st // chunk) * chunk)
+    return st
+
+
+def dec_chunk(d, g):
+    dpl = 16 if g <= 4 else 8
+    lpt = d // dpl
+    tpw = 32 // lpt
+    u = 4 if g * dpl <= 64 else 2
+    return 4 * tpw * u
+
+
+class Decoder:
+    def __init__(self, mod, B, hq, kvh, d, maxlen, sms, split_tokens=None, max_sel=0):
+        self.g = hq // kvh
+        self.mod, self.B, self.hq, self.kvh, self.d = mod, B, hq, kvh, d
+        self.split = split_tokens or choose_split(B, kvh, maxlen, sms, dec_chunk(d, self.g))
+        self.max_splits = -(-maxlen // self.split)
+        self.part_o = torch.empty(B, hq, self.max_splits, d, device=dev, dtype=torch.float32)
+        self.part_lse = torch.empty(B, hq, self.max_splits, device=dev, dtype=torch.float32)
+        self.out = torch.empty(B, hq, d, device=dev, dtype=torch.bfloat16)
+        self.fsplit = mod.get_function(f"sift_decode_split_d{d}_g{self.g}")
+        self.fcomb = mod.get_function(f"sift_decode_combine_d{d}")
+        self.a_po, self.a_pl, self.a_out = cpa(self.part_o), cpa(self.part_lse), cpa(self.out)
+
+    def __call__(self, q, cache, sel=None, selcount=None, max_sel=0):
+        stream = cp.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
+        with stream:
+            args = (cpa(q), cpa(cache.k), cpa(cache.v), cpa(cache.page_table), cpa(cache.seq_lens),
+                    cpa(sel) if sel is not None else np.uint64(0), cpa(selcount) if selcount is not None else np.uint64(0),
+                    I(max_sel), self.a_po, self.a_pl, I(cache.shift), I(cache.max_pages), I(self.split),
+                    I(self.max_splits), F(1.0 / math.sqrt(self.d)))
+            self.fsplit((self.max_splits, self.kvh, self.B), (128,), args)
+            self.fcomb((self.hq, self.B), (min(self.d, 128),),
+                       (self.a_po, self.a_pl, cpa(cache.seq_lens), cpa(selcount) if selcount is not None else np.uint64(0),
+                        I(self.g), I(self.split), I(self.max_splits), self.a_out), shared_mem=4 * self.max_splits)
+        return self.out
+
+
+def ref_decode(q, cache, rows=None):
+    """float64 reference; rows: optional [B][KVH] list of index tensors."""
+    B, hq, d = q.shape
+    g = hq // cache.kvh
+    out = torch.empty(B, hq, d, dtype=torch.float64, device=dev)
+    for b in range(B):
+        K = cache.contiguous(b, "k").double(); V = cache.contiguous(b, "v").double()
+        for h in range(hq):
+            kh = h // g
+            Kh, Vh = K[:, kh], V[:, kh]
+            if rows is not None:
+                idx = rows[b][kh].long()
+                Kh, Vh = Kh[idx], Vh[idx]
+            s = (Kh @ q[b, h].double()) / math.sqrt(d)
+            out[b, h] = torch.softmax(s, 0) @ Vh
+    return out
+
+
+def flush_buf():
+    return torch.empty(512 * 1024 * 1024 // 4, dtype=torch.int32, device=dev)
+
+
+FLUSH = None
+
+
+def bench(fn, reps=30, warm=3):
+    """Median ms of fn replayed from a CUDA graph, L2 flushed before each call."""
+    global FLUSH
+    if FLUSH is None:
+        FLUSH = flush_buf()
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(warm):
+            fn()
+    torch.cuda.current_stream().wait_stream(s)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    times = []
+    for _ in range(reps):
+        FLUSH.zero_()
+        a = torch.cuda.Event(enable_timing=True); e = torch.cuda.Event(enable_timing=True)
+        a.record(); graph.replay(); e.record()
+        torch.cuda.synchronize()
+        times.append(a.elapsed_time(e))
+    return float(np.median(times))
+
+
+def copy_bandwidth():
+    n = 1 << 30
+    a = torch.empty(n, dtype=torch.uint8, device=dev); b = torch.empty_like(a)
+    for _ in range(3):
+        b.copy_(a)
+    torch.cuda.synchronize()
+    ev = [torch.cuda.Event(enable_timing=True) for _ in range(2)]
+    ev[0].record()
+    for _ in range(10):
+        b.copy_(a)
+    ev[1].record(); torch.cuda.synchronize()
+    ms = ev[0].elapsed_time(ev[1]) / 10
+    return 2 * n / (ms * 1e-3) / 1e9
+
+
+def check(name, got, ref, tol):
+    err = (got.double() - ref).abs().max().item()
+    scale = ref.abs().max().item()
+    ok = err <= tol * max(scale, 1e-6)
+    RESULTS["checks"].append({"name": name, "max_abs_err": err, "ref_max": scale, "ok": ok})
+    log(f"{'PASS' if ok else 'FAIL'} {name}: max|err| {err:.3e} (ref max {scale:.3e})")
+    return ok
+
+
+def sdpa_decode(q, kc, vc):
+    from torch.nn.attention import sdpa_kernel, SDPBackend
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        return torch.nn.functional.scaled_dot_product_attention(q, kc, vc, enable_gqa=True)
+
+
+# ---------------------------------------------------------------- decode
+def test_decode(mod, sms, gen):
+    ok = True
+    for (hq, kvh, d, lens, shift) in [(32, 8, 128, [1, 77, 4096, 3001], 6), (12, 2, 128, [5000, 17], 4),
+                                      (4, 1, 256, [2500, 1], 5), (32, 8, 64, [3333, 64], 6),
+                                      (14, 2, 64, [1000], 4), (8, 1, 128, [2049, 4000], 6), (16, 8, 128, [999], 3)]:
+        cache = Paged(lens, kvh, d, shift, gen=gen)
+        q = (torch.randn(len(lens), hq, d, device=dev) * 2).bfloat16()
+        for st in [None, 64 * 4]:
+            dec = Decoder(mod, len(lens), hq, kvh, d, max(lens), sms, split_tokens=st)
+            out = dec(q, cache); torch.cuda.synchronize()
+            ok &= check(f"decode hq{hq} kvh{kvh} d{d} lens{lens} page{1 << shift} split{dec.split}", out,
+                        ref_decode(q, cache), 1e-2)
+    return ok
+
+
+def bench_decode(mod, sms, bw, quick):
+    shapes = [("llama3-8b", 32, 8, 128, 1, 32768), ("llama3-8b", 32, 8, 128, 1, 65536), ("llama3-8b", 32, 8, 128, 1, 131072),
+              ("llama3-8b", 32, 8, 128, 8, 32768), ("llama3-8b", 32, 8, 128, 8, 65536), ("llama3-8b", 32, 8, 128, 32, 8192),
+              ("llama3-8b", 32, 8, 128, 4, 4096),
+              ("qwen2.5-1.5b", 12, 2, 128, 1, 32768), ("qwen2.5-1.5b", 12, 2, 128, 8, 32768),
+              ("gemma3-270m", 4, 1, 256, 8, 32768), ("d64 32/8", 32, 8, 64, 8, 32768)]
+    if quick:
+        shapes = shapes[:5]
+    for (name, hq, kvh, d, B, L) in shapes:
+        cache = Paged([L] * B, kvh, d, 6)
+        q = torch.randn(B, hq, d, device=dev).bfloat16()
+        best = None
+        for want in [None, sms * 2, sms * 8, sms * 16]:
+            dec = Decoder(mod, B, hq, kvh, d, L, sms,
+                          split_tokens=None if want is None else choose_split(B, kvh, L, sms, dec_chunk(d, hq // kvh), want))
+            ms = bench(lambda: dec(q, cache))
+            if best is None or ms < best[0]:
+                best = (ms, dec.split)
+            if want is None:
+                default = (ms, dec.split)
+        kc = torch.randn(B, kvh, L, d, device=dev, dtype=torch.bfloat16); vc = torch.randn_like(kc)
+        q4 = q.view(B, hq, 1, d)
+        try:
+            sd = bench(lambda: sdpa_decode(q4, kc, vc))
+        except Exception as e:
+            sd = float("nan"); log("sdpa failed", e)
+        del kc, vc
+        byts = B * L * kvh * d * 2 * 2
+        gbs = byts / (best[0] * 1e-3) / 1e9
+        row = {"model": name, "hq": hq, "kvh": kvh, "d": d, "B": B, "L": L, "page": 64, "sift_ms": best[0],
+               "split_tokens": best[1], "default_ms": default[0], "default_split": default[1], "sdpa_ms": sd,
+               "bytes": byts, "GBps": gbs, "frac_copy_bw": gbs / bw, "ratio_vs_sdpa": best[0] / sd}
+        RESULTS["decode"].append(row)
+        log(f"decode {name} B={B} L={L}: sift {best[0]:.4f} ms (split {best[1]}; default {default[0]:.4f}/{default[1]}) "
+            f"sdpa {sd:.4f} ms ratio {best[0] / sd:.3f} {gbs:.0f} GB/s = {gbs / bw:.1%} of copy")
+        del cache
+        torch.cuda.empty_cache()
+
+
+# ---------------------------------------------------------------- double sparsity
+class DS:
+    def __init__(self, mod, B, hq, kvh, d, maxlen, sms, r=8, frac=1 / 16, sinks=0):
+        self.mod, self.B, self.hq, self.kvh, self.d, self.r, self.sinks = mod, B, hq, kvh, d, r, sinks
+        self.g = hq // kvh
+        self.key_stride = maxlen
+        self.keys = torch.empty(B, kvh, maxlen, dtype=torch.int32, device=dev)
+        self.max_sel = max(1, int(maxlen * frac) + 1)
+        self.sel = torch.empty(B, kvh, self.max_sel, dtype=torch.int32, device=dev)
+        self.count = torch.empty(B, kvh, dtype=torch.int32, device=dev)
+        self.frac = frac
+        self.dec = Decoder(mod, B, hq, kvh, d, self.max_sel, sms)
+        self.fscore = mod.get_function(f"sift_ds_scores_r{r}")
+        self.ftopk = mod.get_function("sift_ds_topk")
+
+    def kper(self, lens):
+        return torch.tensor([max(1, int(l * self.frac)) for l in lens], dtype=torch.int32, device=dev)
+
+    def __call__(self, q, cache, labels, channels, kper):
+        stream = cp.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
+        maxlen = max(cache.lens)
+        with stream:
+            self.fscore((-(-maxlen // 1024), self.kvh, self.B), (256,),
+                        (cpa(q), cpa(labels), cpa(channels), cpa(cache.page_table), cpa(cache.seq_lens), I(self.g), I(self.d),
+                         I(cache.shift), I(cache.max_pages), I(self.sinks), cpa(self.keys), I(self.key_stride)))
+            self.ftopk((self.kvh, self.B), (1024,), (cpa(self.keys), I(self.key_stride), cpa(cache.seq_lens), cpa(kper),
+                                                     cpa(self.sel), cpa(self.count), I(self.max_sel)))
+        return self.dec(q, cache, self.sel, self.count, self.max_sel)
+
+
+def make_labels(cache, channels):
+    # labels[page][kvh][P][r] = K[page][kvh][P][channels[kvh]]
+    idx = channels.long().view(1, cache.kvh, 1, -1).expand(cache.k.shape[0], cache.kvh, cache.P, -1)
+    return torch.gather(cache.k, 3, idx).contiguous()
+
+
+def key_to_float(keys):
+    k = keys.view(torch.int32).long() & 0xffffffff
+    u = torch.where(k >= 0x80000000, k & 0x7fffffff, (~k) & 0xffffffff)
+    return torch.from_numpy(u.cpu().numpy().astype(np.uint32).view(np.float32))
+
+
+def test_ds(mod, sms, gen):
+    ok = True
+    for (hq, kvh, d, lens, r, sinks, frac) in [(32, 8, 128, [4096, 1000, 37], 8, 0, 1 / 16), (12, 2, 128, [8192, 3000], 8, 4, 1 / 16),
+                                               (4, 1, 256, [5000], 16, 0, 1 / 8), (32, 8, 128, [20000], 8, 16, 1 / 16)]:
+        cache = Paged(lens, kvh, d, 6, gen=gen)
+        g = hq // kvh
+        q = (torch.randn(len(lens), hq, d, device=dev) * 2).bfloat16()
+        channels = torch.stack([torch.randperm(d, generator=gen)[:r] for _ in range(kvh)]).int().to(dev)
+        labels = make_labels(cache, channels)
+        ds = DS(mod, len(lens), hq, kvh, d, max(lens), sms, r=r, frac=frac, sinks=sinks)
+        kper = ds.kper(lens)
+        out = ds(q, cache, labels, channels, kper)
+        torch.cuda.synchronize()
+        rows = []
+        sel_ok = True
+        overlap_min = 1.0
+        score_err = 0.0
+        for b, L in enumerate(lens):
+            rows.append([])
+            K = cache.contiguous(b, "k").double()
+            for kh in range(kvh):
+                k = min(int(kper[b]), L)
+                cnt = int(ds.count[b, kh])
+                idx = ds.sel[b, kh, :cnt].long()
+                rows[b].append(idx)
+                qs = q[b, kh * g:(kh + 1) * g].double().sum(0)[channels[kh].long()]
+                s_ref = K[:, kh][:, channels[kh].long()] @ qs            # float64 approximate scores
+                s_ref[:min(sinks, L)] = float("inf")
+                got = key_to_float(ds.keys[b, kh, :L]).double().to(dev)
+                fin = torch.isfinite(s_ref)
+                score_err = max(score_err, (got[fin] - s_ref[fin]).abs().max().item() if fin.any() else 0.0)
+                # exactness w.r.t. the kernel's own keys: every selected key >= every unselected key
+                mask = torch.zeros(L, dtype=torch.bool, device=dev); mask[idx] = True
+                kk = ds.keys[b, kh, :L].long() & 0xffffffff
+                distinct = idx.unique().numel() == cnt
+                if cnt != k or not distinct or (cnt < L and kk[mask].min() < kk[~mask].max()):
+                    sel_ok = False
+                ref_top = torch.topk(s_ref, k).indices
+                inter = len(set(ref_top.tolist()) & set(idx.tolist())) / k
+                overlap_min = min(overlap_min, inter)
+        RESULTS["checks"].append({"name": f"ds select hq{hq} kvh{kvh} d{d} lens{lens} r{r} sinks{sinks}",
+                                  "exact_topk_of_kernel_scores": sel_ok, "overlap_with_f64_topk_min": overlap_min,
+                                  "score_max_abs_err": score_err, "ok": sel_ok and overlap_min > 0.97})
+        log(f"{'PASS' if sel_ok and overlap_min > 0.97 else 'FAIL'} ds select {lens} r{r}: exact={sel_ok} overlap with f64 top-k {overlap_min:.4f} score err {score_err:.2e}")
+        ok &= sel_ok and overlap_min > 0.97
+        ok &= check(f"ds attend hq{hq} kvh{kvh} d{d} lens{lens}", out, ref_decode(q, cache, rows), 1e-2)
+    return ok
+
+
+def bench_ds(mod, sms, quick):
+    shapes = [("llama3-8b", 32, 8, 128, 1, 32768), ("llama3-8b", 32, 8, 128, 1, 131072), ("llama3-8b", 32, 8, 128, 8, 32768),
+              ("llama3-8b", 32, 8, 128, 8, 65536), ("llama3-8b", 32, 8, 128, 16, 65536), ("llama3-8b", 32, 8, 128, 32, 32768),
+              ("qwen2.5-1.5b", 12, 2, 128, 8, 32768)]
+    if quick:
+        shapes = shapes[:4]
+    for (name, hq, kvh, d, B, L) in shapes:
+        cache = Paged([L] * B, kvh, d, 6)
+        r = d // 16
+        q = torch.randn(B, hq, d, device=dev).bfloat16()
+        channels = torch.stack([torch.randperm(d)[:r] for _ in range(kvh)]).int().to(dev)
+        labels = make_labels(cache, channels)
+        dec = Decoder(mod, B, hq, kvh, d, L, sms)
+        dense = bench(lambda: dec(q, cache))
+        ds = DS(mod, B, hq, kvh, d, L, sms, r=r)
+        kper = ds.kper([L] * B)
+        t_all = bench(lambda: ds(q, cache, labels, channels, kper))
+        stream = lambda: cp.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
+        def score_only():
+            with stream():
+                ds.fscore((-(-L // 1024), kvh, B), (256,), (cpa(q), cpa(labels), cpa(channels), cpa(cache.page_table),
+                          cpa(cache.seq_lens), I(ds.g), I(d), I(cache.shift), I(cache.max_pages), I(0), cpa(ds.keys), I(L)))
+        def topk_only():
+            with stream():
+                ds.ftopk((kvh, B), (1024,), (cpa(ds.keys), I(L), cpa(cache.seq_lens), cpa(kper), cpa(ds.sel), cpa(ds.count), I(ds.max_sel)))
+        t_score = bench(score_only); t_topk = bench(topk_only)
+        t_att = bench(lambda: ds.dec(q, cache, ds.sel, ds.count, ds.max_sel))
+        k = L // 16
+        ideal = B * kvh * (L * r * 2 + 2 * k * d * 2)
+        row = {"model": name, "B": B, "L": L, "r": r, "k": k, "dense_ms": dense, "ds_ms": t_all, "speedup": dense / t_all,
+               "score_ms": t_score, "topk_ms": t_topk, "gather_attend_ms": t_att, "ds_ideal_bytes": ideal,
+               "ds_GBps_ideal_bytes": ideal / (t_all * 1e-3) / 1e9}
+        RESULTS["ds"].append(row)
+        log(f"ds {name} B={B} L={L}: dense {dense:.4f} ms, DS {t_all:.4f} ms => {dense / t_all:.2f}x "
+            f"(score {t_score:.4f}, topk {t_topk:.4f}, gather-attend {t_att:.4f})")
+        del cache, labels
+        torch.cuda.empty_cache()
+
+
+# ---------------------------------------------------------------- prefill
+def ref_prefill(q, k, v, window, q0):
+    # q [T][Hq][D], k/v [N][KVH][D]; query i at position q0+i sees keys j <= q0+i (and > q0+i-window)
+    T, hq, d = q.shape
+    N, kvh, _ = k.shape
+    g = hq // kvh
+    qq = q.double().permute(1, 0, 2)
+    kk = k.double().permute(1, 0, 2).repeat_interleave(g, 0)
+    vv = v.double().permute(1, 0, 2).repeat_interleave(g, 0)
+    s = qq @ kk.transpose(1, 2) / math.sqrt(d)
+    pos = torch.arange(T, device=dev).view(-1, 1) + q0
+    j = torch.arange(N, device=dev).view(1, -1)
+    m = j <= pos
+    if window > 0:
+        m &= j > pos - window
+    s = s.masked_fill(~m, float("-inf"))
+    return (torch.softmax(s, -1) @ vv).permute(1, 0, 2)
+
+
+def run_prefill(mod, q, k, v, window, q0, out):
+    T, hq, d = q.shape
+    N, kvh, _ = k.shape
+    f = mod.get_function(f"sift_prefill_d{d}")
+    stream = cp.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
+    with stream:
+        f((-(-T // 64), hq), (128,), (cpa(q), cpa(k), cpa(v), cpa(out), I(T), I(N), I(hq), I(kvh), I(q0), I(window),
+                                     F(1.0 / math.sqrt(d))))
+    return out
+
+
+def test_prefill(mod, gen):
+    ok = True
+    for (hq, kvh, d, T, q0, window) in [(32, 8, 128, 300, 0, 0), (12, 2, 128, 1000, 0, 0), (4, 1, 256, 200, 0, 0),
+                                         (8, 2, 64, 513, 0, 0), (32, 8, 128, 700, 0, 128), (4, 1, 256, 333, 100, 64),
+                                         (14, 2, 64, 129, 1000, 0)]:
+        N = q0 + T
+        q = torch.randn(T, hq, d, device=dev).bfloat16(); k = torch.randn(N, kvh, d, device=dev).bfloat16()
+        v = torch.randn_like(k)
+        out = torch.empty(T, hq, d, device=dev, dtype=torch.bfloat16)
+        run_prefill(mod, q, k, v, window, q0, out); torch.cuda.synchronize()
+        ok &= check(f"prefill hq{hq} kvh{kvh} d{d} T{T} q0{q0} window{window}", out, ref_prefill(q, k, v, window, q0), 1e-2)
+    return ok
+
+
+def bench_prefill(mod, quick):
+    from torch.nn.attention import sdpa_kernel, SDPBackend
+    for (name, hq, kvh, d, T, window) in [("llama3-8b", 32, 8, 128, 4096, 0), ("llama3-8b", 32, 8, 128, 16384, 0),
+                                          ("llama3-8b", 32, 8, 128, 32768, 0), ("gemma3-270m local", 4, 1, 256, 8192, 512)][: 2 if quick else 4]:
+        q = torch.randn(T, hq, d, device=dev).bfloat16(); k = torch.randn(T, kvh, d, device=dev).bfloat16()
+        v = torch.randn_like(k)
+        out = torch.empty_like(q)
+        t = bench(lambda: run_prefill(mod, q, k, v, window, 0, out), reps=5, warm=1)
+        qs, ks, vs = (x.permute(1, 0, 2).unsqueeze(0) for x in (q, k, v))
+        if window == 0:
+            def sd():
+                with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                    return torch.nn.functional.scaled_dot_product_attention(qs, ks, vs, is_causal=True, enable_gqa=True)
+        else:
+            i = torch.arange(T, device=dev)
+            mask = (i.view(1, -1) <= i.view(-1, 1)) & (i.view(1, -1) > i.view(-1, 1) - window)
+            def sd():
+                return torch.nn.functional.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask, enable_gqa=True)
+        try:
+            ts = bench(sd, reps=5, warm=1)
+        except Exception as e:
+            ts = float("nan"); log("sdpa prefill failed", e)
+        causal_flops = 4 * hq * d * T * (T + 1) / 2 if window == 0 else 4 * hq * d * T * window
+        row = {"model": name, "T": T, "window": window, "sift_ms": t, "sdpa_ms": ts, "ratio_vs_sdpa": t / ts,
+               "sift_TFLOPs": causal_flops / (t * 1e-3) / 1e12}
+        RESULTS["prefill"].append(row)
+        log(f"prefill {name} T={T} window={window}: sift {t:.3f} ms, sdpa {ts:.3f} ms, ratio {t / ts:.2f}, {row['sift_TFLOPs']:.1f} TFLOP/s")
+
+
+def write():
+    with open(os.path.join(OUT, "attention_bench.json"), "w") as f:
+        json.dump(RESULTS, f, indent=1)
+    md = [f"# attention_bench on {RESULTS['device']} (torch {RESULTS['torch']})", "",
+          f"copy bandwidth (D2D, read+write): {RESULTS.get('copy_GBps', 0):.0f} GB/s", ""]
+    if RESULTS["decode"]:
+        md += ["| shape | B | L | sift ms | split | SDPA flash ms | sift/SDPA | GB/s | of copy BW |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in RESULTS["decode"]:
+            md.append(f"| {r['model']} {r['hq']}/{r['kvh']} d{r['d']} | {r['B']} | {r['L']} | {r['sift_ms']:.4f} | {r['split_tokens']} | "
+                      f"{r['sdpa_ms']:.4f} | {r['ratio_vs_sdpa']:.3f} | {r['GBps']:.0f} | {r['frac_copy_bw']:.1%} |")
+        md.append("")
+    if RESULTS["ds"]:
+        md += ["| DS shape | B | L | dense ms | DS ms | speedup | score ms | top-k ms | gather-attend ms |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in RESULTS["ds"]:
+            md.append(f"| {r['model']} r={r['r']} k={r['k']} | {r['B']} | {r['L']} | {r['dense_ms']:.4f} | {r['ds_ms']:.4f} | "
+                      f"{r['speedup']:.2f}x | {r['score_ms']:.4f} | {r['topk_ms']:.4f} | {r['gather_attend_ms']:.4f} |")
+        md.append("")
+    if RESULTS["prefill"]:
+        md += ["| prefill shape | T | window | sift ms | SDPA ms | sift/SDPA | sift TFLOP/s |", "|---|---|---|---|---|---|---|"]
+        for r in RESULTS["prefill"]:
+            md.append(f"| {r['model']} | {r['T']} | {r['window']} | {r['sift_ms']:.3f} | {r['sdpa_ms']:.3f} | {r['ratio_vs_sdpa']:.2f} | {r['sift_TFLOPs']:.1f} |")
+        md.append("")
+    md += ["## checks", ""] + [f"- {'PASS' if c['ok'] else 'FAIL'} {c['name']}" for c in RESULTS["checks"]]
+    with open(os.path.join(OUT, "attention_bench.md"), "w") as f:
+        f.write("\n".join(md) + "\n")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", default="decode,ds,prefill")
+    ap.add_argument("--no-bench", action="store_true")
+    a = ap.parse_args()
+    parts = a.only.split(",")
+    mod = load_module()
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    gen = torch.Generator().manual_seed(int(time.time()))
+    bw = copy_bandwidth()
+    RESULTS["copy_GBps"] = bw
+    log(f"device {RESULTS['device']}, {sms} SMs, copy bandwidth {bw:.0f} GB/s")
+    ok = True
+    try:
+        if "decode" in parts:
+            ok &= test_decode(mod, sms, gen)
+            if not a.no_bench:
+                bench_decode(mod, sms, bw, a.quick)
+            write()
+        if "ds" in parts:
+            ok &= test_ds(mod, sms, gen)
+            if not a.no_bench:
+                bench_ds(mod, sms, a.quick)
+            write()
+        if "prefill" in parts:
+            ok &= test_prefill(mod, gen)
+            if not a.no_bench:
+                bench_prefill(mod, a.quick)
+    finally:
+        RESULTS["all_checks_pass"] = bool(ok)
+        write()
+    log("ALL CHECKS PASS" if ok else "SOME CHECKS FAILED")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
