@@ -85,11 +85,14 @@ class Paged:
 
 
 def choose_split(B, kvh, maxlen, sms, chunk, want_blocks=None):
-    want = want_blocks or sms * 4
-    splits = max(1, -(-want // (B * kvh)))
-    st = -(-maxlen // splits)
-    st = max(chunk, -(-st // chunk) * chunk)
-    return st
+    """Tokens per split: about one wave of 2 blocks per SM (the kernel's 128 threads use ~240
+    registers), rounded up to a power of two (measured best on an H100 over 256..8192)."""
+    want = want_blocks or sms * 2
+    per = -(-B * kvh * maxlen // want)
+    st = 1
+    while st < per:
+        st *= 2
+    return max(chunk, st)
 
 
 def dec_chunk(d, g):
@@ -211,7 +214,7 @@ def test_decode(mod, sms, gen):
     ok = True
     for (hq, kvh, d, lens, shift) in [(32, 8, 128, [1, 77, 4096, 3001], 6), (12, 2, 128, [5000, 17], 4),
                                       (4, 1, 256, [2500, 1], 5), (32, 8, 64, [3333, 64], 6),
-                                      (14, 2, 64, [1000], 4), (8, 1, 128, [2049, 4000], 6), (16, 8, 128, [999], 3)]:
+                                      (14, 2, 64, [1000], 4), (8, 1, 128, [2049, 4000], 6), (10, 2, 128, [3000, 5], 5), (12, 2, 256, [1500], 6), (16, 8, 128, [999], 3)]:
         cache = Paged(lens, kvh, d, shift, gen=gen)
         q = (torch.randn(len(lens), hq, d, device=dev) * 2).bfloat16()
         for st in [None, 64 * 4]:
@@ -234,14 +237,18 @@ def bench_decode(mod, sms, bw, quick):
         cache = Paged([L] * B, kvh, d, 6)
         q = torch.randn(B, hq, d, device=dev).bfloat16()
         best = None
-        for want in [None, sms * 2, sms * 8, sms * 16]:
-            dec = Decoder(mod, B, hq, kvh, d, L, sms,
-                          split_tokens=None if want is None else choose_split(B, kvh, L, sms, dec_chunk(d, hq // kvh), want))
+        sweep = {}
+        for st in [None, 256, 512, 1024, 2048, 4096, 8192, 16384]:
+            if st is not None and st > L:
+                continue
+            dec = Decoder(mod, B, hq, kvh, d, L, sms, split_tokens=st)
             ms = bench(lambda: dec(q, cache))
+            sweep[dec.split] = ms
             if best is None or ms < best[0]:
                 best = (ms, dec.split)
-            if want is None:
+            if st is None:
                 default = (ms, dec.split)
+        log(f"  split sweep {name} B={B} L={L} regs {dec.fsplit.num_regs}: " + ", ".join(f"{k}:{v:.4f}" for k, v in sorted(sweep.items())))
         kc = torch.randn(B, kvh, L, d, device=dev, dtype=torch.bfloat16); vc = torch.randn_like(kc)
         q4 = q.view(B, hq, 1, d)
         try:
@@ -252,7 +259,7 @@ def bench_decode(mod, sms, bw, quick):
         byts = B * L * kvh * d * 2 * 2
         gbs = byts / (best[0] * 1e-3) / 1e9
         row = {"model": name, "hq": hq, "kvh": kvh, "d": d, "B": B, "L": L, "page": 64, "sift_ms": best[0],
-               "split_tokens": best[1], "default_ms": default[0], "default_split": default[1], "sdpa_ms": sd,
+               "split_tokens": best[1], "sweep": sweep, "default_ms": default[0], "default_split": default[1], "sdpa_ms": sd,
                "bytes": byts, "GBps": gbs, "frac_copy_bw": gbs / bw, "ratio_vs_sdpa": best[0] / sd}
         RESULTS["decode"].append(row)
         log(f"decode {name} B={B} L={L}: sift {best[0]:.4f} ms (split {best[1]}; default {default[0]:.4f}/{default[1]}) "
@@ -263,32 +270,57 @@ def bench_decode(mod, sms, bw, quick):
 
 # ---------------------------------------------------------------- double sparsity
 class DS:
-    def __init__(self, mod, B, hq, kvh, d, maxlen, sms, r=8, frac=1 / 16, sinks=0):
+    """Double Sparsity decode: scores+histogram, threshold, per-split select+attend, combine."""
+
+    def __init__(self, mod, B, hq, kvh, d, maxlen, sms, r=8, frac=1 / 16, sinks=0, split_pos=None):
         self.mod, self.B, self.hq, self.kvh, self.d, self.r, self.sinks = mod, B, hq, kvh, d, r, sinks
         self.g = hq // kvh
-        self.key_stride = maxlen
-        self.keys = torch.empty(B, kvh, maxlen, dtype=torch.int32, device=dev)
-        self.max_sel = max(1, int(maxlen * frac) + 1)
-        self.sel = torch.empty(B, kvh, self.max_sel, dtype=torch.int32, device=dev)
-        self.count = torch.empty(B, kvh, dtype=torch.int32, device=dev)
+        self.key_stride = -(-maxlen // 4) * 4
+        self.keys = torch.empty(B, kvh, self.key_stride, dtype=torch.int32, device=dev)
+        self.hist = torch.zeros(B, kvh, 4096, dtype=torch.int32, device=dev)
+        self.thr = torch.zeros(B, kvh, 2, dtype=torch.int32, device=dev)
         self.frac = frac
-        self.dec = Decoder(mod, B, hq, kvh, d, self.max_sel, sms)
+        if split_pos is None:
+            per = -(-maxlen * B * kvh // (sms * 2))
+            split_pos = min(4096, max(1024, -(-per // 1024) * 1024))
+        self.split = split_pos
+        self.max_splits = -(-maxlen // split_pos)
+        self.part_o = torch.empty(B, hq, self.max_splits, d, device=dev, dtype=torch.float32)
+        self.part_lse = torch.empty(B, hq, self.max_splits, device=dev, dtype=torch.float32)
+        self.out = torch.empty(B, hq, d, device=dev, dtype=torch.bfloat16)
         self.fscore = mod.get_function(f"sift_ds_scores_r{r}")
-        self.ftopk = mod.get_function("sift_ds_topk")
+        self.fthr = mod.get_function("sift_ds_threshold")
+        self.fatt = mod.get_function(f"sift_ds_attend_d{d}_g{self.g}")
+        self.fcomb = mod.get_function(f"sift_decode_combine_d{d}")
 
     def kper(self, lens):
         return torch.tensor([max(1, int(l * self.frac)) for l in lens], dtype=torch.int32, device=dev)
 
-    def __call__(self, q, cache, labels, channels, kper):
-        stream = cp.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
+    def score(self, q, cache, labels, channels):
         maxlen = max(cache.lens)
-        with stream:
-            self.fscore((-(-maxlen // 1024), self.kvh, self.B), (256,),
-                        (cpa(q), cpa(labels), cpa(channels), cpa(cache.page_table), cpa(cache.seq_lens), I(self.g), I(self.d),
-                         I(cache.shift), I(cache.max_pages), I(self.sinks), cpa(self.keys), I(self.key_stride)))
-            self.ftopk((self.kvh, self.B), (1024,), (cpa(self.keys), I(self.key_stride), cpa(cache.seq_lens), cpa(kper),
-                                                     cpa(self.sel), cpa(self.count), I(self.max_sel)))
-        return self.dec(q, cache, self.sel, self.count, self.max_sel)
+        self.fscore((-(-maxlen // 2048), self.kvh, self.B), (256,),
+                    (cpa(q), cpa(labels), cpa(channels), cpa(cache.page_table), cpa(cache.seq_lens), I(self.g), I(self.d),
+                     I(cache.shift), I(cache.max_pages), I(self.sinks), cpa(self.keys), I(self.key_stride), cpa(self.hist)))
+
+    def threshold(self, cache, kper):
+        self.fthr((self.kvh, self.B), (1024,), (cpa(self.keys), I(self.key_stride), cpa(self.hist), cpa(cache.seq_lens),
+                                                cpa(kper), cpa(self.thr)))
+
+    def attend(self, q, cache):
+        self.fatt((self.max_splits, self.kvh, self.B), (128,),
+                  (cpa(q), cpa(cache.k), cpa(cache.v), cpa(cache.page_table), cpa(cache.seq_lens), cpa(self.keys),
+                   I(self.key_stride), cpa(self.thr), cpa(self.part_o), cpa(self.part_lse), I(cache.shift), I(cache.max_pages),
+                   I(self.split), I(self.max_splits), F(1.0 / math.sqrt(self.d))))
+        self.fcomb((self.hq, self.B), (min(self.d, 128),),
+                   (cpa(self.part_o), cpa(self.part_lse), cpa(cache.seq_lens), np.uint64(0), I(self.g), I(self.split),
+                    I(self.max_splits), cpa(self.out)), shared_mem=4 * self.max_splits)
+
+    def __call__(self, q, cache, labels, channels, kper, parts="sta"):
+        with cp.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream):
+            if "s" in parts: self.score(q, cache, labels, channels)
+            if "t" in parts: self.threshold(cache, kper)
+            if "a" in parts: self.attend(q, cache)
+        return self.out
 
 
 def make_labels(cache, channels):
@@ -305,14 +337,19 @@ def key_to_float(keys):
 
 def test_ds(mod, sms, gen):
     ok = True
-    for (hq, kvh, d, lens, r, sinks, frac) in [(32, 8, 128, [4096, 1000, 37], 8, 0, 1 / 16), (12, 2, 128, [8192, 3000], 8, 4, 1 / 16),
-                                               (4, 1, 256, [5000], 16, 0, 1 / 8), (32, 8, 128, [20000], 8, 16, 1 / 16)]:
+    for (hq, kvh, d, lens, r, sinks, frac, split, flat) in [
+            (32, 8, 128, [4096, 1000, 37], 8, 0, 1 / 16, None, False), (12, 2, 128, [8192, 3000], 8, 4, 1 / 16, 1024, False),
+            (4, 1, 256, [5000], 16, 0, 1 / 8, None, False), (32, 8, 128, [20000, 7001], 8, 16, 1 / 16, 2048, False),
+            (8, 2, 64, [9000, 4100], 8, 0, 1 / 16, 4096, True), (14, 2, 64, [3000], 4 * 2, 0, 1 / 16, None, False)]:
         cache = Paged(lens, kvh, d, 6, gen=gen)
         g = hq // kvh
         q = (torch.randn(len(lens), hq, d, device=dev) * 2).bfloat16()
         channels = torch.stack([torch.randperm(d, generator=gen)[:r] for _ in range(kvh)]).int().to(dev)
+        if flat:   # all approximate scores equal: every key ties, the overflow path and the tie cut decide
+            for kh in range(kvh):
+                q[:, kh * g:(kh + 1) * g, channels[kh].long()] = 0
         labels = make_labels(cache, channels)
-        ds = DS(mod, len(lens), hq, kvh, d, max(lens), sms, r=r, frac=frac, sinks=sinks)
+        ds = DS(mod, len(lens), hq, kvh, d, max(lens), sms, r=r, frac=frac, sinks=sinks, split_pos=split)
         kper = ds.kper(lens)
         out = ds(q, cache, labels, channels, kper)
         torch.cuda.synchronize()
@@ -325,8 +362,13 @@ def test_ds(mod, sms, gen):
             K = cache.contiguous(b, "k").double()
             for kh in range(kvh):
                 k = min(int(kper[b]), L)
-                cnt = int(ds.count[b, kh])
-                idx = ds.sel[b, kh, :cnt].long()
+                kk = ds.keys[b, kh, :L].long() & 0xffffffff
+                T = int(ds.thr[b, kh, 0]) & 0xffffffff
+                cut = int(ds.thr[b, kh, 1])
+                pos = torch.arange(L, device=dev)
+                mask = (kk > T) | ((kk == T) & (pos <= cut))
+                idx = pos[mask]
+                cnt = idx.numel()
                 rows[b].append(idx)
                 qs = q[b, kh * g:(kh + 1) * g].double().sum(0)[channels[kh].long()]
                 s_ref = K[:, kh][:, channels[kh].long()] @ qs            # float64 approximate scores
@@ -334,26 +376,31 @@ def test_ds(mod, sms, gen):
                 got = key_to_float(ds.keys[b, kh, :L]).double().to(dev)
                 fin = torch.isfinite(s_ref)
                 score_err = max(score_err, (got[fin] - s_ref[fin]).abs().max().item() if fin.any() else 0.0)
-                # exactness w.r.t. the kernel's own keys: every selected key >= every unselected key
-                mask = torch.zeros(L, dtype=torch.bool, device=dev); mask[idx] = True
-                kk = ds.keys[b, kh, :L].long() & 0xffffffff
-                distinct = idx.unique().numel() == cnt
-                if cnt != k or not distinct or (cnt < L and kk[mask].min() < kk[~mask].max()):
+                # exactly k tokens, and every selected key >= every unselected key (exact top-k of the
+                # kernel's own scores); ties broken by lowest position
+                if cnt != k or (cnt < L and kk[mask].min() < kk[~mask].max()):
                     sel_ok = False
-                ref_top = torch.topk(s_ref, k).indices
+                ties = pos[kk == T]
+                if cnt < L and ties.numel() > 0 and mask[ties].long().diff().clamp(min=0).sum() > 0:
+                    sel_ok = False
+                # the histogram must be left zero for the next call
+                if int(ds.hist[b, kh].abs().sum()) != 0:
+                    sel_ok = False
+                ref_top = torch.arange(k) if flat else torch.topk(s_ref, k).indices
                 inter = len(set(ref_top.tolist()) & set(idx.tolist())) / k
                 overlap_min = min(overlap_min, inter)
-        RESULTS["checks"].append({"name": f"ds select hq{hq} kvh{kvh} d{d} lens{lens} r{r} sinks{sinks}",
+        RESULTS["checks"].append({"name": f"ds select hq{hq} kvh{kvh} d{d} lens{lens} r{r} sinks{sinks} split{ds.split} flat{flat}",
                                   "exact_topk_of_kernel_scores": sel_ok, "overlap_with_f64_topk_min": overlap_min,
                                   "score_max_abs_err": score_err, "ok": sel_ok and overlap_min > 0.97})
         log(f"{'PASS' if sel_ok and overlap_min > 0.97 else 'FAIL'} ds select {lens} r{r}: exact={sel_ok} overlap with f64 top-k {overlap_min:.4f} score err {score_err:.2e}")
         ok &= sel_ok and overlap_min > 0.97
+        RESULTS['checks'][-1]['ok'] = bool(sel_ok and overlap_min > 0.97)
         ok &= check(f"ds attend hq{hq} kvh{kvh} d{d} lens{lens}", out, ref_decode(q, cache, rows), 1e-2)
     return ok
 
 
 def bench_ds(mod, sms, quick):
-    shapes = [("llama3-8b", 32, 8, 128, 1, 32768), ("llama3-8b", 32, 8, 128, 1, 131072), ("llama3-8b", 32, 8, 128, 8, 32768),
+    shapes = [("llama3-8b", 32, 8, 128, 1, 32768), ("llama3-8b", 32, 8, 128, 1, 131072), ("llama3-8b", 32, 8, 128, 8, 32768), ("llama3-8b", 32, 8, 128, 8, 131072),
               ("llama3-8b", 32, 8, 128, 8, 65536), ("llama3-8b", 32, 8, 128, 16, 65536), ("llama3-8b", 32, 8, 128, 32, 32768),
               ("qwen2.5-1.5b", 12, 2, 128, 8, 32768)]
     if quick:
@@ -369,24 +416,26 @@ def bench_ds(mod, sms, quick):
         ds = DS(mod, B, hq, kvh, d, L, sms, r=r)
         kper = ds.kper([L] * B)
         t_all = bench(lambda: ds(q, cache, labels, channels, kper))
-        stream = lambda: cp.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
-        def score_only():
-            with stream():
-                ds.fscore((-(-L // 1024), kvh, B), (256,), (cpa(q), cpa(labels), cpa(channels), cpa(cache.page_table),
-                          cpa(cache.seq_lens), I(ds.g), I(d), I(cache.shift), I(cache.max_pages), I(0), cpa(ds.keys), I(L)))
-        def topk_only():
-            with stream():
-                ds.ftopk((kvh, B), (1024,), (cpa(ds.keys), I(L), cpa(cache.seq_lens), cpa(kper), cpa(ds.sel), cpa(ds.count), I(ds.max_sel)))
-        t_score = bench(score_only); t_topk = bench(topk_only)
-        t_att = bench(lambda: ds.dec(q, cache, ds.sel, ds.count, ds.max_sel))
+        t_score = bench(lambda: ds(q, cache, labels, channels, kper, "s"))
+        ds.hist.zero_()                      # scores alone keep adding to the histogram
+        t_st = bench(lambda: ds(q, cache, labels, channels, kper, "st"))
+        t_topk = t_st - t_score
+        t_att = bench(lambda: ds(q, cache, labels, channels, kper, "a"))
+        sweep = {}
+        for sp in [1024, 2048, 4096]:
+            if sp <= L:
+                d2 = DS(mod, B, hq, kvh, d, L, sms, r=r, split_pos=sp)
+                sweep[sp] = bench(lambda: d2(q, cache, labels, channels, kper))
+                del d2
+        log(f"  DS split sweep: " + ", ".join(f"{k}:{v:.4f}" for k, v in sweep.items()))
         k = L // 16
         ideal = B * kvh * (L * r * 2 + 2 * k * d * 2)
         row = {"model": name, "B": B, "L": L, "r": r, "k": k, "dense_ms": dense, "ds_ms": t_all, "speedup": dense / t_all,
-               "score_ms": t_score, "topk_ms": t_topk, "gather_attend_ms": t_att, "ds_ideal_bytes": ideal,
+               "score_ms": t_score, "topk_ms": t_topk, "gather_attend_ms": t_att, "split_pos": ds.split, "split_sweep": sweep, "ds_ideal_bytes": ideal,
                "ds_GBps_ideal_bytes": ideal / (t_all * 1e-3) / 1e9}
         RESULTS["ds"].append(row)
         log(f"ds {name} B={B} L={L}: dense {dense:.4f} ms, DS {t_all:.4f} ms => {dense / t_all:.2f}x "
-            f"(score {t_score:.4f}, topk {t_topk:.4f}, gather-attend {t_att:.4f})")
+            f"(score+hist {t_score:.4f}, threshold (st-s) {t_topk:.4f}, select+attend+combine {t_att:.4f}; split {ds.split})")
         del cache, labels
         torch.cuda.empty_cache()
 

@@ -17,27 +17,22 @@
 
 #define DEC_WARPS 4
 
+// The attention of one block over rows start..<end of a token list (positions idx[i], or i when
+// idx is null) of KV head kvh of sequence b; writes the normalised partial output and its
+// log2-sum-exp to slot `split`. `scratch` is shared memory of DEC_WARPS*G*(D+2) floats; it may
+// alias idx (the block synchronises before writing it).
 template <int D, int G, int DPL>
-__device__ __forceinline__ void decode_split(
+__device__ __forceinline__ void decode_core(
     const sift_bf16* __restrict__ q, const sift_bf16* __restrict__ kc, const sift_bf16* __restrict__ vc,
-    const int* __restrict__ page_table, const int* __restrict__ seq_lens,
-    const int* __restrict__ sel_idx, const int* __restrict__ sel_count, int max_sel,
-    float* __restrict__ part_o, float* __restrict__ part_lse,
-    int page_shift, int max_pages, int split_tokens, int max_splits, float scale)
+    const int* __restrict__ pt, const int* idx, int start, int end, int b, int kvh, int KVH,
+    float* __restrict__ part_o, float* __restrict__ part_lse, int split, int max_splits,
+    int page_shift, float scale, float* scratch)
 {
     constexpr int LPT = D / DPL;        // lanes per token
     constexpr int TPW = 32 / LPT;       // tokens per warp step
     constexpr int NCH = DPL / 8;        // 16-byte chunks per lane
     constexpr int U = (G * DPL <= 64) ? 4 : 2;
-    const int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
-    const int KVH = gridDim.y, Hq = KVH * G;
-    const int* idx = nullptr;
-    int n;
-    if (sel_idx) { n = sel_count[b * KVH + kvh]; idx = sel_idx + (sift_size)(b * KVH + kvh) * max_sel; }
-    else n = seq_lens[b];
-    const int start = split * split_tokens;
-    if (start >= n) return;
-    const int end = min(n, start + split_tokens);
+    const int Hq = KVH * G;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int grp = lane / LPT, lig = lane % LPT;
 
@@ -61,7 +56,6 @@ __device__ __forceinline__ void decode_split(
 #pragma unroll
         for (int e = 0; e < DPL; e++) acc[g][e] = 0.f;
     }
-    const int* pt = page_table + (sift_size)b * max_pages;
     const int pmask = (1 << page_shift) - 1;
 
     for (int base = start + warp * TPW * U; base < end; base += DEC_WARPS * TPW * U) {
@@ -149,16 +143,18 @@ __device__ __forceinline__ void decode_split(
             m[g] = mx;
         }
     }
-    __shared__ float sm_acc[DEC_WARPS][G][D];
-    __shared__ float sm_m[DEC_WARPS][G], sm_l[DEC_WARPS][G];
+    __syncthreads();   // scratch may alias the token list
+    float* sm_acc = scratch;                       // [DEC_WARPS][G][D]
+    float* sm_m = scratch + DEC_WARPS * G * D;     // [DEC_WARPS][G]
+    float* sm_l = sm_m + DEC_WARPS * G;
     if (grp == 0) {
 #pragma unroll
         for (int g = 0; g < G; g++) {
 #pragma unroll
             for (int c = 0; c < NCH; c++)
 #pragma unroll
-                for (int e = 0; e < 8; e++) sm_acc[warp][g][c * LPT * 8 + lig * 8 + e] = acc[g][c * 8 + e];
-            if (lig == 0) { sm_m[warp][g] = m[g]; sm_l[warp][g] = l[g]; }
+                for (int e = 0; e < 8; e++) sm_acc[(warp * G + g) * D + c * LPT * 8 + lig * 8 + e] = acc[g][c * 8 + e];
+            if (lig == 0) { sm_m[warp * G + g] = m[g]; sm_l[warp * G + g] = l[g]; }
         }
     }
     __syncthreads();
@@ -166,18 +162,40 @@ __device__ __forceinline__ void decode_split(
         const int g = e / D, d = e % D;
         float mx = SIFT_NEG_BIG;
 #pragma unroll
-        for (int w = 0; w < DEC_WARPS; w++) mx = fmaxf(mx, sm_m[w][g]);
+        for (int w = 0; w < DEC_WARPS; w++) mx = fmaxf(mx, sm_m[w * G + g]);
         float L = 0.f, O = 0.f;
 #pragma unroll
         for (int w = 0; w < DEC_WARPS; w++) {
-            const float a = exp2f(sm_m[w][g] - mx);
-            L += sm_l[w][g] * a;
-            O += sm_acc[w][g][d] * a;
+            const float a = exp2f(sm_m[w * G + g] - mx);
+            L += sm_l[w * G + g] * a;
+            O += sm_acc[(w * G + g) * D + d] * a;
         }
         const sift_size slot = (sift_size)(b * Hq + kvh * G + g) * max_splits + split;
-        part_o[slot * D + d] = O / L;
-        if (d == 0) part_lse[slot] = mx + log2f(L);
+        part_o[slot * D + d] = L > 0.f ? O / L : 0.f;          // an empty list leaves weight 0
+        if (d == 0) part_lse[slot] = L > 0.f ? mx + log2f(L) : SIFT_NEG_INF;
     }
+}
+
+template <int D, int G, int DPL>
+__device__ __forceinline__ void decode_split(
+    const sift_bf16* __restrict__ q, const sift_bf16* __restrict__ kc, const sift_bf16* __restrict__ vc,
+    const int* __restrict__ page_table, const int* __restrict__ seq_lens,
+    const int* __restrict__ sel_idx, const int* __restrict__ sel_count, int max_sel,
+    float* __restrict__ part_o, float* __restrict__ part_lse,
+    int page_shift, int max_pages, int split_tokens, int max_splits, float scale)
+{
+    const int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
+    const int KVH = gridDim.y;
+    const int* idx = nullptr;
+    int n;
+    if (sel_idx) { n = sel_count[b * KVH + kvh]; idx = sel_idx + (sift_size)(b * KVH + kvh) * max_sel; }
+    else n = seq_lens[b];
+    const int start = split * split_tokens;
+    if (start >= n) return;
+    const int end = min(n, start + split_tokens);
+    __shared__ float scratch[DEC_WARPS * G * (D + 2)];
+    decode_core<D, G, DPL>(q, kc, vc, page_table + (sift_size)b * max_pages, idx, start, end, b, kvh, KVH,
+                           part_o, part_lse, split, max_splits, page_shift, scale, scratch);
 }
 
 // Merge the splits of each (b, h). Block of D threads, grid (Hq, B).
@@ -221,9 +239,11 @@ __device__ __forceinline__ void decode_combine(
 #define SIFT_DECODE_KERNEL(D, G, DPL) \
     extern "C" __global__ void __launch_bounds__(DEC_WARPS * 32) sift_decode_split_d##D##_g##G(SIFT_DECODE_ARGS) \
     { decode_split<D, G, DPL>(SIFT_DECODE_PASS); }
+// 5 or 6 query heads per KV head: 16 dims a lane (fewer shuffles) up to d=128, 8 above.
+#define DPL56(D) ((D) <= 128 ? 16 : 8)
 #define SIFT_DECODE_KERNELS(D) \
     SIFT_DECODE_KERNEL(D, 1, 16) SIFT_DECODE_KERNEL(D, 2, 16) SIFT_DECODE_KERNEL(D, 3, 16) \
-    SIFT_DECODE_KERNEL(D, 4, 16) SIFT_DECODE_KERNEL(D, 5, 8) SIFT_DECODE_KERNEL(D, 6, 8) \
+    SIFT_DECODE_KERNEL(D, 4, 16) SIFT_DECODE_KERNEL(D, 5, DPL56(D)) SIFT_DECODE_KERNEL(D, 6, DPL56(D)) \
     SIFT_DECODE_KERNEL(D, 7, 8) SIFT_DECODE_KERNEL(D, 8, 8) \
     extern "C" __global__ void sift_decode_combine_d##D(const float* part_o, const float* part_lse, \
         const int* seq_lens, const int* sel_count, int G, int split_tokens, int max_splits, sift_bf16* out) \
