@@ -104,8 +104,10 @@ def dec_chunk(d, g):
 
 
 class Decoder:
-    def __init__(self, mod, B, hq, kvh, d, maxlen, sms, split_tokens=None, max_sel=0):
+    def __init__(self, mod, B, hq, kvh, d, maxlen, sms, split_tokens=None, max_sel=0, fused=False):
         self.g = hq // kvh
+        self.fused = fused
+        self.counters = torch.zeros(B, kvh, dtype=torch.int32, device=dev)
         self.mod, self.B, self.hq, self.kvh, self.d = mod, B, hq, kvh, d
         self.split = split_tokens or choose_split(B, kvh, maxlen, sms, dec_chunk(d, self.g))
         self.max_splits = -(-maxlen // self.split)
@@ -122,9 +124,11 @@ class Decoder:
             args = (cpa(q), cpa(cache.k), cpa(cache.v), cpa(cache.page_table), cpa(cache.seq_lens),
                     cpa(sel) if sel is not None else np.uint64(0), cpa(selcount) if selcount is not None else np.uint64(0),
                     I(max_sel), self.a_po, self.a_pl, I(cache.shift), I(cache.max_pages), I(self.split),
-                    I(self.max_splits), F(1.0 / math.sqrt(self.d)))
+                    I(self.max_splits), F(1.0 / math.sqrt(self.d)),
+                    cpa(self.counters) if self.fused else np.uint64(0), self.a_out)
             self.fsplit((self.max_splits, self.kvh, self.B), (128,), args)
-            self.fcomb((self.hq, self.B), (min(self.d, 128),),
+            if not self.fused:
+              self.fcomb((self.hq, self.B), (min(self.d, 128),),
                        (self.a_po, self.a_pl, cpa(cache.seq_lens), cpa(selcount) if selcount is not None else np.uint64(0),
                         I(self.g), I(self.split), I(self.max_splits), self.a_out), shared_mem=4 * self.max_splits)
         return self.out
@@ -217,11 +221,13 @@ def test_decode(mod, sms, gen):
                                       (14, 2, 64, [1000], 4), (8, 1, 128, [2049, 4000], 6), (10, 2, 128, [3000, 5], 5), (12, 2, 256, [1500], 6), (16, 8, 128, [999], 3)]:
         cache = Paged(lens, kvh, d, shift, gen=gen)
         q = (torch.randn(len(lens), hq, d, device=dev) * 2).bfloat16()
-        for st in [None, 64 * 4]:
-            dec = Decoder(mod, len(lens), hq, kvh, d, max(lens), sms, split_tokens=st)
-            out = dec(q, cache); torch.cuda.synchronize()
-            ok &= check(f"decode hq{hq} kvh{kvh} d{d} lens{lens} page{1 << shift} split{dec.split}", out,
-                        ref_decode(q, cache), 1e-2)
+        ref = ref_decode(q, cache)
+        for st, fused in [(None, False), (64 * 4, False)]:
+            dec = Decoder(mod, len(lens), hq, kvh, d, max(lens), sms, split_tokens=st, fused=fused)
+            for rep in range(2):   # the second call checks the counters were left zero
+                out = dec(q, cache); torch.cuda.synchronize()
+                ok &= check(f"decode hq{hq} kvh{kvh} d{d} lens{lens} page{1 << shift} split{dec.split} fused{fused} call{rep}",
+                            out, ref, 1e-2)
     return ok
 
 
@@ -272,23 +278,27 @@ def bench_decode(mod, sms, bw, quick):
 class DS:
     """Double Sparsity decode: scores+histogram, threshold, per-split select+attend, combine."""
 
-    def __init__(self, mod, B, hq, kvh, d, maxlen, sms, r=8, frac=1 / 16, sinks=0, split_pos=None):
+    def __init__(self, mod, B, hq, kvh, d, maxlen, sms, r=8, frac=1 / 16, sinks=0, split_pos=None, match=False):
+        blocks = -(-maxlen // 2048) * B * kvh
+        self.rounds = max(1, min(8, blocks // (4 * sms)))
         self.mod, self.B, self.hq, self.kvh, self.d, self.r, self.sinks = mod, B, hq, kvh, d, r, sinks
         self.g = hq // kvh
         self.key_stride = -(-maxlen // 4) * 4
         self.keys = torch.empty(B, kvh, self.key_stride, dtype=torch.int32, device=dev)
         self.hist = torch.zeros(B, kvh, 4096, dtype=torch.int32, device=dev)
         self.thr = torch.zeros(B, kvh, 2, dtype=torch.int32, device=dev)
+        self.counters = torch.zeros(B, kvh, dtype=torch.int32, device=dev)
         self.frac = frac
         if split_pos is None:
             per = -(-maxlen * B * kvh // (sms * 2))
             split_pos = min(4096, max(1024, -(-per // 1024) * 1024))
+        assert split_pos % 4 == 0 and split_pos <= 4096
         self.split = split_pos
         self.max_splits = -(-maxlen // split_pos)
         self.part_o = torch.empty(B, hq, self.max_splits, d, device=dev, dtype=torch.float32)
         self.part_lse = torch.empty(B, hq, self.max_splits, device=dev, dtype=torch.float32)
         self.out = torch.empty(B, hq, d, device=dev, dtype=torch.bfloat16)
-        self.fscore = mod.get_function(f"sift_ds_scores_r{r}")
+        self.fscore = mod.get_function(f"sift_ds_scores_{'match_' if match else ''}r{r}")
         self.fthr = mod.get_function("sift_ds_threshold")
         self.fatt = mod.get_function(f"sift_ds_attend_d{d}_g{self.g}")
         self.fcomb = mod.get_function(f"sift_decode_combine_d{d}")
@@ -298,9 +308,10 @@ class DS:
 
     def score(self, q, cache, labels, channels):
         maxlen = max(cache.lens)
-        self.fscore((-(-maxlen // 2048), self.kvh, self.B), (256,),
+        self.fscore((-(-maxlen // (2048 * self.rounds)), self.kvh, self.B), (256,),
                     (cpa(q), cpa(labels), cpa(channels), cpa(cache.page_table), cpa(cache.seq_lens), I(self.g), I(self.d),
-                     I(cache.shift), I(cache.max_pages), I(self.sinks), cpa(self.keys), I(self.key_stride), cpa(self.hist)))
+                     I(cache.shift), I(cache.max_pages), I(self.sinks), cpa(self.keys), I(self.key_stride), cpa(self.hist),
+                     I(self.rounds)))
 
     def threshold(self, cache, kper):
         self.fthr((self.kvh, self.B), (1024,), (cpa(self.keys), I(self.key_stride), cpa(self.hist), cpa(cache.seq_lens),
@@ -310,7 +321,7 @@ class DS:
         self.fatt((self.max_splits, self.kvh, self.B), (128,),
                   (cpa(q), cpa(cache.k), cpa(cache.v), cpa(cache.page_table), cpa(cache.seq_lens), cpa(self.keys),
                    I(self.key_stride), cpa(self.thr), cpa(self.part_o), cpa(self.part_lse), I(cache.shift), I(cache.max_pages),
-                   I(self.split), I(self.max_splits), F(1.0 / math.sqrt(self.d))))
+                   I(self.split), I(self.max_splits), F(1.0 / math.sqrt(self.d)), cpa(self.counters), cpa(self.out)))
         self.fcomb((self.hq, self.B), (min(self.d, 128),),
                    (cpa(self.part_o), cpa(self.part_lse), cpa(cache.seq_lens), np.uint64(0), I(self.g), I(self.split),
                     I(self.max_splits), cpa(self.out)), shared_mem=4 * self.max_splits)
@@ -340,7 +351,7 @@ def test_ds(mod, sms, gen):
     for (hq, kvh, d, lens, r, sinks, frac, split, flat) in [
             (32, 8, 128, [4096, 1000, 37], 8, 0, 1 / 16, None, False), (12, 2, 128, [8192, 3000], 8, 4, 1 / 16, 1024, False),
             (4, 1, 256, [5000], 16, 0, 1 / 8, None, False), (32, 8, 128, [20000, 7001], 8, 16, 1 / 16, 2048, False),
-            (8, 2, 64, [9000, 4100], 8, 0, 1 / 16, 4096, True), (14, 2, 64, [3000], 4 * 2, 0, 1 / 16, None, False)]:
+            (8, 2, 64, [9000, 4100], 8, 0, 1 / 16, 4096, True), (14, 2, 64, [3000], 4 * 2, 0, 1 / 16, None, False), (32, 8, 128, [70000], 8, 0, 1 / 16, 996, False)]:
         cache = Paged(lens, kvh, d, 6, gen=gen)
         g = hq // kvh
         q = (torch.randn(len(lens), hq, d, device=dev) * 2).bfloat16()
@@ -349,7 +360,7 @@ def test_ds(mod, sms, gen):
             for kh in range(kvh):
                 q[:, kh * g:(kh + 1) * g, channels[kh].long()] = 0
         labels = make_labels(cache, channels)
-        ds = DS(mod, len(lens), hq, kvh, d, max(lens), sms, r=r, frac=frac, sinks=sinks, split_pos=split)
+        ds = DS(mod, len(lens), hq, kvh, d, max(lens), sms, r=r, frac=frac, sinks=sinks, split_pos=split, match=(len(lens) == 2))
         kper = ds.kper(lens)
         out = ds(q, cache, labels, channels, kper)
         torch.cuda.synchronize()
@@ -422,16 +433,18 @@ def bench_ds(mod, sms, quick):
         t_topk = t_st - t_score
         t_att = bench(lambda: ds(q, cache, labels, channels, kper, "a"))
         sweep = {}
-        for sp in [1024, 2048, 4096]:
+        for sp in [512, 1024, 2048, 4096]:
             if sp <= L:
                 d2 = DS(mod, B, hq, kvh, d, L, sms, r=r, split_pos=sp)
                 sweep[sp] = bench(lambda: d2(q, cache, labels, channels, kper))
                 del d2
-        log(f"  DS split sweep: " + ", ".join(f"{k}:{v:.4f}" for k, v in sweep.items()))
+        d2 = DS(mod, B, hq, kvh, d, L, sms, r=r, match=True)
+        t_match = bench(lambda: d2(q, cache, labels, channels, kper)); del d2
+        log(f"  DS split sweep: " + ", ".join(f"{k}:{v:.4f}" for k, v in sweep.items()) + f"; histogram by match_any: {t_match:.4f}")
         k = L // 16
         ideal = B * kvh * (L * r * 2 + 2 * k * d * 2)
         row = {"model": name, "B": B, "L": L, "r": r, "k": k, "dense_ms": dense, "ds_ms": t_all, "speedup": dense / t_all,
-               "score_ms": t_score, "topk_ms": t_topk, "gather_attend_ms": t_att, "split_pos": ds.split, "split_sweep": sweep, "ds_ideal_bytes": ideal,
+               "score_ms": t_score, "topk_ms": t_topk, "gather_attend_ms": t_att, "split_pos": ds.split, "split_sweep": sweep, "rounds": ds.rounds, "match_any_ms": t_match, "ds_ideal_bytes": ideal,
                "ds_GBps_ideal_bytes": ideal / (t_all * 1e-3) / 1e9}
         RESULTS["ds"].append(row)
         log(f"ds {name} B={B} L={L}: dense {dense:.4f} ms, DS {t_all:.4f} ms => {dense / t_all:.2f}x "

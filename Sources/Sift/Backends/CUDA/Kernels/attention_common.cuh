@@ -32,4 +32,11 @@ __device__ __forceinline__ void unpack8(uint4 w, float* f) {
 #define SIFT_NEG_BIG (-1.0e30f)
 #define SIFT_NEG_INF (__int_as_float(0xff800000))
 
+// Load through L2 only (data written by other blocks of the same grid, after a fence).
+__device__ __forceinline__ float ld_cg(const float* p) {
+    float v;
+    asm volatile("ld.global.cg.f32 %0, [%1];" : "=f"(v) : "l"(p));
+    return v;
+}
+
 #endif

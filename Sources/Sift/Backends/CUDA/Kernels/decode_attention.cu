@@ -13,7 +13,10 @@
 // lane DPL dims, as 16-byte loads); a warp holds 32/LPT tokens per step and U steps are unrolled
 // so that K and V loads for U·32/LPT tokens are in flight before any arithmetic. Each lane group
 // keeps its own online-softmax state; states merge by shuffles, then across warps in shared memory.
-// The combine kernel (grid (Hq, B)) merges the splits by their log-sum-exp.
+// The splits merge by their log-sum-exp in the separate combine kernel (grid (Hq, B)). decode_core
+// can also fuse it (FUSED: the last block of each (b, KV head) to finish combines, counted in
+// `counters`), but on an H100 that cost registers (242 -> 254) and time (B=1, L=32K: 0.067 -> 0.075
+// ms), so the entry points use the separate kernel; counters and out are ignored.
 
 #define DEC_WARPS 4
 
@@ -21,12 +24,12 @@
 // idx is null) of KV head kvh of sequence b; writes the normalised partial output and its
 // log2-sum-exp to slot `split`. `scratch` is shared memory of DEC_WARPS*G*(D+2) floats; it may
 // alias idx (the block synchronises before writing it).
-template <int D, int G, int DPL>
+template <int D, int G, int DPL, bool FUSED>
 __device__ __forceinline__ void decode_core(
     const sift_bf16* __restrict__ q, const sift_bf16* __restrict__ kc, const sift_bf16* __restrict__ vc,
     const int* __restrict__ pt, const int* idx, int start, int end, int b, int kvh, int KVH,
     float* __restrict__ part_o, float* __restrict__ part_lse, int split, int max_splits,
-    int page_shift, float scale, float* scratch)
+    int page_shift, float scale, float* scratch, int nsplits, int* counters, sift_bf16* __restrict__ out)
 {
     constexpr int LPT = D / DPL;        // lanes per token
     constexpr int TPW = 32 / LPT;       // tokens per warp step
@@ -174,6 +177,31 @@ __device__ __forceinline__ void decode_core(
         part_o[slot * D + d] = L > 0.f ? O / L : 0.f;          // an empty list leaves weight 0
         if (d == 0) part_lse[slot] = L > 0.f ? mx + log2f(L) : SIFT_NEG_INF;
     }
+    if (FUSED && counters) {
+        // Fused combine: the last block of this (b, KV head) to finish merges all its splits.
+        __shared__ int s_last;
+        __threadfence();
+        __syncthreads();
+        if (threadIdx.x == 0) s_last = atomicAdd(&counters[b * KVH + kvh], 1) == nsplits - 1;
+        __syncthreads();
+        if (!s_last) return;
+        __threadfence();
+        for (int e = threadIdx.x; e < G * D; e += blockDim.x) {
+            const int g = e / D, d = e % D;
+            const sift_size slot0 = (sift_size)(b * Hq + kvh * G + g) * max_splits;
+            float mx = SIFT_NEG_BIG;
+            for (int sp = 0; sp < nsplits; sp++) mx = fmaxf(mx, ld_cg(part_lse + slot0 + sp));
+            float L = 0.f, O = 0.f;
+#pragma unroll 4
+            for (int sp = 0; sp < nsplits; sp++) {
+                const float w = exp2f(ld_cg(part_lse + slot0 + sp) - mx);
+                L += w;
+                O = fmaf(w, ld_cg(part_o + (slot0 + sp) * D + d), O);
+            }
+            out[(sift_size)(b * Hq + kvh * G + g) * D + d] = f32_to_bf16(L > 0.f ? O / L : 0.f);
+        }
+        if (threadIdx.x == 0) counters[b * KVH + kvh] = 0;   // ready for the next call
+    }
 }
 
 template <int D, int G, int DPL>
@@ -182,7 +210,7 @@ __device__ __forceinline__ void decode_split(
     const int* __restrict__ page_table, const int* __restrict__ seq_lens,
     const int* __restrict__ sel_idx, const int* __restrict__ sel_count, int max_sel,
     float* __restrict__ part_o, float* __restrict__ part_lse,
-    int page_shift, int max_pages, int split_tokens, int max_splits, float scale)
+    int page_shift, int max_pages, int split_tokens, int max_splits, float scale, int* counters, sift_bf16* out)
 {
     const int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
     const int KVH = gridDim.y;
@@ -194,8 +222,9 @@ __device__ __forceinline__ void decode_split(
     if (start >= n) return;
     const int end = min(n, start + split_tokens);
     __shared__ float scratch[DEC_WARPS * G * (D + 2)];
-    decode_core<D, G, DPL>(q, kc, vc, page_table + (sift_size)b * max_pages, idx, start, end, b, kvh, KVH,
-                           part_o, part_lse, split, max_splits, page_shift, scale, scratch);
+    decode_core<D, G, DPL, false>(q, kc, vc, page_table + (sift_size)b * max_pages, idx, start, end, b, kvh, KVH,
+                           part_o, part_lse, split, max_splits, page_shift, scale, scratch,
+                           (n + split_tokens - 1) / split_tokens, counters, out);
 }
 
 // Merge the splits of each (b, h). Block of D threads, grid (Hq, B).
@@ -231,9 +260,9 @@ __device__ __forceinline__ void decode_combine(
 #define SIFT_DECODE_ARGS \
     const sift_bf16* q, const sift_bf16* kc, const sift_bf16* vc, const int* page_table, const int* seq_lens, \
     const int* sel_idx, const int* sel_count, int max_sel, float* part_o, float* part_lse, \
-    int page_shift, int max_pages, int split_tokens, int max_splits, float scale
+    int page_shift, int max_pages, int split_tokens, int max_splits, float scale, int* counters, sift_bf16* out
 #define SIFT_DECODE_PASS q, kc, vc, page_table, seq_lens, sel_idx, sel_count, max_sel, part_o, part_lse, \
-    page_shift, max_pages, split_tokens, max_splits, scale
+    page_shift, max_pages, split_tokens, max_splits, scale, counters, out
 
 // Entry points: sift_decode_split_d<D>_g<G>, sift_decode_combine_d<D>.
 #define SIFT_DECODE_KERNEL(D, G, DPL) \

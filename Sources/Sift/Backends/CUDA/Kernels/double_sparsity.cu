@@ -22,13 +22,16 @@ __device__ __forceinline__ sift_u32 float_key(float f) {
     return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
-// Grid (ceil(maxLen / (256*DS_TPT)), KVH, B), 256 threads, each thread DS_TPT tokens.
+// Grid (ceil(maxLen / (rounds*256*DS_TPT)), KVH, B), 256 threads, each thread DS_TPT tokens a
+// round; the block flushes its histogram once. HIST_MATCH: lanes with equal bins add once
+// (__match_any_sync) instead of each lane adding (smem atomics on few hot bins).
 #define DS_TPT 8
-template <int R>
+template <int R, bool HIST_MATCH>
 __device__ __forceinline__ void ds_scores(
     const sift_bf16* __restrict__ q, const sift_bf16* __restrict__ labels, const int* __restrict__ channels,
     const int* __restrict__ page_table, const int* __restrict__ seq_lens, int G, int D,
-    int page_shift, int max_pages, int sinks, sift_u32* __restrict__ keys, int key_stride, int* __restrict__ hist)
+    int page_shift, int max_pages, int sinks, sift_u32* __restrict__ keys, int key_stride, int* __restrict__ hist,
+    int rounds)
 {
     const int kvh = blockIdx.y, b = blockIdx.z, KVH = gridDim.y, Hq = KVH * G;
     const int n = seq_lens[b];
@@ -46,7 +49,9 @@ __device__ __forceinline__ void ds_scores(
     __shared__ int sh[4096];
     for (int i = threadIdx.x; i < 4096; i += blockDim.x) sh[i] = 0;
     __syncthreads();
-    const int t0 = blockIdx.x * blockDim.x * DS_TPT + threadIdx.x;
+    const unsigned lane = threadIdx.x & 31;
+    for (int round = 0; round < rounds; round++) {
+    const int t0 = (blockIdx.x * rounds + round) * blockDim.x * DS_TPT + threadIdx.x;
     uint4 lr[DS_TPT][R / 8];
     sift_u32 key[DS_TPT];
 #pragma unroll
@@ -77,16 +82,20 @@ __device__ __forceinline__ void ds_scores(
         }
     }
     // Top-12-bit histogram: lanes with equal bins add once (scores bunch into few bins).
-    const unsigned lane = threadIdx.x & 31;
 #pragma unroll
     for (int u = 0; u < DS_TPT; u++) {
         const bool live = t0 + u * (int)blockDim.x < n;
         const unsigned act = __ballot_sync(0xffffffffu, live);
         if (live) {
             const unsigned bin = key[u] >> 20;
-            const unsigned peers = __match_any_sync(act, bin);
-            if (lane == (unsigned)(__ffs(peers) - 1)) atomicAdd(&sh[bin], __popc(peers));
+            if (HIST_MATCH) {
+                const unsigned peers = __match_any_sync(act, bin);
+                if (lane == (unsigned)(__ffs(peers) - 1)) atomicAdd(&sh[bin], __popc(peers));
+            } else {
+                atomicAdd(&sh[bin], 1);
+            }
         }
+    }
     }
     __syncthreads();
     int* gh = hist + (sift_size)(b * KVH + kvh) * 4096;
@@ -173,24 +182,33 @@ __device__ __forceinline__ void ds_threshold(
     int remaining = s_rem;
     // Gather the keys with this 12-bit prefix (positions ascending inside each thread's quad).
     const int lane = tid & 31;
-    for (int base0 = 0; base0 < n; base0 += blockDim.x * 4) {   // uniform trip count: full-warp votes
-        const int i0 = base0 + tid * 4;
-        uint4 w = make_uint4(0, 0, 0, 0);
-        if (i0 + 3 < n) w = *(const uint4*)(kp + i0);
-        else if (i0 < n) { w.x = kp[i0]; if (i0 + 1 < n) w.y = kp[i0 + 1]; if (i0 + 2 < n) w.z = kp[i0 + 2]; }
-        const sift_u32 v[4] = {w.x, w.y, w.z, w.w};
+    constexpr int QPT = 8;   // 16-byte loads in flight per thread
+    for (int base0 = 0; base0 < n; base0 += blockDim.x * 4 * QPT) {   // uniform trip count: full-warp votes
+        uint4 w[QPT];
 #pragma unroll
-        for (int j = 0; j < 4; j++) {
-            const bool hit = i0 + j < n && (v[j] >> 20) == (prefix >> 20);
-            const unsigned bal = __ballot_sync(0xffffffffu, hit);
-            if (bal) {
-                int base = 0;
-                const int leader = __ffs(bal) - 1;
-                if (lane == leader) base = atomicAdd(&s_count, __popc(bal));
-                base = __shfl_sync(0xffffffffu, base, leader);
-                if (hit) {
-                    const int pos = base + __popc(bal & ((1u << lane) - 1u));
-                    if (pos < TOPK_CAP) { ckey[pos] = v[j]; cidx[pos] = i0 + j; }
+        for (int qd = 0; qd < QPT; qd++) {
+            const int i0 = base0 + (qd * blockDim.x + tid) * 4;
+            w[qd] = make_uint4(0, 0, 0, 0);
+            if (i0 + 3 < n) w[qd] = *(const uint4*)(kp + i0);
+            else if (i0 < n) { w[qd].x = kp[i0]; if (i0 + 1 < n) w[qd].y = kp[i0 + 1]; if (i0 + 2 < n) w[qd].z = kp[i0 + 2]; }
+        }
+#pragma unroll
+        for (int qd = 0; qd < QPT; qd++) {
+            const int i0 = base0 + (qd * blockDim.x + tid) * 4;
+            const sift_u32 v[4] = {w[qd].x, w[qd].y, w[qd].z, w[qd].w};
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const bool hit = i0 + j < n && (v[j] >> 20) == (prefix >> 20);
+                const unsigned bal = __ballot_sync(0xffffffffu, hit);
+                if (bal) {
+                    int base = 0;
+                    const int leader = __ffs(bal) - 1;
+                    if (lane == leader) base = atomicAdd(&s_count, __popc(bal));
+                    base = __shfl_sync(0xffffffffu, base, leader);
+                    if (hit) {
+                        const int pos = base + __popc(bal & ((1u << lane) - 1u));
+                        if (pos < TOPK_CAP) { ckey[pos] = v[j]; cidx[pos] = i0 + j; }
+                    }
                 }
             }
         }
@@ -199,6 +217,7 @@ __device__ __forceinline__ void ds_threshold(
     const int cnt = s_count;
     const bool fits = cnt <= TOPK_CAP;
     const int shifts[2] = {8, 0}, widths[2] = {12, 8};
+    int s_digit_last = 0;
     sift_u32 mask = 0xfff00000u;
     for (int pass = 0; pass < 2; pass++) {
         const int shift = shifts[pass], nb = 1 << widths[pass];
@@ -217,12 +236,17 @@ __device__ __forceinline__ void ds_threshold(
         pick_bin(sh, nb, remaining, scan_sm, &s_digit, &s_rem);
         prefix |= (sift_u32)s_digit << shift;
         remaining = s_rem;
+        s_digit_last = s_digit;
         mask |= (sift_u32)(nb - 1) << shift;
-        __syncthreads();
+        if (pass == 0) __syncthreads();   // the last pass keeps sh for the tie count
     }
     const sift_u32 T = prefix;
-    // Tie cut: the position of the remaining-th key equal to T, in position order.
-    if (fits) {
+    // Tie cut: the position of the remaining-th key equal to T, in position order. The last pass's
+    // bin count is the number of keys equal to T; when all of them are taken no cut is needed.
+    const int ties = sh[s_digit_last];
+    if (ties == remaining) {
+        if (tid == 0) s_cut = 0x7fffffff;
+    } else if (fits) {
         for (int i = tid; i < cnt; i += blockDim.x) {
             if (ckey[i] != T) continue;
             int rank = 0;
@@ -245,8 +269,7 @@ __device__ __forceinline__ void ds_threshold(
     if (tid == 0) { out[0] = T; out[1] = (sift_u32)s_cut; }
 }
 
-// Grid (ceil(maxLen / split_pos), KVH, B), 128 threads; split_pos a multiple of 1024, at most
-// DS_LIST. Each block attends over the selected positions of its range.
+// Grid (ceil(maxLen / split_pos), KVH, B), 128 threads; split_pos a multiple of 4, at most DS_LIST. Each block attends over the selected positions of its range.
 #define DS_LIST 4096
 template <int D, int G, int DPL>
 __device__ __forceinline__ void ds_attend(
@@ -254,7 +277,7 @@ __device__ __forceinline__ void ds_attend(
     const int* __restrict__ page_table, const int* __restrict__ seq_lens,
     const sift_u32* __restrict__ keys, int key_stride, const sift_u32* __restrict__ thr,
     float* __restrict__ part_o, float* __restrict__ part_lse,
-    int page_shift, int max_pages, int split_pos, int max_splits, float scale)
+    int page_shift, int max_pages, int split_pos, int max_splits, float scale, int* counters, sift_bf16* out)
 {
     const int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z, KVH = gridDim.y;
     const int n = seq_lens[b];
@@ -270,43 +293,51 @@ __device__ __forceinline__ void ds_attend(
     const sift_u32 T = thr[(b * KVH + kvh) * 2];
     const int cut = (int)thr[(b * KVH + kvh) * 2 + 1];
     int count = 0;
-    for (int r0 = start; r0 < end; r0 += blockDim.x * 8) {
-        const int i0 = r0 + threadIdx.x * 8;
-        sift_u32 v[8];
-        if (i0 + 7 < end) {
-            const uint4 a = *(const uint4*)(kp + i0), c = *(const uint4*)(kp + i0 + 4);
-            v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = c.x; v[5] = c.y; v[6] = c.z; v[7] = c.w;
-        } else {
+    constexpr int KPT = 32;   // keys per thread per round: a round covers 4096 positions
+    for (int r0 = start; r0 < end; r0 += blockDim.x * KPT) {
+        const int i0 = r0 + threadIdx.x * KPT;
+        sift_u32 v[KPT];
 #pragma unroll
-            for (int j = 0; j < 8; j++) v[j] = i0 + j < end ? kp[i0 + j] : 0u;
+        for (int c = 0; c < KPT / 4; c++) {
+            if (i0 + 4 * c + 3 < end) {
+                const uint4 a = *(const uint4*)(kp + i0 + 4 * c);
+                v[4 * c] = a.x; v[4 * c + 1] = a.y; v[4 * c + 2] = a.z; v[4 * c + 3] = a.w;
+            } else {
+#pragma unroll
+                for (int j = 0; j < 4; j++) v[4 * c + j] = i0 + 4 * c + j < end ? kp[i0 + 4 * c + j] : 0u;
+            }
         }
         unsigned take = 0;
 #pragma unroll
-        for (int j = 0; j < 8; j++) {
+        for (int j = 0; j < KPT; j++) {
             const int i = i0 + j;
             if (i < end && (v[j] > T || (v[j] == T && i <= cut))) take |= 1u << j;
         }
         const int mine = __popc(take);
         int total;
         int pos = count + block_scan(mine, scan_sm, &total) - mine;
-#pragma unroll
-        for (int j = 0; j < 8; j++) if (take & (1u << j)) list[pos++] = i0 + j;
+        while (take) {
+            const int j = __ffs(take) - 1;
+            take &= take - 1;
+            list[pos++] = i0 + j;
+        }
         count += total;
     }
     __syncthreads();
-    decode_core<D, G, DPL>(q, kc, vc, page_table + (sift_size)b * max_pages, list, 0, count, b, kvh, KVH,
-                           part_o, part_lse, split, max_splits, page_shift, scale, smem);
+    decode_core<D, G, DPL, false>(q, kc, vc, page_table + (sift_size)b * max_pages, list, 0, count, b, kvh, KVH,
+                           part_o, part_lse, split, max_splits, page_shift, scale, smem,
+                           (n + split_pos - 1) / split_pos, counters, out);
 }
 
-extern "C" __global__ void sift_ds_scores_r8(const sift_bf16* q, const sift_bf16* labels, const int* channels,
-    const int* page_table, const int* seq_lens, int G, int D, int page_shift, int max_pages, int sinks,
-    sift_u32* keys, int key_stride, int* hist)
-{ ds_scores<8>(q, labels, channels, page_table, seq_lens, G, D, page_shift, max_pages, sinks, keys, key_stride, hist); }
-
-extern "C" __global__ void sift_ds_scores_r16(const sift_bf16* q, const sift_bf16* labels, const int* channels,
-    const int* page_table, const int* seq_lens, int G, int D, int page_shift, int max_pages, int sinks,
-    sift_u32* keys, int key_stride, int* hist)
-{ ds_scores<16>(q, labels, channels, page_table, seq_lens, G, D, page_shift, max_pages, sinks, keys, key_stride, hist); }
+#define SIFT_DS_SCORES(R, M, NAME) \
+    extern "C" __global__ void __launch_bounds__(256) NAME(const sift_bf16* q, const sift_bf16* labels, const int* channels, \
+        const int* page_table, const int* seq_lens, int G, int D, int page_shift, int max_pages, int sinks, \
+        sift_u32* keys, int key_stride, int* hist, int rounds) \
+    { ds_scores<R, M>(q, labels, channels, page_table, seq_lens, G, D, page_shift, max_pages, sinks, keys, key_stride, hist, rounds); }
+SIFT_DS_SCORES(8, false, sift_ds_scores_r8)
+SIFT_DS_SCORES(16, false, sift_ds_scores_r16)
+SIFT_DS_SCORES(8, true, sift_ds_scores_match_r8)
+SIFT_DS_SCORES(16, true, sift_ds_scores_match_r16)
 
 extern "C" __global__ void __launch_bounds__(TOPK_THREADS) sift_ds_threshold(const sift_u32* keys, int key_stride,
     int* hist, const int* seq_lens, const int* k_per_seq, sift_u32* thr)
@@ -316,9 +347,9 @@ extern "C" __global__ void __launch_bounds__(TOPK_THREADS) sift_ds_threshold(con
     extern "C" __global__ void __launch_bounds__(DEC_WARPS * 32) sift_ds_attend_d##D##_g##G( \
         const sift_bf16* q, const sift_bf16* kc, const sift_bf16* vc, const int* page_table, const int* seq_lens, \
         const sift_u32* keys, int key_stride, const sift_u32* thr, float* part_o, float* part_lse, \
-        int page_shift, int max_pages, int split_pos, int max_splits, float scale) \
+        int page_shift, int max_pages, int split_pos, int max_splits, float scale, int* counters, sift_bf16* out) \
     { ds_attend<D, G, DPL>(q, kc, vc, page_table, seq_lens, keys, key_stride, thr, part_o, part_lse, \
-                           page_shift, max_pages, split_pos, max_splits, scale); }
+                           page_shift, max_pages, split_pos, max_splits, scale, counters, out); }
 #define SIFT_DS_ATTENDS(D) \
     SIFT_DS_ATTEND(D, 1, 16) SIFT_DS_ATTEND(D, 2, 16) SIFT_DS_ATTEND(D, 3, 16) SIFT_DS_ATTEND(D, 4, 16) \
     SIFT_DS_ATTEND(D, 5, DPL56(D)) SIFT_DS_ATTEND(D, 6, DPL56(D)) SIFT_DS_ATTEND(D, 7, 8) SIFT_DS_ATTEND(D, 8, 8)
