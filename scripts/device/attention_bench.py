@@ -30,19 +30,32 @@ def log(*a):
     LOG.append(s)
 
 
+class Modules:
+    """The kernel units, each compiled by NVRTC as the engine does (headers found by -I)."""
+
+    def __init__(self, mods):
+        self.mods = mods
+
+    def get_function(self, name):
+        for m in self.mods:
+            try:
+                return m.get_function(name)
+            except Exception:
+                pass
+        raise KeyError(name)
+
+
 def load_module():
-    common = open(os.path.join(KDIR, "attention_common.cuh")).read()
-    src = common
-    for f in ["decode_attention.cu", "double_sparsity.cu", "prefill_attention.cu"]:
-        p = os.path.join(KDIR, f)
-        if os.path.exists(p):
-            src += "\n" + open(p).read()
     cc = torch.cuda.get_device_capability()
     t = time.time()
-    mod = cp.RawModule(code=src, options=(f"--gpu-architecture=sm_{cc[0]}{cc[1]}", "-std=c++17", "--use_fast_math"))
-    mod.compile()
+    mods = []
+    for f in ["decode_attention.cu", "double_sparsity.cu", "prefill_attention.cu"]:
+        src = open(os.path.join(KDIR, f)).read()
+        m = cp.RawModule(code=src, options=(f"--gpu-architecture=sm_{cc[0]}{cc[1]}", "-std=c++17", f"-I{KDIR}"))
+        m.compile()
+        mods.append(m)
     log(f"NVRTC compile {time.time() - t:.2f}s")
-    return mod
+    return Modules(mods)
 
 
 def cpa(t):
@@ -116,26 +129,28 @@ class Decoder:
         self.out = torch.empty(B, hq, d, device=dev, dtype=torch.bfloat16)
         self.fsplit = mod.get_function(f"sift_decode_split_d{d}_g{self.g}")
         self.fcomb = mod.get_function(f"sift_decode_combine_d{d}")
-        self.a_po, self.a_pl, self.a_out = cpa(self.part_o), cpa(self.part_lse), cpa(self.out)
+        self.a_po, self.a_pl = cpa(self.part_o), cpa(self.part_lse)
 
-    def __call__(self, q, cache, sel=None, selcount=None, max_sel=0):
+    def __call__(self, q, cache, sel=None, selcount=None, max_sel=0, fixed_len=0, window=0, out=None):
         stream = cp.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
+        out = self.out if out is None else out
+        lens = np.uint64(0) if fixed_len else cpa(cache.seq_lens)
         with stream:
-            args = (cpa(q), cpa(cache.k), cpa(cache.v), cpa(cache.page_table), cpa(cache.seq_lens),
+            args = (cpa(q), cpa(cache.k), cpa(cache.v), cpa(cache.page_table), lens,
                     cpa(sel) if sel is not None else np.uint64(0), cpa(selcount) if selcount is not None else np.uint64(0),
                     I(max_sel), self.a_po, self.a_pl, I(cache.shift), I(cache.max_pages), I(self.split),
                     I(self.max_splits), F(1.0 / math.sqrt(self.d)),
-                    cpa(self.counters) if self.fused else np.uint64(0), self.a_out)
+                    np.uint64(0), cpa(out), I(fixed_len), I(window), I(q.dtype == torch.float32))
             self.fsplit((self.max_splits, self.kvh, self.B), (128,), args)
-            if not self.fused:
-              self.fcomb((self.hq, self.B), (min(self.d, 128),),
-                       (self.a_po, self.a_pl, cpa(cache.seq_lens), cpa(selcount) if selcount is not None else np.uint64(0),
-                        I(self.g), I(self.split), I(self.max_splits), self.a_out), shared_mem=4 * self.max_splits)
-        return self.out
+            self.fcomb((self.hq, self.B), (min(self.d, 128),),
+                       (self.a_po, self.a_pl, lens, cpa(selcount) if selcount is not None else np.uint64(0),
+                        I(self.g), I(self.split), I(self.max_splits), cpa(out), I(fixed_len), I(window),
+                        I(out.dtype == torch.float32)), shared_mem=4 * self.max_splits)
+        return out
 
 
-def ref_decode(q, cache, rows=None):
-    """float64 reference; rows: optional [B][KVH] list of index tensors."""
+def ref_decode(q, cache, rows=None, window=0):
+    """float64 reference; rows: optional [B][KVH] list of index tensors; window: last tokens only."""
     B, hq, d = q.shape
     g = hq // cache.kvh
     out = torch.empty(B, hq, d, dtype=torch.float64, device=dev)
@@ -147,6 +162,8 @@ def ref_decode(q, cache, rows=None):
             if rows is not None:
                 idx = rows[b][kh].long()
                 Kh, Vh = Kh[idx], Vh[idx]
+            elif window > 0:
+                Kh, Vh = Kh[-window:], Vh[-window:]
             s = (Kh @ q[b, h].double()) / math.sqrt(d)
             out[b, h] = torch.softmax(s, 0) @ Vh
     return out
@@ -228,6 +245,16 @@ def test_decode(mod, sms, gen):
                 out = dec(q, cache); torch.cuda.synchronize()
                 ok &= check(f"decode hq{hq} kvh{kvh} d{d} lens{lens} page{1 << shift} split{dec.split} fused{fused} call{rep}",
                             out, ref, 1e-2)
+    # The engine's calling convention: one sequence, length as an argument, f32 query and output,
+    # optionally a sliding window.
+    for (hq, kvh, d, L, window) in [(32, 8, 128, 5000, 0), (4, 1, 256, 3000, 512), (12, 2, 128, 700, 1000), (14, 2, 64, 2222, 100)]:
+        cache = Paged([L], kvh, d, 6, gen=gen)
+        q = torch.randn(1, hq, d, device=dev) * 2
+        out = torch.empty(1, hq, d, device=dev, dtype=torch.float32)
+        dec = Decoder(mod, 1, hq, kvh, d, min(L, window) if window else L, sms)
+        dec(q, cache, fixed_len=L, window=window, out=out); torch.cuda.synchronize()
+        ok &= check(f"decode f32 q/out fixed_len {L} window {window} hq{hq} kvh{kvh} d{d}", out,
+                    ref_decode(q.bfloat16(), cache, window=window), 1e-2)
     return ok
 
 
@@ -324,7 +351,7 @@ class DS:
                    I(self.split), I(self.max_splits), F(1.0 / math.sqrt(self.d)), cpa(self.counters), cpa(self.out)))
         self.fcomb((self.hq, self.B), (min(self.d, 128),),
                    (cpa(self.part_o), cpa(self.part_lse), cpa(cache.seq_lens), np.uint64(0), I(self.g), I(self.split),
-                    I(self.max_splits), cpa(self.out)), shared_mem=4 * self.max_splits)
+                    I(self.max_splits), cpa(self.out), I(0), I(0), I(0)), shared_mem=4 * self.max_splits)
 
     def __call__(self, q, cache, labels, channels, kper, parts="sta"):
         with cp.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream):
@@ -472,14 +499,19 @@ def ref_prefill(q, k, v, window, q0):
     return (torch.softmax(s, -1) @ vv).permute(1, 0, 2)
 
 
-def run_prefill(mod, q, k, v, window, q0, out):
+def run_prefill(mod, q, k, v, window, q0, out, paged=None):
     T, hq, d = q.shape
-    N, kvh, _ = k.shape
+    if paged is not None:
+        kc, vc, pt, shift, N, kvh = paged
+    else:
+        N, kvh, _ = k.shape
+        kc, vc, pt, shift = k, v, None, 0
     f = mod.get_function(f"sift_prefill_d{d}")
     stream = cp.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
     with stream:
-        f((-(-T // 64), hq), (128,), (cpa(q), cpa(k), cpa(v), cpa(out), I(T), I(N), I(hq), I(kvh), I(q0), I(window),
-                                     F(1.0 / math.sqrt(d))))
+        f((-(-T // 64), hq), (128,), (cpa(q), I(q.dtype == torch.float32), cpa(kc), cpa(vc),
+                                     np.uint64(0) if pt is None else cpa(pt), I(shift), cpa(out), I(out.dtype == torch.float32),
+                                     I(T), I(N), I(hq), I(kvh), I(q0), I(window), F(1.0 / math.sqrt(d))))
     return out
 
 
@@ -493,7 +525,19 @@ def test_prefill(mod, gen):
         v = torch.randn_like(k)
         out = torch.empty(T, hq, d, device=dev, dtype=torch.bfloat16)
         run_prefill(mod, q, k, v, window, q0, out); torch.cuda.synchronize()
-        ok &= check(f"prefill hq{hq} kvh{kvh} d{d} T{T} q0{q0} window{window}", out, ref_prefill(q, k, v, window, q0), 1e-2)
+        ref = ref_prefill(q, k, v, window, q0)
+        ok &= check(f"prefill hq{hq} kvh{kvh} d{d} T{T} q0{q0} window{window}", out, ref, 1e-2)
+        # the engine's convention: f32 query/output, keys and values in the paged cache
+        cache = Paged([N], kvh, d, 5, gen=gen)
+        pages = cache.page_table[0, : (N + cache.P - 1) // cache.P].long()
+        kk = torch.zeros(len(pages) * cache.P, kvh, d, device=dev, dtype=torch.bfloat16); kk[:N] = k
+        vv = torch.zeros_like(kk); vv[:N] = v
+        cache.k[pages] = kk.view(len(pages), cache.P, kvh, d).permute(0, 2, 1, 3)
+        cache.v[pages] = vv.view(len(pages), cache.P, kvh, d).permute(0, 2, 1, 3)
+        out32 = torch.empty(T, hq, d, device=dev, dtype=torch.float32)
+        run_prefill(mod, q.float(), None, None, window, q0, out32, paged=(cache.k, cache.v, cache.page_table, cache.shift, N, kvh))
+        torch.cuda.synchronize()
+        ok &= check(f"prefill paged f32 hq{hq} kvh{kvh} d{d} T{T} q0{q0} window{window}", out32, ref, 1e-2)
     return ok
 
 

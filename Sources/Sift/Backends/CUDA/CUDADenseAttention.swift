@@ -1,6 +1,8 @@
-/// Exact softmax attention on the GPU over the paged bf16 cache (`sift_attention_dense`):
-/// GQA, causal prefill chunks, sliding windows. A simple kernel: one block per (query head,
-/// query row); the fast split-KV kernels replace it.
+/// Exact softmax attention on the GPU over the paged bf16 cache: GQA, causal prefill chunks,
+/// sliding windows. Decode steps run the split-KV flash-decoding kernel and prefill chunks the
+/// tensor-core prefill kernel (CUDAAttentionKernels, docs/cuda-attention.md) when the shape is
+/// one they are built for (head_dim 64/128/256, 1...8 query heads per KV head); otherwise the
+/// simple `sift_attention_dense` kernel (one block per query head and row).
 public final class CUDADenseAttention: AttentionMethod, @unchecked Sendable {
     public let name = "dense"
     public let gpuCache: CUDAKVCache
@@ -13,6 +15,16 @@ public final class CUDADenseAttention: AttentionMethod, @unchecked Sendable {
         }
         gpuCache = cache
         self.backend = backend
+        fast = CUDAAttentionKernels(context: backend.context)
+    }
+
+    let fast: CUDAAttentionKernels
+    private var scratch: CUDAAttentionKernels.Scratch?
+
+    /// Whether the fast kernels take this shape.
+    func fastShape(_ shape: AttentionShape) -> Bool {
+        (try? CUDAAttentionKernels.validate(heads: shape.heads, kvHeads: shape.kvHeads, headDim: shape.headDim,
+                                             pageSize: gpuCache.pageSize)) != nil
     }
 
     /// Stores rows of k and v (device tensors) at positions start... of `layer`.
@@ -30,6 +42,29 @@ public final class CUDADenseAttention: AttentionMethod, @unchecked Sendable {
         append(layer: layer, k: k, v: v, start: start)
         out.rows = q.rows
         let c = gpuCache
+        if fastShape(shape) {
+            backend.run {
+                if q.rows == 1 {
+                    if scratch == nil || scratch!.heads != shape.heads {
+                        // Splits never exceed one wave (2 per SM) over the KV heads, plus one.
+                        scratch = try CUDAAttentionKernels.Scratch(context: backend.context, batch: 1, heads: shape.heads,
+                                                                   headDim: shape.headDim,
+                                                                   maxSplits: 2 * backend.context.multiprocessors + 1)
+                    }
+                    try fast.decode(q: CUDABackend.address(q), qF32: true, keys: c.keys(layer), values: c.values(layer),
+                                    pageTable: c.pageTable.address, pageSize: c.pageSize, maxPages: c.pageCount,
+                                    lengths: .fixed(start + 1), batch: 1, heads: shape.heads, kvHeads: shape.kvHeads,
+                                    headDim: shape.headDim, window: shape.window, out: CUDABackend.address(out),
+                                    outF32: true, scratch: scratch!)
+                } else {
+                    try fast.prefill(q: CUDABackend.address(q), qF32: true, keys: c.keys(layer), values: c.values(layer),
+                                     pageTable: c.pageTable.address, pageSize: c.pageSize, rows: q.rows, start: start,
+                                     heads: shape.heads, kvHeads: shape.kvHeads, headDim: shape.headDim,
+                                     window: shape.window, out: CUDABackend.address(out), outF32: true)
+                }
+            }
+            return
+        }
         backend.run {
             try backend.context.launch(backend.kAttention, grid: (shape.heads, q.rows, 1), block: (128, 1, 1),
                                        [.ptr(q.pointer), .ptr(out.pointer), .pointer(c.keys(layer)), .pointer(c.values(layer)),

@@ -5,6 +5,50 @@
 /// and translation units (.cu), by file name.
 public enum KernelSources {
     public static let headers: [(name: String, source: String)] = [
+        ("attention_common.cuh", ##"""
+// Shared helpers for sift's attention kernels. Self-contained: NVRTC compiles these without the
+// CUDA toolkit headers, so bf16 is handled as raw 16-bit storage (unsigned short) with our own
+// conversions. The embed step concatenates this header before each kernel file.
+#ifndef SIFT_ATTENTION_COMMON
+#define SIFT_ATTENTION_COMMON
+
+typedef unsigned short sift_bf16;   // raw bfloat16 bits
+typedef unsigned int sift_u32;
+typedef unsigned long long sift_size;  // NVRTC without headers has no size_t guarantee
+
+__device__ __forceinline__ float bf16_to_f32(sift_bf16 x) { return __uint_as_float(((sift_u32)x) << 16); }
+// Two bf16 packed in one 32-bit word: low half is the element at the lower address.
+__device__ __forceinline__ float bf16lo(sift_u32 w) { return __uint_as_float(w << 16); }
+__device__ __forceinline__ float bf16hi(sift_u32 w) { return __uint_as_float(w & 0xffff0000u); }
+// Round to nearest even (NaN kept quiet).
+__device__ __forceinline__ sift_bf16 f32_to_bf16(float f) {
+    sift_u32 u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (sift_bf16)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (sift_bf16)(u >> 16);
+}
+__device__ __forceinline__ sift_u32 pack_bf16(float lo, float hi) {
+    return (sift_u32)f32_to_bf16(lo) | ((sift_u32)f32_to_bf16(hi) << 16);
+}
+// Unpack 8 bf16 (one 16-byte load) into floats.
+__device__ __forceinline__ void unpack8(uint4 w, float* f) {
+    f[0] = bf16lo(w.x); f[1] = bf16hi(w.x); f[2] = bf16lo(w.y); f[3] = bf16hi(w.y);
+    f[4] = bf16lo(w.z); f[5] = bf16hi(w.z); f[6] = bf16lo(w.w); f[7] = bf16hi(w.w);
+}
+// Scores are kept in the log2 domain: s = q·k · scale · log2(e), weights exp2(s - m).
+#define SIFT_LOG2E 1.4426950408889634f
+#define SIFT_NEG_BIG (-1.0e30f)
+#define SIFT_NEG_INF (__int_as_float(0xff800000))
+
+// Load through L2 only (data written by other blocks of the same grid, after a fence).
+__device__ __forceinline__ float ld_cg(const float* p) {
+    float v;
+    asm volatile("ld.global.cg.f32 %0, [%1];" : "=f"(v) : "l"(p));
+    return v;
+}
+
+#endif
+"""##),
         ("common.cuh", ##"""
 // Shared helpers for sift's CUDA kernels (compiled at run time by NVRTC; no CUDA headers are
 // needed: bf16 is handled as raw 16-bit patterns).
@@ -56,6 +100,312 @@ __device__ __forceinline__ size_t kv_offset(const int* page_table, int pos, int 
     int page = page_table[pos / page_size];
     return (((size_t)page * kv_heads + kv_head) * page_size + (pos % page_size)) * head_dim;
 }
+"""##),
+        ("decode_core.cuh", ##"""
+// Split-KV flash-decoding over a paged bf16 KV cache, GQA-aware (sift, issue 6).
+//
+// Layouts (all row-major):
+//   q          [B][Hq][D] bf16, query head h belongs to KV head h / G (G = Hq / KVH)
+//   k/v cache  [pages][KVH][P][D] bf16, P = 1 << page_shift tokens per page
+//   page_table [B][max_pages] int32 (physical page of each logical page), seq_lens [B] int32
+//   sel_idx    optional [B][KVH][max_sel] int32 token positions (Double Sparsity's selection),
+//              with sel_count [B][KVH]; when given, the kernel attends over those rows only.
+//   part_o     [B][Hq][max_splits][D] f32 (normalised partial outputs), part_lse [B][Hq][max_splits]
+//   out        [B][Hq][D] bf16
+// Grid of the split kernel: (max_splits, KVH, B), 128 threads. One block reads one KV head's rows
+// once for all G query heads of its group. A lane group of LPT = D/DPL lanes holds one token (each
+// lane DPL dims, as 16-byte loads); a warp holds 32/LPT tokens per step and U steps are unrolled
+// so that K and V loads for U·32/LPT tokens are in flight before any arithmetic. Each lane group
+// keeps its own online-softmax state; states merge by shuffles, then across warps in shared memory.
+// The splits merge by their log-sum-exp in the separate combine kernel (grid (Hq, B)). decode_core
+// can also fuse it (FUSED: the last block of each (b, KV head) to finish combines, counted in
+// `counters`), but on an H100 that cost registers (242 -> 254) and time (B=1, L=32K: 0.067 -> 0.075
+// ms), so the entry points use the separate kernel; counters and out are ignored.
+
+#ifndef SIFT_DECODE_CORE
+#define SIFT_DECODE_CORE
+#include "attention_common.cuh"
+
+#define DEC_WARPS 4
+
+// The attention of one block over rows start..<end of a token list (positions idx[i], or i when
+// idx is null) of KV head kvh of sequence b; writes the normalised partial output and its
+// log2-sum-exp to slot `split`. `scratch` is shared memory of DEC_WARPS*G*(D+2) floats; it may
+// alias idx (the block synchronises before writing it).
+template <int D, int G, int DPL, bool FUSED>
+__device__ __forceinline__ void decode_core(
+    const void* __restrict__ q, int q_f32, const sift_bf16* __restrict__ kc, const sift_bf16* __restrict__ vc,
+    const int* __restrict__ pt, const int* idx, int start, int end, int b, int kvh, int KVH,
+    float* __restrict__ part_o, float* __restrict__ part_lse, int split, int max_splits,
+    int page_shift, float scale, float* scratch, int nsplits, int* counters, sift_bf16* __restrict__ out)
+{
+    constexpr int LPT = D / DPL;        // lanes per token
+    constexpr int TPW = 32 / LPT;       // tokens per warp step
+    constexpr int NCH = DPL / 8;        // 16-byte chunks per lane
+    constexpr int U = (G * DPL <= 64) ? 4 : 2;
+    const int Hq = KVH * G;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int grp = lane / LPT, lig = lane % LPT;
+
+    float qr[G][DPL];
+    const float qscale = scale * SIFT_LOG2E;
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        const sift_size row = (sift_size)(b * Hq + kvh * G + g) * D;
+#pragma unroll
+        for (int c = 0; c < NCH; c++) {
+            float f[8];
+            if (q_f32) {   // the engine's activations are f32
+                const float4* qp = (const float4*)((const float*)q + row) + 2 * (c * LPT + lig);
+                const float4 a = qp[0], bq = qp[1];
+                f[0] = a.x; f[1] = a.y; f[2] = a.z; f[3] = a.w; f[4] = bq.x; f[5] = bq.y; f[6] = bq.z; f[7] = bq.w;
+            } else {
+                unpack8(((const uint4*)((const sift_bf16*)q + row))[c * LPT + lig], f);
+            }
+#pragma unroll
+            for (int e = 0; e < 8; e++) qr[g][c * 8 + e] = f[e] * qscale;
+        }
+    }
+    float m[G], l[G], acc[G][DPL];
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        m[g] = SIFT_NEG_BIG; l[g] = 0.f;
+#pragma unroll
+        for (int e = 0; e < DPL; e++) acc[g][e] = 0.f;
+    }
+    const int pmask = (1 << page_shift) - 1;
+
+    for (int base = start + warp * TPW * U; base < end; base += DEC_WARPS * TPW * U) {
+        uint4 kr[U][NCH], vr[U][NCH];
+        bool valid[U];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int i = base + u * TPW + grp;
+            valid[u] = i < end;
+            if (valid[u]) {
+                const int t = idx ? idx[i] : i;
+                const sift_size row = (((sift_size)pt[t >> page_shift] * KVH + kvh) << page_shift) + (t & pmask);
+                const uint4* kp = (const uint4*)(kc + row * D);
+                const uint4* vp = (const uint4*)(vc + row * D);
+#pragma unroll
+                for (int c = 0; c < NCH; c++) { kr[u][c] = kp[c * LPT + lig]; vr[u][c] = vp[c * LPT + lig]; }
+            } else {
+#pragma unroll
+                for (int c = 0; c < NCH; c++) { kr[u][c] = make_uint4(0, 0, 0, 0); vr[u][c] = make_uint4(0, 0, 0, 0); }
+            }
+        }
+        float s[U][G];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+#pragma unroll
+            for (int g = 0; g < G; g++) s[u][g] = 0.f;
+#pragma unroll
+            for (int c = 0; c < NCH; c++) {
+                float f[8];
+                unpack8(kr[u][c], f);
+#pragma unroll
+                for (int g = 0; g < G; g++)
+#pragma unroll
+                    for (int e = 0; e < 8; e++) s[u][g] = fmaf(qr[g][c * 8 + e], f[e], s[u][g]);
+            }
+#pragma unroll
+            for (int off = LPT / 2; off > 0; off >>= 1)
+#pragma unroll
+                for (int g = 0; g < G; g++) s[u][g] += __shfl_xor_sync(0xffffffffu, s[u][g], off);
+        }
+#pragma unroll
+        for (int g = 0; g < G; g++) {
+            float mx = m[g];
+#pragma unroll
+            for (int u = 0; u < U; u++) if (valid[u]) mx = fmaxf(mx, s[u][g]);
+            const float alpha = exp2f(m[g] - mx);
+            m[g] = mx;
+            l[g] *= alpha;
+#pragma unroll
+            for (int e = 0; e < DPL; e++) acc[g][e] *= alpha;
+#pragma unroll
+            for (int u = 0; u < U; u++) s[u][g] = valid[u] ? exp2f(s[u][g] - mx) : 0.f;
+        }
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+#pragma unroll
+            for (int c = 0; c < NCH; c++) {
+                float f[8];
+                unpack8(vr[u][c], f);
+#pragma unroll
+                for (int g = 0; g < G; g++)
+#pragma unroll
+                    for (int e = 0; e < 8; e++) acc[g][c * 8 + e] = fmaf(s[u][g], f[e], acc[g][c * 8 + e]);
+            }
+#pragma unroll
+            for (int g = 0; g < G; g++) l[g] += s[u][g];
+        }
+    }
+    // l is per lane but identical within a lane group (all lanes of a token saw the same weights).
+    // Merge the lane groups of the warp (lanes with equal lig hold equal dims).
+#pragma unroll
+    for (int off = LPT; off < 32; off <<= 1) {
+#pragma unroll
+        for (int g = 0; g < G; g++) {
+            const float om = __shfl_xor_sync(0xffffffffu, m[g], off);
+            const float ol = __shfl_xor_sync(0xffffffffu, l[g], off);
+            const float mx = fmaxf(m[g], om);
+            const float a = exp2f(m[g] - mx), bb = exp2f(om - mx);
+            l[g] = l[g] * a + ol * bb;
+#pragma unroll
+            for (int e = 0; e < DPL; e++) {
+                const float oa = __shfl_xor_sync(0xffffffffu, acc[g][e], off);
+                acc[g][e] = acc[g][e] * a + oa * bb;
+            }
+            m[g] = mx;
+        }
+    }
+    __syncthreads();   // scratch may alias the token list
+    float* sm_acc = scratch;                       // [DEC_WARPS][G][D]
+    float* sm_m = scratch + DEC_WARPS * G * D;     // [DEC_WARPS][G]
+    float* sm_l = sm_m + DEC_WARPS * G;
+    if (grp == 0) {
+#pragma unroll
+        for (int g = 0; g < G; g++) {
+#pragma unroll
+            for (int c = 0; c < NCH; c++)
+#pragma unroll
+                for (int e = 0; e < 8; e++) sm_acc[(warp * G + g) * D + c * LPT * 8 + lig * 8 + e] = acc[g][c * 8 + e];
+            if (lig == 0) { sm_m[warp * G + g] = m[g]; sm_l[warp * G + g] = l[g]; }
+        }
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < G * D; e += blockDim.x) {
+        const int g = e / D, d = e % D;
+        float mx = SIFT_NEG_BIG;
+#pragma unroll
+        for (int w = 0; w < DEC_WARPS; w++) mx = fmaxf(mx, sm_m[w * G + g]);
+        float L = 0.f, O = 0.f;
+#pragma unroll
+        for (int w = 0; w < DEC_WARPS; w++) {
+            const float a = exp2f(sm_m[w * G + g] - mx);
+            L += sm_l[w * G + g] * a;
+            O += sm_acc[(w * G + g) * D + d] * a;
+        }
+        const sift_size slot = (sift_size)(b * Hq + kvh * G + g) * max_splits + split;
+        part_o[slot * D + d] = L > 0.f ? O / L : 0.f;          // an empty list leaves weight 0
+        if (d == 0) part_lse[slot] = L > 0.f ? mx + log2f(L) : SIFT_NEG_INF;
+    }
+    if (FUSED && counters) {
+        // Fused combine: the last block of this (b, KV head) to finish merges all its splits.
+        __shared__ int s_last;
+        __threadfence();
+        __syncthreads();
+        if (threadIdx.x == 0) s_last = atomicAdd(&counters[b * KVH + kvh], 1) == nsplits - 1;
+        __syncthreads();
+        if (!s_last) return;
+        __threadfence();
+        for (int e = threadIdx.x; e < G * D; e += blockDim.x) {
+            const int g = e / D, d = e % D;
+            const sift_size slot0 = (sift_size)(b * Hq + kvh * G + g) * max_splits;
+            float mx = SIFT_NEG_BIG;
+            for (int sp = 0; sp < nsplits; sp++) mx = fmaxf(mx, ld_cg(part_lse + slot0 + sp));
+            float L = 0.f, O = 0.f;
+#pragma unroll 4
+            for (int sp = 0; sp < nsplits; sp++) {
+                const float w = exp2f(ld_cg(part_lse + slot0 + sp) - mx);
+                L += w;
+                O = fmaf(w, ld_cg(part_o + (slot0 + sp) * D + d), O);
+            }
+            out[(sift_size)(b * Hq + kvh * G + g) * D + d] = f32_to_bf16(L > 0.f ? O / L : 0.f);
+        }
+        if (threadIdx.x == 0) counters[b * KVH + kvh] = 0;   // ready for the next call
+    }
+}
+
+template <int D, int G, int DPL>
+__device__ __forceinline__ void decode_split(
+    const void* __restrict__ q, const sift_bf16* __restrict__ kc, const sift_bf16* __restrict__ vc,
+    const int* __restrict__ page_table, const int* __restrict__ seq_lens,
+    const int* __restrict__ sel_idx, const int* __restrict__ sel_count, int max_sel,
+    float* __restrict__ part_o, float* __restrict__ part_lse,
+    int page_shift, int max_pages, int split_tokens, int max_splits, float scale, int* counters, sift_bf16* out,
+    int fixed_len, int window, int q_f32)
+{
+    const int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
+    const int KVH = gridDim.y;
+    const int* idx = nullptr;
+    int n, lo = 0;
+    if (sel_idx) { n = sel_count[b * KVH + kvh]; idx = sel_idx + (sift_size)(b * KVH + kvh) * max_sel; }
+    else {
+        n = seq_lens ? seq_lens[b] : fixed_len;
+        if (window > 0) lo = max(0, n - window);      // sliding window: the last `window` tokens
+    }
+    const int start = lo + split * split_tokens;
+    if (start >= n) return;
+    const int end = min(n, start + split_tokens);
+    __shared__ float scratch[DEC_WARPS * G * (D + 2)];
+    decode_core<D, G, DPL, false>(q, q_f32, kc, vc, page_table + (sift_size)b * max_pages, idx, start, end, b, kvh, KVH,
+                           part_o, part_lse, split, max_splits, page_shift, scale, scratch,
+                           (n - lo + split_tokens - 1) / split_tokens, counters, out);
+}
+
+// Merge the splits of each (b, h). Block of D threads, grid (Hq, B).
+template <int D>
+__device__ __forceinline__ void decode_combine(
+    const float* __restrict__ part_o, const float* __restrict__ part_lse,
+    const int* __restrict__ seq_lens, const int* __restrict__ sel_count, int G,
+    int split_tokens, int max_splits, void* __restrict__ out, int fixed_len, int window, int out_f32)
+{
+    const int h = blockIdx.x, b = blockIdx.y, Hq = gridDim.x, KVH = Hq / G;
+    int n, lo = 0;
+    if (sel_count) n = sel_count[b * KVH + h / G];
+    else {
+        n = seq_lens ? seq_lens[b] : fixed_len;
+        if (window > 0) lo = max(0, n - window);
+    }
+    const int ns = (n - lo + split_tokens - 1) / split_tokens;
+    const sift_size slot0 = (sift_size)(b * Hq + h) * max_splits;
+    extern __shared__ float sm_w[];
+    __shared__ float sm_norm;
+    float mx = SIFT_NEG_BIG;
+    for (int s = 0; s < ns; s++) mx = fmaxf(mx, part_lse[slot0 + s]);
+    for (int s = threadIdx.x; s < ns; s += blockDim.x) sm_w[s] = exp2f(part_lse[slot0 + s] - mx);
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float t = 0.f;
+        for (int s = 0; s < ns; s++) t += sm_w[s];
+        sm_norm = t > 0.f ? 1.f / t : 0.f;
+    }
+    __syncthreads();
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float o = 0.f;
+        for (int s = 0; s < ns; s++) o = fmaf(sm_w[s], part_o[(slot0 + s) * D + d], o);
+        const sift_size at = (sift_size)(b * Hq + h) * D + d;
+        if (out_f32) ((float*)out)[at] = o * sm_norm;
+        else ((sift_bf16*)out)[at] = f32_to_bf16(o * sm_norm);
+    }
+}
+
+#define SIFT_DECODE_ARGS \
+    const void* q, const sift_bf16* kc, const sift_bf16* vc, const int* page_table, const int* seq_lens, \
+    const int* sel_idx, const int* sel_count, int max_sel, float* part_o, float* part_lse, \
+    int page_shift, int max_pages, int split_tokens, int max_splits, float scale, int* counters, sift_bf16* out, \
+    int fixed_len, int window, int q_f32
+#define SIFT_DECODE_PASS q, kc, vc, page_table, seq_lens, sel_idx, sel_count, max_sel, part_o, part_lse, \
+    page_shift, max_pages, split_tokens, max_splits, scale, counters, out, fixed_len, window, q_f32
+
+// Entry points: sift_decode_split_d<D>_g<G>, sift_decode_combine_d<D>.
+#define SIFT_DECODE_KERNEL(D, G, DPL) \
+    extern "C" __global__ void __launch_bounds__(DEC_WARPS * 32) sift_decode_split_d##D##_g##G(SIFT_DECODE_ARGS) \
+    { decode_split<D, G, DPL>(SIFT_DECODE_PASS); }
+// 5 or 6 query heads per KV head: 16 dims a lane (fewer shuffles) up to d=128, 8 above.
+#define DPL56(D) ((D) <= 128 ? 16 : 8)
+#define SIFT_DECODE_KERNELS(D) \
+    SIFT_DECODE_KERNEL(D, 1, 16) SIFT_DECODE_KERNEL(D, 2, 16) SIFT_DECODE_KERNEL(D, 3, 16) \
+    SIFT_DECODE_KERNEL(D, 4, 16) SIFT_DECODE_KERNEL(D, 5, DPL56(D)) SIFT_DECODE_KERNEL(D, 6, DPL56(D)) \
+    SIFT_DECODE_KERNEL(D, 7, 8) SIFT_DECODE_KERNEL(D, 8, 8) \
+    extern "C" __global__ void sift_decode_combine_d##D(const float* part_o, const float* part_lse, \
+        const int* seq_lens, const int* sel_count, int G, int split_tokens, int max_splits, void* out, \
+        int fixed_len, int window, int out_f32) \
+    { decode_combine<D>(part_o, part_lse, seq_lens, sel_count, G, split_tokens, max_splits, out, fixed_len, window, out_f32); }
+
+#endif
 """##),
     ]
     public static let units: [(name: String, source: String)] = [
@@ -205,6 +555,559 @@ extern "C" __global__ void sift_attention_dense(const float* q, float* out, cons
         for (int w = 0; w < SIFT_ATT_WARPS; w++) if (wm[w] > -SIFT_INF) acc_d += wacc[w][d] * expf(wm[w] - M);
         o[d] = acc_d / S;
     }
+}
+"""##),
+        ("decode_attention.cu", ##"""
+// Split-KV flash-decoding entry points (the kernels are in decode_core.cuh, shared with
+// double_sparsity.cu): sift_decode_split_d<D>_g<G> for D in {64, 128, 256}, G = 1...8 query heads
+// per KV head, and sift_decode_combine_d<D>.
+#include "decode_core.cuh"
+
+SIFT_DECODE_KERNELS(64)
+SIFT_DECODE_KERNELS(128)
+SIFT_DECODE_KERNELS(256)
+"""##),
+        ("double_sparsity.cu", ##"""
+// Double Sparsity decode on the GPU (sift, issue 5). Three launches plus the split combine:
+//   1. sift_ds_scores_r<R>: approximate scores of every token from the label cache, stored as
+//      order-preserving uint32 keys, and a histogram of the keys' top 12 bits per (b, KV head);
+//   2. sift_ds_threshold: one block per (b, KV head) finds the exact k-th largest key T (radix
+//      select: the histogram gives the top 12 bits, the keys with that prefix are gathered into
+//      shared memory and the last 20 bits are resolved there) and the tie cut: the selection is
+//      {j : key_j > T} ∪ {j : key_j == T, j <= cut}, exactly k tokens, ties by lowest position;
+//   3. sift_ds_attend_d<D>_g<G>: split over positions; each block lists its selected positions in
+//      shared memory and runs decode_core (decode_attention.cu) over just those rows.
+//
+//   labels     [pages][KVH][P][R] bf16, paged like the KV cache (same page table)
+//   channels   [KVH][R] int32: the calibrated channels of this layer, per KV head
+//   keys       [B][KVH][key_stride] uint32 (key_stride a multiple of 4)
+//   hist       [B][KVH][4096] int32, zero before the first call (the threshold kernel re-zeroes it)
+//   thr        [B][KVH][2] uint32: T and the tie cut
+// One selection per KV group, from the group's summed query (as the CPU path does):
+//   s_j = (Σ_{h∈group} q_h[C]) · label_j.  The first `sinks` tokens always win (key 0xffffffff).
+
+#include "decode_core.cuh"
+
+// Larger float -> larger unsigned key.
+__device__ __forceinline__ sift_u32 float_key(float f) {
+    const sift_u32 u = __float_as_uint(f);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+// Grid (ceil(maxLen / (rounds*256*DS_TPT)), KVH, B), 256 threads, each thread DS_TPT tokens a
+// round; the block flushes its histogram once. HIST_MATCH: lanes with equal bins add once
+// (__match_any_sync) instead of each lane adding (smem atomics on few hot bins).
+#define DS_TPT 8
+template <int R, bool HIST_MATCH>
+__device__ __forceinline__ void ds_scores(
+    const sift_bf16* __restrict__ q, const sift_bf16* __restrict__ labels, const int* __restrict__ channels,
+    const int* __restrict__ page_table, const int* __restrict__ seq_lens, int G, int D,
+    int page_shift, int max_pages, int sinks, sift_u32* __restrict__ keys, int key_stride, int* __restrict__ hist,
+    int rounds)
+{
+    const int kvh = blockIdx.y, b = blockIdx.z, KVH = gridDim.y, Hq = KVH * G;
+    const int n = seq_lens[b];
+    __shared__ float qs[R];
+    if (threadIdx.x < R) {
+        const int ch = channels[kvh * R + threadIdx.x];
+        float s = 0.f;
+        for (int g = 0; g < G; g++) s += bf16_to_f32(q[(sift_size)(b * Hq + kvh * G + g) * D + ch]);
+        qs[threadIdx.x] = s;
+    }
+    __syncthreads();
+    const int* pt = page_table + (sift_size)b * max_pages;
+    const int pmask = (1 << page_shift) - 1;
+    sift_u32* kout = keys + (sift_size)(b * KVH + kvh) * key_stride;
+    __shared__ int sh[4096];
+    for (int i = threadIdx.x; i < 4096; i += blockDim.x) sh[i] = 0;
+    __syncthreads();
+    const unsigned lane = threadIdx.x & 31;
+    for (int round = 0; round < rounds; round++) {
+    const int t0 = (blockIdx.x * rounds + round) * blockDim.x * DS_TPT + threadIdx.x;
+    uint4 lr[DS_TPT][R / 8];
+    sift_u32 key[DS_TPT];
+#pragma unroll
+    for (int u = 0; u < DS_TPT; u++) {
+        key[u] = 0u;
+        const int t = t0 + u * blockDim.x;
+        if (t < n) {
+            const sift_size row = (((sift_size)pt[t >> page_shift] * KVH + kvh) << page_shift) + (t & pmask);
+            const uint4* lp = (const uint4*)(labels + row * R);
+#pragma unroll
+            for (int c = 0; c < R / 8; c++) lr[u][c] = lp[c];
+        }
+    }
+#pragma unroll
+    for (int u = 0; u < DS_TPT; u++) {
+        const int t = t0 + u * blockDim.x;
+        if (t < n) {
+            float s = 0.f;
+#pragma unroll
+            for (int c = 0; c < R / 8; c++) {
+                float f[8];
+                unpack8(lr[u][c], f);
+#pragma unroll
+                for (int e = 0; e < 8; e++) s = fmaf(qs[c * 8 + e], f[e], s);
+            }
+            key[u] = t < sinks ? 0xffffffffu : float_key(s);
+            kout[t] = key[u];
+        }
+    }
+    // Top-12-bit histogram: lanes with equal bins add once (scores bunch into few bins).
+#pragma unroll
+    for (int u = 0; u < DS_TPT; u++) {
+        const bool live = t0 + u * (int)blockDim.x < n;
+        const unsigned act = __ballot_sync(0xffffffffu, live);
+        if (live) {
+            const unsigned bin = key[u] >> 20;
+            if (HIST_MATCH) {
+                const unsigned peers = __match_any_sync(act, bin);
+                if (lane == (unsigned)(__ffs(peers) - 1)) atomicAdd(&sh[bin], __popc(peers));
+            } else {
+                atomicAdd(&sh[bin], 1);
+            }
+        }
+    }
+    }
+    __syncthreads();
+    int* gh = hist + (sift_size)(b * KVH + kvh) * 4096;
+    for (int i = threadIdx.x; i < 4096; i += blockDim.x) if (sh[i]) atomicAdd(&gh[i], sh[i]);
+}
+
+// Block-wide inclusive scan of one int per thread (1024 threads max). Returns the inclusive prefix;
+// *total gets the block sum.
+__device__ __forceinline__ int block_scan(int v, int* sm, int* total) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+#pragma unroll
+    for (int off = 1; off < 32; off <<= 1) {
+        const int o = __shfl_up_sync(0xffffffffu, v, off);
+        if (lane >= off) v += o;
+    }
+    if (lane == 31) sm[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        int w = lane < nw ? sm[lane] : 0;
+#pragma unroll
+        for (int off = 1; off < 32; off <<= 1) {
+            const int o = __shfl_up_sync(0xffffffffu, w, off);
+            if (lane >= off) w += o;
+        }
+        sm[lane] = w;   // inclusive warp totals
+    }
+    __syncthreads();
+    const int r = v + (warp > 0 ? sm[warp - 1] : 0);
+    *total = sm[nw - 1];
+    __syncthreads();
+    return r;
+}
+
+#define TOPK_THREADS 1024
+#define TOPK_CAP 3072
+
+// Bin containing the `remaining`-th largest of hist[0..nb) (counted from the top), for a block of
+// TOPK_THREADS: sets *digit and *rem (how many to take inside that bin). nb is 4096 or 256.
+__device__ __forceinline__ void pick_bin(const int* hist, int nb, int remaining, int* scan_sm,
+                                         int* digit, int* rem) {
+    const int tid = threadIdx.x;
+    const int per = nb >= (int)blockDim.x ? nb / blockDim.x : 1;
+    int local = 0;
+    if (tid * per < nb) for (int j = 0; j < per; j++) local += hist[nb - 1 - (tid * per + j)];
+    int total;
+    const int incl = block_scan(local, scan_sm, &total);
+    const int excl = incl - local;
+    if (tid * per < nb && excl < remaining && remaining <= incl) {
+        int above = excl;
+        for (int j = 0; j < per; j++) {
+            const int bin = nb - 1 - (tid * per + j);
+            if (above + hist[bin] >= remaining) { *digit = bin; *rem = remaining - above; break; }
+            above += hist[bin];
+        }
+    }
+    __syncthreads();
+}
+
+// Grid (KVH, B), TOPK_THREADS threads.
+__device__ __forceinline__ void ds_threshold(
+    const sift_u32* __restrict__ keys, int key_stride, int* __restrict__ hist, const int* __restrict__ seq_lens,
+    const int* __restrict__ k_per_seq, sift_u32* __restrict__ thr)
+{
+    const int kvh = blockIdx.x, b = blockIdx.y, KVH = gridDim.x, tid = threadIdx.x;
+    const int n = seq_lens[b];
+    const int k = min(k_per_seq[b], n);
+    const sift_u32* kp = keys + (sift_size)(b * KVH + kvh) * key_stride;
+    int* gh = hist + (sift_size)(b * KVH + kvh) * 4096;
+    sift_u32* out = thr + (sift_size)(b * KVH + kvh) * 2;
+    __shared__ int sh[4096];
+    __shared__ sift_u32 ckey[TOPK_CAP];
+    __shared__ int cidx[TOPK_CAP];
+    __shared__ int scan_sm[32];
+    __shared__ int s_digit, s_rem, s_count, s_cut;
+    for (int i = tid; i < 4096; i += blockDim.x) { sh[i] = gh[i]; gh[i] = 0; }
+    if (tid == 0) { s_count = 0; s_cut = -1; }
+    __syncthreads();
+    if (k >= n || k <= 0) {                      // everything (or nothing) is selected
+        if (tid == 0) { out[0] = k <= 0 ? 0xffffffffu : 0u; out[1] = k <= 0 ? 0xffffffffu : 0x7fffffffu; }
+        return;
+    }
+    pick_bin(sh, 4096, k, scan_sm, &s_digit, &s_rem);
+    sift_u32 prefix = (sift_u32)s_digit << 20;
+    int remaining = s_rem;
+    // Gather the keys with this 12-bit prefix (positions ascending inside each thread's quad).
+    const int lane = tid & 31;
+    constexpr int QPT = 8;   // 16-byte loads in flight per thread
+    for (int base0 = 0; base0 < n; base0 += blockDim.x * 4 * QPT) {   // uniform trip count: full-warp votes
+        uint4 w[QPT];
+#pragma unroll
+        for (int qd = 0; qd < QPT; qd++) {
+            const int i0 = base0 + (qd * blockDim.x + tid) * 4;
+            w[qd] = make_uint4(0, 0, 0, 0);
+            if (i0 + 3 < n) w[qd] = *(const uint4*)(kp + i0);
+            else if (i0 < n) { w[qd].x = kp[i0]; if (i0 + 1 < n) w[qd].y = kp[i0 + 1]; if (i0 + 2 < n) w[qd].z = kp[i0 + 2]; }
+        }
+#pragma unroll
+        for (int qd = 0; qd < QPT; qd++) {
+            const int i0 = base0 + (qd * blockDim.x + tid) * 4;
+            const sift_u32 v[4] = {w[qd].x, w[qd].y, w[qd].z, w[qd].w};
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const bool hit = i0 + j < n && (v[j] >> 20) == (prefix >> 20);
+                const unsigned bal = __ballot_sync(0xffffffffu, hit);
+                if (bal) {
+                    int base = 0;
+                    const int leader = __ffs(bal) - 1;
+                    if (lane == leader) base = atomicAdd(&s_count, __popc(bal));
+                    base = __shfl_sync(0xffffffffu, base, leader);
+                    if (hit) {
+                        const int pos = base + __popc(bal & ((1u << lane) - 1u));
+                        if (pos < TOPK_CAP) { ckey[pos] = v[j]; cidx[pos] = i0 + j; }
+                    }
+                }
+            }
+        }
+    }
+    __syncthreads();
+    const int cnt = s_count;
+    const bool fits = cnt <= TOPK_CAP;
+    const int shifts[2] = {8, 0}, widths[2] = {12, 8};
+    int s_digit_last = 0;
+    sift_u32 mask = 0xfff00000u;
+    for (int pass = 0; pass < 2; pass++) {
+        const int shift = shifts[pass], nb = 1 << widths[pass];
+        for (int i = tid; i < nb; i += blockDim.x) sh[i] = 0;
+        __syncthreads();
+        if (fits) {
+            for (int i = tid; i < cnt; i += blockDim.x)
+                if ((ckey[i] & mask) == prefix) atomicAdd(&sh[(ckey[i] >> shift) & (nb - 1)], 1);
+        } else {
+            for (int i = tid; i < n; i += blockDim.x) {
+                const sift_u32 key = kp[i];
+                if ((key & mask) == prefix) atomicAdd(&sh[(key >> shift) & (nb - 1)], 1);
+            }
+        }
+        __syncthreads();
+        pick_bin(sh, nb, remaining, scan_sm, &s_digit, &s_rem);
+        prefix |= (sift_u32)s_digit << shift;
+        remaining = s_rem;
+        s_digit_last = s_digit;
+        mask |= (sift_u32)(nb - 1) << shift;
+        if (pass == 0) __syncthreads();   // the last pass keeps sh for the tie count
+    }
+    const sift_u32 T = prefix;
+    // Tie cut: the position of the remaining-th key equal to T, in position order. The last pass's
+    // bin count is the number of keys equal to T; when all of them are taken no cut is needed.
+    const int ties = sh[s_digit_last];
+    if (ties == remaining) {
+        if (tid == 0) s_cut = 0x7fffffff;
+    } else if (fits) {
+        for (int i = tid; i < cnt; i += blockDim.x) {
+            if (ckey[i] != T) continue;
+            int rank = 0;
+            for (int j = 0; j < cnt; j++) rank += (ckey[j] == T && cidx[j] < cidx[i]) ? 1 : 0;
+            if (rank == remaining - 1) s_cut = cidx[i];
+        }
+    } else {
+        int carry = 0;
+        for (int chunk = 0; chunk < n; chunk += blockDim.x) {
+            const int i = chunk + tid;
+            const int tie = (i < n && kp[i] == T) ? 1 : 0;
+            int total;
+            const int incl = block_scan(tie, scan_sm, &total) + carry;
+            if (tie && incl == remaining) s_cut = i;
+            carry += total;
+            if (carry >= remaining) break;
+        }
+    }
+    __syncthreads();
+    if (tid == 0) { out[0] = T; out[1] = (sift_u32)s_cut; }
+}
+
+// Grid (ceil(maxLen / split_pos), KVH, B), 128 threads; split_pos a multiple of 4, at most DS_LIST. Each block attends over the selected positions of its range.
+#define DS_LIST 4096
+template <int D, int G, int DPL>
+__device__ __forceinline__ void ds_attend(
+    const sift_bf16* __restrict__ q, const sift_bf16* __restrict__ kc, const sift_bf16* __restrict__ vc,
+    const int* __restrict__ page_table, const int* __restrict__ seq_lens,
+    const sift_u32* __restrict__ keys, int key_stride, const sift_u32* __restrict__ thr,
+    float* __restrict__ part_o, float* __restrict__ part_lse,
+    int page_shift, int max_pages, int split_pos, int max_splits, float scale, int* counters, sift_bf16* out)
+{
+    const int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z, KVH = gridDim.y;
+    const int n = seq_lens[b];
+    const int start = split * split_pos;
+    if (start >= n) return;
+    const int end = min(n, start + split_pos);
+    constexpr int SCRATCH = DEC_WARPS * G * (D + 2);
+    constexpr int WORDS = SCRATCH > DS_LIST ? SCRATCH : DS_LIST;
+    __shared__ float smem[WORDS];
+    __shared__ int scan_sm[32];
+    int* list = (int*)smem;
+    const sift_u32* kp = keys + (sift_size)(b * KVH + kvh) * key_stride;
+    const sift_u32 T = thr[(b * KVH + kvh) * 2];
+    const int cut = (int)thr[(b * KVH + kvh) * 2 + 1];
+    int count = 0;
+    constexpr int KPT = 32;   // keys per thread per round: a round covers 4096 positions
+    for (int r0 = start; r0 < end; r0 += blockDim.x * KPT) {
+        const int i0 = r0 + threadIdx.x * KPT;
+        sift_u32 v[KPT];
+#pragma unroll
+        for (int c = 0; c < KPT / 4; c++) {
+            if (i0 + 4 * c + 3 < end) {
+                const uint4 a = *(const uint4*)(kp + i0 + 4 * c);
+                v[4 * c] = a.x; v[4 * c + 1] = a.y; v[4 * c + 2] = a.z; v[4 * c + 3] = a.w;
+            } else {
+#pragma unroll
+                for (int j = 0; j < 4; j++) v[4 * c + j] = i0 + 4 * c + j < end ? kp[i0 + 4 * c + j] : 0u;
+            }
+        }
+        unsigned take = 0;
+#pragma unroll
+        for (int j = 0; j < KPT; j++) {
+            const int i = i0 + j;
+            if (i < end && (v[j] > T || (v[j] == T && i <= cut))) take |= 1u << j;
+        }
+        const int mine = __popc(take);
+        int total;
+        int pos = count + block_scan(mine, scan_sm, &total) - mine;
+        while (take) {
+            const int j = __ffs(take) - 1;
+            take &= take - 1;
+            list[pos++] = i0 + j;
+        }
+        count += total;
+    }
+    __syncthreads();
+    decode_core<D, G, DPL, false>(q, 0, kc, vc, page_table + (sift_size)b * max_pages, list, 0, count, b, kvh, KVH,
+                           part_o, part_lse, split, max_splits, page_shift, scale, smem,
+                           (n + split_pos - 1) / split_pos, counters, out);
+}
+
+#define SIFT_DS_SCORES(R, M, NAME) \
+    extern "C" __global__ void __launch_bounds__(256) NAME(const sift_bf16* q, const sift_bf16* labels, const int* channels, \
+        const int* page_table, const int* seq_lens, int G, int D, int page_shift, int max_pages, int sinks, \
+        sift_u32* keys, int key_stride, int* hist, int rounds) \
+    { ds_scores<R, M>(q, labels, channels, page_table, seq_lens, G, D, page_shift, max_pages, sinks, keys, key_stride, hist, rounds); }
+SIFT_DS_SCORES(8, false, sift_ds_scores_r8)
+SIFT_DS_SCORES(16, false, sift_ds_scores_r16)
+SIFT_DS_SCORES(8, true, sift_ds_scores_match_r8)
+SIFT_DS_SCORES(16, true, sift_ds_scores_match_r16)
+
+extern "C" __global__ void __launch_bounds__(TOPK_THREADS) sift_ds_threshold(const sift_u32* keys, int key_stride,
+    int* hist, const int* seq_lens, const int* k_per_seq, sift_u32* thr)
+{ ds_threshold(keys, key_stride, hist, seq_lens, k_per_seq, thr); }
+
+#define SIFT_DS_ATTEND(D, G, DPL) \
+    extern "C" __global__ void __launch_bounds__(DEC_WARPS * 32) sift_ds_attend_d##D##_g##G( \
+        const sift_bf16* q, const sift_bf16* kc, const sift_bf16* vc, const int* page_table, const int* seq_lens, \
+        const sift_u32* keys, int key_stride, const sift_u32* thr, float* part_o, float* part_lse, \
+        int page_shift, int max_pages, int split_pos, int max_splits, float scale, int* counters, sift_bf16* out) \
+    { ds_attend<D, G, DPL>(q, kc, vc, page_table, seq_lens, keys, key_stride, thr, part_o, part_lse, \
+                           page_shift, max_pages, split_pos, max_splits, scale, counters, out); }
+#define SIFT_DS_ATTENDS(D) \
+    SIFT_DS_ATTEND(D, 1, 16) SIFT_DS_ATTEND(D, 2, 16) SIFT_DS_ATTEND(D, 3, 16) SIFT_DS_ATTEND(D, 4, 16) \
+    SIFT_DS_ATTEND(D, 5, DPL56(D)) SIFT_DS_ATTEND(D, 6, DPL56(D)) SIFT_DS_ATTEND(D, 7, 8) SIFT_DS_ATTEND(D, 8, 8)
+SIFT_DS_ATTENDS(64)
+SIFT_DS_ATTENDS(128)
+SIFT_DS_ATTENDS(256)
+"""##),
+        ("prefill_attention.cu", ##"""
+// Causal prefill attention, FlashAttention-2 style, on bf16 tensor cores (mma.sync m16n8k16).
+//
+//   q   [T][Hq][D] bf16 (or f32 with q_f32), query i at position q0 + i
+//   k,v [N][KVH][D] bf16, key j at position j (N >= q0 + T); or, with page_table, the paged
+//       cache [pages][KVH][1 << page_shift][D] (decode_attention.cu's layout)
+//   out [T][Hq][D] bf16 (or f32 with out_f32)
+// Query i sees keys j <= q0 + i, and with window > 0 only j > q0 + i - window (sliding window).
+// Grid (ceil(T/64), Hq), 128 threads: each warp owns 16 query rows, Q stays in registers as mma
+// A fragments; K and V tiles of KT keys go through shared memory; S = Q·Kᵀ and O += P·V run on
+// tensor cores with f32 accumulation and an online softmax per row (log2 domain). No T×N matrix
+// is ever stored.
+
+#include "attention_common.cuh"
+
+__device__ __forceinline__ void mma_bf16(float* c, sift_u32 a0, sift_u32 a1, sift_u32 a2, sift_u32 a3,
+                                         sift_u32 b0, sift_u32 b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+template <int D, int KT>
+__device__ __forceinline__ void prefill(
+    const void* __restrict__ q, int q_f32, const sift_bf16* __restrict__ k, const sift_bf16* __restrict__ v,
+    const int* __restrict__ page_table, int page_shift,
+    void* __restrict__ out, int out_f32, int T, int N, int Hq, int KVH, int q0, int window, float scale)
+{
+    constexpr int PAD = D + 8;            // row stride in shared memory (bf16), breaks bank conflicts
+    constexpr int KSTEPS = D / 16, NT = KT / 8, DT = D / 8;
+    __shared__ uint4 Ks_raw[KT * PAD / 8], Vs_raw[KT * PAD / 8];   // uint4 for 16-byte alignment
+    sift_bf16* Ks = (sift_bf16*)Ks_raw;
+    sift_bf16* Vs = (sift_bf16*)Vs_raw;
+    const int h = blockIdx.y, kvh = h / (Hq / KVH);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int qb = blockIdx.x * 64;
+    const int r0 = qb + warp * 16 + (lane >> 2);   // this thread's rows: r0 and r0 + 8
+    const int cq = (lane & 3) * 2;                 // column pair inside an 8/16-wide fragment
+    const float sl = scale * SIFT_LOG2E;
+
+    sift_u32 qa[KSTEPS][4];
+#pragma unroll
+    for (int kk = 0; kk < KSTEPS; kk++) {
+#pragma unroll
+        for (int x = 0; x < 4; x++) {
+            const int row = r0 + ((x & 1) ? 8 : 0);
+            const int col = kk * 16 + cq + ((x & 2) ? 8 : 0);
+            const sift_size at = ((sift_size)row * Hq + h) * D + col;
+            if (row >= T) qa[kk][x] = 0u;
+            else if (q_f32) { const float2 f = *(const float2*)((const float*)q + at); qa[kk][x] = pack_bf16(f.x, f.y); }
+            else qa[kk][x] = *(const sift_u32*)((const sift_bf16*)q + at);
+        }
+    }
+    float o[DT][4];
+#pragma unroll
+    for (int i = 0; i < DT; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+    float m[2] = {SIFT_NEG_BIG, SIFT_NEG_BIG}, l[2] = {0.f, 0.f};
+
+    const int last_pos = q0 + min(T, qb + 64) - 1;           // last query position in the block
+    int lo = 0;
+    if (window > 0) lo = max(0, q0 + qb - window + 1);
+    lo = (lo / KT) * KT;
+    const int hi = min(N, last_pos + 1);
+    for (int kt = lo; kt < hi; kt += KT) {
+        __syncthreads();
+        for (int e = threadIdx.x; e < KT * D / 8; e += blockDim.x) {
+            const int j = e / (D / 8), c = e % (D / 8);
+            uint4 kw = make_uint4(0, 0, 0, 0), vw = make_uint4(0, 0, 0, 0);
+            if (kt + j < N) {
+                const int t = kt + j;
+                const sift_size row = page_table
+                    ? (((sift_size)page_table[t >> page_shift] * KVH + kvh) << page_shift) + (t & ((1 << page_shift) - 1))
+                    : (sift_size)t * KVH + kvh;
+                kw = *(const uint4*)(k + row * D + c * 8);
+                vw = *(const uint4*)(v + row * D + c * 8);
+            }
+            *(uint4*)(Ks + j * PAD + c * 8) = kw;
+            *(uint4*)(Vs + j * PAD + c * 8) = vw;
+        }
+        __syncthreads();
+        // S = Q Kᵀ for this warp's 16 rows × KT keys.
+        float s[NT][4];
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) {
+            s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+            const sift_bf16* kr = Ks + (nt * 8 + (lane >> 2)) * PAD + cq;
+#pragma unroll
+            for (int kk = 0; kk < KSTEPS; kk++)
+                mma_bf16(s[nt], qa[kk][0], qa[kk][1], qa[kk][2], qa[kk][3],
+                         *(const sift_u32*)(kr + kk * 16), *(const sift_u32*)(kr + kk * 16 + 8));
+        }
+        // Mask, scale, online softmax (rows r0 -> x = 0,1; r0 + 8 -> x = 2,3).
+        float mx[2] = {m[0], m[1]};
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int x = 0; x < 4; x++) {
+                const int pos = q0 + r0 + ((x & 2) ? 8 : 0);
+                const int j = kt + nt * 8 + cq + (x & 1);
+                const bool vis = j <= pos && j < N && (window <= 0 || j > pos - window);
+                s[nt][x] = vis ? s[nt][x] * sl : SIFT_NEG_INF;
+                mx[x >> 1] = fmaxf(mx[x >> 1], s[nt][x]);
+            }
+        float alpha[2];
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+            alpha[r] = exp2f(m[r] - mx[r]);
+            m[r] = mx[r];
+            l[r] *= alpha[r];
+        }
+#pragma unroll
+        for (int i = 0; i < DT; i++) {
+            o[i][0] *= alpha[0]; o[i][1] *= alpha[0]; o[i][2] *= alpha[1]; o[i][3] *= alpha[1];
+        }
+        sift_u32 pa[NT][2];
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) {
+            const float p0 = exp2f(s[nt][0] - m[0]), p1 = exp2f(s[nt][1] - m[0]);
+            const float p2 = exp2f(s[nt][2] - m[1]), p3 = exp2f(s[nt][3] - m[1]);
+            l[0] += p0 + p1; l[1] += p2 + p3;
+            pa[nt][0] = pack_bf16(p0, p1);
+            pa[nt][1] = pack_bf16(p2, p3);
+        }
+        // O += P V: P's C fragments of key tiles 2j, 2j+1 form the A fragment of k-step j.
+#pragma unroll
+        for (int j = 0; j < KT / 16; j++) {
+            const sift_bf16* vr = Vs + (j * 16 + cq) * PAD + (lane >> 2);
+#pragma unroll
+            for (int dn = 0; dn < DT; dn++) {
+                const sift_bf16* vp = vr + dn * 8;
+                const sift_u32 b0 = (sift_u32)vp[0] | ((sift_u32)vp[PAD] << 16);
+                const sift_u32 b1 = (sift_u32)vp[8 * PAD] | ((sift_u32)vp[9 * PAD] << 16);
+                mma_bf16(o[dn], pa[2 * j][0], pa[2 * j][1], pa[2 * j + 1][0], pa[2 * j + 1][1], b0, b1);
+            }
+        }
+    }
+    // Row sums: each of the 4 lanes of a row holds part of it.
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+    }
+    const float inv0 = l[0] > 0.f ? 1.f / l[0] : 0.f, inv1 = l[1] > 0.f ? 1.f / l[1] : 0.f;
+#pragma unroll
+    for (int dn = 0; dn < DT; dn++) {
+        const int col = dn * 8 + cq;
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            const int row = r0 + 8 * r;
+            if (row >= T) continue;
+            const float inv = r ? inv1 : inv0;
+            const sift_size at = ((sift_size)row * Hq + h) * D + col;
+            if (out_f32) *(float2*)((float*)out + at) = make_float2(o[dn][2 * r] * inv, o[dn][2 * r + 1] * inv);
+            else *(sift_u32*)((sift_bf16*)out + at) = pack_bf16(o[dn][2 * r] * inv, o[dn][2 * r + 1] * inv);
+        }
+    }
+}
+
+#define SIFT_PREFILL_KERNEL(D, KT) \
+    extern "C" __global__ void __launch_bounds__(128) sift_prefill_d##D(const void* q, int q_f32, const sift_bf16* k, \
+        const sift_bf16* v, const int* page_table, int page_shift, void* out, int out_f32, \
+        int T, int N, int Hq, int KVH, int q0, int window, float scale) \
+    { prefill<D, KT>(q, q_f32, k, v, page_table, page_shift, out, out_f32, T, N, Hq, KVH, q0, window, scale); }
+
+SIFT_PREFILL_KERNEL(64, 64)
+SIFT_PREFILL_KERNEL(128, 64)
+SIFT_PREFILL_KERNEL(256, 32)
+
+// Deterministic pseudo-random bf16 fill for synthetic benchmarks and device checks: uniform in
+// [-√3, √3]·scale (unit variance), from a hash of (seed, index).
+extern "C" __global__ void sift_fill_random_bf16(sift_bf16* dst, long long n, unsigned seed, float scale) {
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    unsigned h = (unsigned)i * 0x9E3779B1u ^ (unsigned)(i >> 32) * 0x85EBCA77u ^ seed * 0xC2B2AE3Du;
+    h ^= h >> 16; h *= 0x7feb352du; h ^= h >> 15; h *= 0x846ca68bu; h ^= h >> 16;
+    const float u = (float)(h >> 8) * (1.0f / 16777216.0f);        // [0, 1)
+    dst[i] = f32_to_bf16((u * 2.f - 1.f) * 1.7320508f * scale);
 }
 """##),
     ]

@@ -16,6 +16,8 @@
 // One selection per KV group, from the group's summed query (as the CPU path does):
 //   s_j = (Σ_{h∈group} q_h[C]) · label_j.  The first `sinks` tokens always win (key 0xffffffff).
 
+#include "decode_core.cuh"
+
 // Larger float -> larger unsigned key.
 __device__ __forceinline__ sift_u32 float_key(float f) {
     const sift_u32 u = __float_as_uint(f);
@@ -324,7 +326,7 @@ __device__ __forceinline__ void ds_attend(
         count += total;
     }
     __syncthreads();
-    decode_core<D, G, DPL, false>(q, kc, vc, page_table + (sift_size)b * max_pages, list, 0, count, b, kvh, KVH,
+    decode_core<D, G, DPL, false>(q, 0, kc, vc, page_table + (sift_size)b * max_pages, list, 0, count, b, kvh, KVH,
                            part_o, part_lse, split, max_splits, page_shift, scale, smem,
                            (n + split_pos - 1) / split_pos, counters, out);
 }

@@ -1,13 +1,16 @@
 // Causal prefill attention, FlashAttention-2 style, on bf16 tensor cores (mma.sync m16n8k16).
 //
-//   q   [T][Hq][D] bf16, query i at position q0 + i
-//   k,v [N][KVH][D] bf16, key j at position j (N >= q0 + T)
-//   out [T][Hq][D] bf16
+//   q   [T][Hq][D] bf16 (or f32 with q_f32), query i at position q0 + i
+//   k,v [N][KVH][D] bf16, key j at position j (N >= q0 + T); or, with page_table, the paged
+//       cache [pages][KVH][1 << page_shift][D] (decode_attention.cu's layout)
+//   out [T][Hq][D] bf16 (or f32 with out_f32)
 // Query i sees keys j <= q0 + i, and with window > 0 only j > q0 + i - window (sliding window).
 // Grid (ceil(T/64), Hq), 128 threads: each warp owns 16 query rows, Q stays in registers as mma
 // A fragments; K and V tiles of KT keys go through shared memory; S = Q·Kᵀ and O += P·V run on
 // tensor cores with f32 accumulation and an online softmax per row (log2 domain). No T×N matrix
 // is ever stored.
+
+#include "attention_common.cuh"
 
 __device__ __forceinline__ void mma_bf16(float* c, sift_u32 a0, sift_u32 a1, sift_u32 a2, sift_u32 a3,
                                          sift_u32 b0, sift_u32 b1) {
@@ -18,8 +21,9 @@ __device__ __forceinline__ void mma_bf16(float* c, sift_u32 a0, sift_u32 a1, sif
 
 template <int D, int KT>
 __device__ __forceinline__ void prefill(
-    const sift_bf16* __restrict__ q, const sift_bf16* __restrict__ k, const sift_bf16* __restrict__ v,
-    sift_bf16* __restrict__ out, int T, int N, int Hq, int KVH, int q0, int window, float scale)
+    const void* __restrict__ q, int q_f32, const sift_bf16* __restrict__ k, const sift_bf16* __restrict__ v,
+    const int* __restrict__ page_table, int page_shift,
+    void* __restrict__ out, int out_f32, int T, int N, int Hq, int KVH, int q0, int window, float scale)
 {
     constexpr int PAD = D + 8;            // row stride in shared memory (bf16), breaks bank conflicts
     constexpr int KSTEPS = D / 16, NT = KT / 8, DT = D / 8;
@@ -40,7 +44,10 @@ __device__ __forceinline__ void prefill(
         for (int x = 0; x < 4; x++) {
             const int row = r0 + ((x & 1) ? 8 : 0);
             const int col = kk * 16 + cq + ((x & 2) ? 8 : 0);
-            qa[kk][x] = row < T ? *(const sift_u32*)(q + ((sift_size)row * Hq + h) * D + col) : 0u;
+            const sift_size at = ((sift_size)row * Hq + h) * D + col;
+            if (row >= T) qa[kk][x] = 0u;
+            else if (q_f32) { const float2 f = *(const float2*)((const float*)q + at); qa[kk][x] = pack_bf16(f.x, f.y); }
+            else qa[kk][x] = *(const sift_u32*)((const sift_bf16*)q + at);
         }
     }
     float o[DT][4];
@@ -59,8 +66,12 @@ __device__ __forceinline__ void prefill(
             const int j = e / (D / 8), c = e % (D / 8);
             uint4 kw = make_uint4(0, 0, 0, 0), vw = make_uint4(0, 0, 0, 0);
             if (kt + j < N) {
-                kw = *(const uint4*)(k + ((sift_size)(kt + j) * KVH + kvh) * D + c * 8);
-                vw = *(const uint4*)(v + ((sift_size)(kt + j) * KVH + kvh) * D + c * 8);
+                const int t = kt + j;
+                const sift_size row = page_table
+                    ? (((sift_size)page_table[t >> page_shift] * KVH + kvh) << page_shift) + (t & ((1 << page_shift) - 1))
+                    : (sift_size)t * KVH + kvh;
+                kw = *(const uint4*)(k + row * D + c * 8);
+                vw = *(const uint4*)(v + row * D + c * 8);
             }
             *(uint4*)(Ks + j * PAD + c * 8) = kw;
             *(uint4*)(Vs + j * PAD + c * 8) = vw;
@@ -134,16 +145,35 @@ __device__ __forceinline__ void prefill(
 #pragma unroll
     for (int dn = 0; dn < DT; dn++) {
         const int col = dn * 8 + cq;
-        if (r0 < T) *(sift_u32*)(out + ((sift_size)r0 * Hq + h) * D + col) = pack_bf16(o[dn][0] * inv0, o[dn][1] * inv0);
-        if (r0 + 8 < T) *(sift_u32*)(out + ((sift_size)(r0 + 8) * Hq + h) * D + col) = pack_bf16(o[dn][2] * inv1, o[dn][3] * inv1);
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            const int row = r0 + 8 * r;
+            if (row >= T) continue;
+            const float inv = r ? inv1 : inv0;
+            const sift_size at = ((sift_size)row * Hq + h) * D + col;
+            if (out_f32) *(float2*)((float*)out + at) = make_float2(o[dn][2 * r] * inv, o[dn][2 * r + 1] * inv);
+            else *(sift_u32*)((sift_bf16*)out + at) = pack_bf16(o[dn][2 * r] * inv, o[dn][2 * r + 1] * inv);
+        }
     }
 }
 
 #define SIFT_PREFILL_KERNEL(D, KT) \
-    extern "C" __global__ void __launch_bounds__(128) sift_prefill_d##D(const sift_bf16* q, const sift_bf16* k, \
-        const sift_bf16* v, sift_bf16* out, int T, int N, int Hq, int KVH, int q0, int window, float scale) \
-    { prefill<D, KT>(q, k, v, out, T, N, Hq, KVH, q0, window, scale); }
+    extern "C" __global__ void __launch_bounds__(128) sift_prefill_d##D(const void* q, int q_f32, const sift_bf16* k, \
+        const sift_bf16* v, const int* page_table, int page_shift, void* out, int out_f32, \
+        int T, int N, int Hq, int KVH, int q0, int window, float scale) \
+    { prefill<D, KT>(q, q_f32, k, v, page_table, page_shift, out, out_f32, T, N, Hq, KVH, q0, window, scale); }
 
 SIFT_PREFILL_KERNEL(64, 64)
 SIFT_PREFILL_KERNEL(128, 64)
 SIFT_PREFILL_KERNEL(256, 32)
+
+// Deterministic pseudo-random bf16 fill for synthetic benchmarks and device checks: uniform in
+// [-√3, √3]·scale (unit variance), from a hash of (seed, index).
+extern "C" __global__ void sift_fill_random_bf16(sift_bf16* dst, long long n, unsigned seed, float scale) {
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    unsigned h = (unsigned)i * 0x9E3779B1u ^ (unsigned)(i >> 32) * 0x85EBCA77u ^ seed * 0xC2B2AE3Du;
+    h ^= h >> 16; h *= 0x7feb352du; h ^= h >> 15; h *= 0x846ca68bu; h ^= h >> 16;
+    const float u = (float)(h >> 8) * (1.0f / 16777216.0f);        // [0, 1)
+    dst[i] = f32_to_bf16((u * 2.f - 1.f) * 1.7320508f * scale);
+}
