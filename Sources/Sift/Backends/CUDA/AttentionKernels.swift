@@ -13,9 +13,25 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
 
     /// The kernel `name` of `unit` (NVRTC compiles a unit on first use; cached per process).
     func function(_ unit: String, _ name: String) throws -> CUDAFunction {
-        if let f = functions[name] { return f }
+        if let f = functions[unit + ":" + name] { return f }
         let f = try context.kernel(unit, name)
-        functions[name] = f
+        functions[unit + ":" + name] = f
+        return f
+    }
+
+    /// The kernel `name` of `unit` built for one head_dim and group size only (the unit is
+    /// compiled with SIFT_DECODE_D / SIFT_DECODE_G defined: about a second of NVRTC instead of
+    /// every variant of the unit at once).
+    func function(_ unit: String, headDim: Int, group: Int, _ name: String) throws -> CUDAFunction {
+        let module = "\(unit)#d\(headDim)g\(group)"
+        if let f = functions[module + ":" + name] { return f }
+        guard let src = KernelSources.units.first(where: { $0.name == unit }) else {
+            throw CUDAError.invalid("no embedded kernel source \(unit)")
+        }
+        let m = try context.module(named: module, source: "#define SIFT_DECODE_D \(headDim)\n#define SIFT_DECODE_G \(group)\n" + src.source,
+                                   headers: KernelSources.headers.map { ($0.name, $0.source) })
+        let f = try m.function(name)
+        functions[module + ":" + name] = f
         return f
     }
 
@@ -84,13 +100,13 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
         let splits = max(1, (span + split - 1) / split)
         let lens: CUdeviceptr, fixed: Int
         switch lengths { case .device(let p, _): lens = p; fixed = 0; case .fixed(let n): lens = 0; fixed = n }
-        let f = try function("decode_attention.cu", "sift_decode_split_d\(headDim)_g\(g)")
+        let f = try function("decode_attention.cu", headDim: headDim, group: g, "sift_decode_split_d\(headDim)_g\(g)")
         try context.launch(f, grid: (splits, kvHeads, batch), block: (128, 1, 1), [
             .pointer(q), .pointer(keys), .pointer(values), .pointer(pageTable), .pointer(lens),
             .pointer(0), .pointer(0), .int(0), .ptr(scratch.partO), .ptr(scratch.partLSE),
             .int(Self.log2(pageSize)), .int(maxPages), .int(split), .int(scratch.maxSplits),
             .float(1 / Float(headDim).squareRoot()), .pointer(0), .pointer(0), .int(fixed), .int(window), .int(qF32 ? 1 : 0)])
-        let c = try function("decode_attention.cu", "sift_decode_combine_d\(headDim)")
+        let c = try function("decode_attention.cu", headDim: headDim, group: g, "sift_decode_combine_d\(headDim)")
         try context.launch(c, grid: (heads, batch, 1), block: (min(headDim, 128), 1, 1), sharedBytes: 4 * scratch.maxSplits, [
             .ptr(scratch.partO), .ptr(scratch.partLSE), .pointer(lens), .pointer(0), .int(g), .int(split),
             .int(scratch.maxSplits), .pointer(out), .int(fixed), .int(window), .int(outF32 ? 1 : 0)])
@@ -151,25 +167,25 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
                         parts: String = "sta") throws {
             let c = kernels.context, g = heads / kvHeads, shift = CUDAAttentionKernels.log2(pageSize)
             if parts.contains("s") {
-                let f = try kernels.function("double_sparsity.cu", "sift_ds_scores_r\(channels)")
+                let f = try kernels.function("double_sparsity.cu", headDim: headDim, group: g, "sift_ds_scores_r\(channels)")
                 try c.launch(f, grid: ((maxLength + 2048 * rounds - 1) / (2048 * rounds), kvHeads, batch), block: (256, 1, 1), [
                     .pointer(q), .pointer(labels), .pointer(channelList), .pointer(pageTable), .pointer(seqLens),
                     .int(g), .int(headDim), .int(shift), .int(maxPages), .int(sinks), .ptr(keys), .int(keyStride),
                     .ptr(hist), .int(rounds)])
             }
             if parts.contains("t") {
-                let f = try kernels.function("double_sparsity.cu", "sift_ds_threshold")
+                let f = try kernels.function("double_sparsity.cu", headDim: headDim, group: g, "sift_ds_threshold")
                 try c.launch(f, grid: (kvHeads, batch, 1), block: (1024, 1, 1), [
                     .ptr(keys), .int(keyStride), .ptr(hist), .pointer(seqLens), .pointer(kPerSeq), .ptr(thresholds)])
             }
             if parts.contains("a") {
-                let f = try kernels.function("double_sparsity.cu", "sift_ds_attend_d\(headDim)_g\(g)")
+                let f = try kernels.function("double_sparsity.cu", headDim: headDim, group: g, "sift_ds_attend_d\(headDim)_g\(g)")
                 try c.launch(f, grid: (scratch.maxSplits, kvHeads, batch), block: (128, 1, 1), [
                     .pointer(q), .pointer(kc), .pointer(vc), .pointer(pageTable), .pointer(seqLens), .ptr(keys),
                     .int(keyStride), .ptr(thresholds), .ptr(scratch.partO), .ptr(scratch.partLSE), .int(shift),
                     .int(maxPages), .int(splitPositions), .int(scratch.maxSplits), .float(1 / Float(headDim).squareRoot()),
                     .pointer(0), .pointer(0)])
-                let comb = try kernels.function("decode_attention.cu", "sift_decode_combine_d\(headDim)")
+                let comb = try kernels.function("decode_attention.cu", headDim: headDim, group: g, "sift_decode_combine_d\(headDim)")
                 try c.launch(comb, grid: (heads, batch, 1), block: (min(headDim, 128), 1, 1), sharedBytes: 4 * scratch.maxSplits, [
                     .ptr(scratch.partO), .ptr(scratch.partLSE), .pointer(seqLens), .pointer(0), .int(g), .int(splitPositions),
                     .int(scratch.maxSplits), .pointer(out), .int(0), .int(0), .int(0)])

@@ -394,16 +394,19 @@ __device__ __forceinline__ void decode_combine(
 #define SIFT_DECODE_KERNEL(D, G, DPL) \
     extern "C" __global__ void __launch_bounds__(DEC_WARPS * 32) sift_decode_split_d##D##_g##G(SIFT_DECODE_ARGS) \
     { decode_split<D, G, DPL>(SIFT_DECODE_PASS); }
-// 5 or 6 query heads per KV head: 16 dims a lane (fewer shuffles) up to d=128, 8 above.
+// Dims a lane holds: 16 up to 4 heads a group; 5 or 6 heads: 16 up to d=128, 8 above; 7-8: 8.
 #define DPL56(D) ((D) <= 128 ? 16 : 8)
-#define SIFT_DECODE_KERNELS(D) \
-    SIFT_DECODE_KERNEL(D, 1, 16) SIFT_DECODE_KERNEL(D, 2, 16) SIFT_DECODE_KERNEL(D, 3, 16) \
-    SIFT_DECODE_KERNEL(D, 4, 16) SIFT_DECODE_KERNEL(D, 5, DPL56(D)) SIFT_DECODE_KERNEL(D, 6, DPL56(D)) \
-    SIFT_DECODE_KERNEL(D, 7, 8) SIFT_DECODE_KERNEL(D, 8, 8) \
+#define SIFT_DPL(D, G) ((G) <= 4 ? 16 : ((G) <= 6 ? DPL56(D) : 8))
+#define SIFT_DECODE_COMBINE(D) \
     extern "C" __global__ void sift_decode_combine_d##D(const float* part_o, const float* part_lse, \
         const int* seq_lens, const int* sel_count, int G, int split_tokens, int max_splits, void* out, \
         int fixed_len, int window, int out_f32) \
     { decode_combine<D>(part_o, part_lse, seq_lens, sel_count, G, split_tokens, max_splits, out, fixed_len, window, out_f32); }
+#define SIFT_DECODE_KERNELS(D) \
+    SIFT_DECODE_KERNEL(D, 1, SIFT_DPL(D, 1)) SIFT_DECODE_KERNEL(D, 2, SIFT_DPL(D, 2)) SIFT_DECODE_KERNEL(D, 3, SIFT_DPL(D, 3)) \
+    SIFT_DECODE_KERNEL(D, 4, SIFT_DPL(D, 4)) SIFT_DECODE_KERNEL(D, 5, SIFT_DPL(D, 5)) SIFT_DECODE_KERNEL(D, 6, SIFT_DPL(D, 6)) \
+    SIFT_DECODE_KERNEL(D, 7, SIFT_DPL(D, 7)) SIFT_DECODE_KERNEL(D, 8, SIFT_DPL(D, 8)) \
+    SIFT_DECODE_COMBINE(D)
 
 #endif
 """##),
@@ -561,11 +564,20 @@ extern "C" __global__ void sift_attention_dense(const float* q, float* out, cons
 // Split-KV flash-decoding entry points (the kernels are in decode_core.cuh, shared with
 // double_sparsity.cu): sift_decode_split_d<D>_g<G> for D in {64, 128, 256}, G = 1...8 query heads
 // per KV head, and sift_decode_combine_d<D>.
+// With SIFT_DECODE_D and SIFT_DECODE_G defined (the engine prepends them), only that head_dim's
+// combine and that group size's split kernel are built: NVRTC compiles one variant in about a
+// second instead of all 27 kernels at once.
 #include "decode_core.cuh"
 
+#if defined(SIFT_DECODE_D) && defined(SIFT_DECODE_G)
+// (one macro level more, so that the names are pasted from the values, not the macro names)
+#define SIFT_DECODE_ONE(D, G) SIFT_DECODE_KERNEL(D, G, SIFT_DPL(D, G)) SIFT_DECODE_COMBINE(D)
+SIFT_DECODE_ONE(SIFT_DECODE_D, SIFT_DECODE_G)
+#else
 SIFT_DECODE_KERNELS(64)
 SIFT_DECODE_KERNELS(128)
 SIFT_DECODE_KERNELS(256)
+#endif
 """##),
         ("double_sparsity.cu", ##"""
 // Double Sparsity decode on the GPU (sift, issue 5). Three launches plus the split combine:
@@ -923,11 +935,18 @@ extern "C" __global__ void __launch_bounds__(TOPK_THREADS) sift_ds_threshold(con
     { ds_attend<D, G, DPL>(q, kc, vc, page_table, seq_lens, keys, key_stride, thr, part_o, part_lse, \
                            page_shift, max_pages, split_pos, max_splits, scale, counters, out); }
 #define SIFT_DS_ATTENDS(D) \
-    SIFT_DS_ATTEND(D, 1, 16) SIFT_DS_ATTEND(D, 2, 16) SIFT_DS_ATTEND(D, 3, 16) SIFT_DS_ATTEND(D, 4, 16) \
-    SIFT_DS_ATTEND(D, 5, DPL56(D)) SIFT_DS_ATTEND(D, 6, DPL56(D)) SIFT_DS_ATTEND(D, 7, 8) SIFT_DS_ATTEND(D, 8, 8)
+    SIFT_DS_ATTEND(D, 1, SIFT_DPL(D, 1)) SIFT_DS_ATTEND(D, 2, SIFT_DPL(D, 2)) SIFT_DS_ATTEND(D, 3, SIFT_DPL(D, 3)) \
+    SIFT_DS_ATTEND(D, 4, SIFT_DPL(D, 4)) SIFT_DS_ATTEND(D, 5, SIFT_DPL(D, 5)) SIFT_DS_ATTEND(D, 6, SIFT_DPL(D, 6)) \
+    SIFT_DS_ATTEND(D, 7, SIFT_DPL(D, 7)) SIFT_DS_ATTEND(D, 8, SIFT_DPL(D, 8))
+// As decode_attention.cu: SIFT_DECODE_D / SIFT_DECODE_G restrict the attend kernels to one variant.
+#if defined(SIFT_DECODE_D) && defined(SIFT_DECODE_G)
+#define SIFT_DS_ATTEND_ONE(D, G) SIFT_DS_ATTEND(D, G, SIFT_DPL(D, G))
+SIFT_DS_ATTEND_ONE(SIFT_DECODE_D, SIFT_DECODE_G)
+#else
 SIFT_DS_ATTENDS(64)
 SIFT_DS_ATTENDS(128)
 SIFT_DS_ATTENDS(256)
+#endif
 """##),
         ("prefill_attention.cu", ##"""
 // Causal prefill attention, FlashAttention-2 style, on bf16 tensor cores (mma.sync m16n8k16).

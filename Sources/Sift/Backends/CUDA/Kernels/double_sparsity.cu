@@ -353,8 +353,15 @@ extern "C" __global__ void __launch_bounds__(TOPK_THREADS) sift_ds_threshold(con
     { ds_attend<D, G, DPL>(q, kc, vc, page_table, seq_lens, keys, key_stride, thr, part_o, part_lse, \
                            page_shift, max_pages, split_pos, max_splits, scale, counters, out); }
 #define SIFT_DS_ATTENDS(D) \
-    SIFT_DS_ATTEND(D, 1, 16) SIFT_DS_ATTEND(D, 2, 16) SIFT_DS_ATTEND(D, 3, 16) SIFT_DS_ATTEND(D, 4, 16) \
-    SIFT_DS_ATTEND(D, 5, DPL56(D)) SIFT_DS_ATTEND(D, 6, DPL56(D)) SIFT_DS_ATTEND(D, 7, 8) SIFT_DS_ATTEND(D, 8, 8)
+    SIFT_DS_ATTEND(D, 1, SIFT_DPL(D, 1)) SIFT_DS_ATTEND(D, 2, SIFT_DPL(D, 2)) SIFT_DS_ATTEND(D, 3, SIFT_DPL(D, 3)) \
+    SIFT_DS_ATTEND(D, 4, SIFT_DPL(D, 4)) SIFT_DS_ATTEND(D, 5, SIFT_DPL(D, 5)) SIFT_DS_ATTEND(D, 6, SIFT_DPL(D, 6)) \
+    SIFT_DS_ATTEND(D, 7, SIFT_DPL(D, 7)) SIFT_DS_ATTEND(D, 8, SIFT_DPL(D, 8))
+// As decode_attention.cu: SIFT_DECODE_D / SIFT_DECODE_G restrict the attend kernels to one variant.
+#if defined(SIFT_DECODE_D) && defined(SIFT_DECODE_G)
+#define SIFT_DS_ATTEND_ONE(D, G) SIFT_DS_ATTEND(D, G, SIFT_DPL(D, G))
+SIFT_DS_ATTEND_ONE(SIFT_DECODE_D, SIFT_DECODE_G)
+#else
 SIFT_DS_ATTENDS(64)
 SIFT_DS_ATTENDS(128)
 SIFT_DS_ATTENDS(256)
+#endif
