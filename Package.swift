@@ -23,6 +23,8 @@ let package = Package(
     targets: [
         .target(
             name: "Sift",
+            // CUDA C sources are embedded by scripts/embed-kernels.sh (KernelSources.generated.swift).
+            exclude: ["Backends/CUDA/Kernels"],
             swiftSettings: simdFlags + [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
         ),
         .executableTarget(

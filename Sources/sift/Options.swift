@@ -13,6 +13,22 @@ struct ModelOptions: ParsableArguments {
     @Option(name: [.short, .customLong("threads")], help: "CPU threads (default: all cores).")
     var threads: Int = ThreadPool.processorCount
 
+    @Option(help: "Where the model runs: cpu, cuda (GPU 0) or cuda:N.")
+    var device: String = "cpu"
+
+    @Option(name: .customLong("kv-memory"), help: "GPU KV cache size, e.g. 8G or 512M (default: from free GPU memory).")
+    var kvMemory: String?
+
+    /// --kv-memory in bytes.
+    func kvMemoryBytes() throws -> Int? {
+        guard let s = kvMemory?.uppercased() else { return nil }
+        let units: [(String, Int)] = [("GIB", 1 << 30), ("MIB", 1 << 20), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10), ("", 1)]
+        for (suffix, mult) in units where s.hasSuffix(suffix) {
+            if let v = Double(s.dropLast(suffix.count)), v > 0 { return Int(v * Double(mult)) }
+        }
+        throw ValidationError("--kv-memory takes a size such as 8G, 512M or a byte count, not '\(kvMemory!)'")
+    }
+
     @Option(name: .customLong("attention"),
             help: ArgumentHelp("Attention method (\(AttentionMethods.names.joined(separator: ", "))).",
                                discussion: """
@@ -117,6 +133,8 @@ struct ModelOptions: ParsableArguments {
         guard denseBelow >= 0 else { throw ValidationError("--ds-dense-below must be ≥ 0") }
         _ = try attentionOptions()
         guard threads >= 1 else { throw ValidationError("-t/--threads must be at least 1") }
+        do { _ = try DeviceSpec(parsing: device) } catch { throw ValidationError("\(error)") }
+        _ = try kvMemoryBytes()
         // `bench` takes a comma-separated list; the other commands one name.
         for name in attention.split(separator: ",").map({ String($0.filter { $0 != " " }) })
         where !AttentionMethods.names.contains(name) {
@@ -126,7 +144,8 @@ struct ModelOptions: ParsableArguments {
 
     func load(maxBatch: Int = 512) throws -> LoadedModel {
         let path = try ModelHub.resolve(model)
-        return try LoadedModel(path: path, threads: threads, maxBatch: maxBatch)
+        return try LoadedModel(path: path, threads: threads, maxBatch: maxBatch,
+                               device: DeviceSpec(parsing: device), kvMemoryBytes: kvMemoryBytes())
     }
 }
 

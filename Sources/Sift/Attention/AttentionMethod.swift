@@ -33,8 +33,11 @@ public struct AttentionShape: Sendable, Equatable {
 public protocol AttentionMethod: AnyObject {
     /// Short name used by `--attention`.
     var name: String { get }
-    /// The KV cache the method reads and writes.
+    /// The host KV cache the method reads and writes (CPU methods).
     var cache: KVCache { get }
+    /// The method's KV cache wherever it lives (host or GPU); the engine uses only this.
+    /// Defaults to `cache`.
+    var kv: KVStorage { get }
     /// Stores `k`, `v` (rows at positions `start..<start + q.rows`) for `layer` and computes
     /// causal attention for each query row into `out`.
     func attend(layer: Int, q: Tensor, k: Tensor, v: Tensor, start: Int, shape: AttentionShape, out: Tensor)
@@ -46,6 +49,13 @@ public protocol AttentionMethod: AnyObject {
 }
 
 extension AttentionMethod {
+    public var kv: KVStorage { cache }
+
+    /// GPU methods keep no host cache; they implement `kv` instead.
+    public var cache: KVCache {
+        preconditionFailure("attention method \(name) keeps its KV cache on the GPU (use kv)")
+    }
+
     public func append(layer: Int, k: Tensor, v: Tensor, start: Int) {
         cache.store(layer: layer, k: k, v: v, start: start)
     }

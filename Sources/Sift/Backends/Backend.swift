@@ -73,6 +73,20 @@ public protocol Backend: AnyObject {
     func copyRow(_ x: Tensor, _ src: Int, into out: Tensor, _ dst: Int)
     /// Host copy of the tensor's rows (logits).
     func read(_ x: Tensor) -> [[Float]]
+    /// Sets `t` to `rows` rows copied from host memory.
+    func write(_ values: UnsafePointer<Float>, rows: Int, into t: Tensor)
+    /// Throws the first failure of an operation since the backend was made (GPU backends,
+    /// whose operations cannot throw); host backends never fail.
+    func checkError() throws
+}
+
+extension Backend {
+    public func write(_ values: UnsafePointer<Float>, rows: Int, into t: Tensor) {
+        t.rows = rows
+        t.floats.update(from: values, count: rows * t.cols)
+    }
+
+    public func checkError() throws {}
 }
 
 /// A model parameter as loaded by a backend.

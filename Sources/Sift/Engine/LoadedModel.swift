@@ -23,10 +23,20 @@ public final class LoadedModel {
     /// - Parameters:
     ///   - threads: CPU worker threads (default: every core).
     ///   - maxBatch: tokens per forward pass in prefill.
-    public init(path: String, threads: Int = ThreadPool.processorCount, maxBatch: Int = 512) throws {
+    ///   - device: where the model runs (weights are uploaded to a GPU once).
+    ///   - kvMemoryBytes: GPU KV cache size limit (nil: from free memory).
+    public init(path: String, threads: Int = ThreadPool.processorCount, maxBatch: Int = 512,
+                device: DeviceSpec = .cpu, kvMemoryBytes: Int? = nil) throws {
         self.path = path
         file = try GGUFFile(path: path)
-        backend = CPUBackend(threads: max(1, threads))
+        switch device {
+        case .cpu:
+            backend = CPUBackend(threads: max(1, threads))
+        case .cuda(let ordinal):
+            let gpu = try CUDABackend(ordinal: ordinal, threads: max(1, threads))
+            gpu.kvMemoryBytes = kvMemoryBytes
+            backend = gpu
+        }
         model = try Architectures.load(file, backend: backend, maxBatch: maxBatch)
         tokenizer = try Tokenizer(gguf: file)
         chatTemplate = try? ChatTemplate(gguf: file)

@@ -5,7 +5,7 @@ public final class Session {
     public let attention: AttentionMethod
     /// Tokens whose keys and values are in the cache, in order.
     public private(set) var tokens: [Int32] = []
-    public var contextLength: Int { attention.cache.capacity }
+    public var contextLength: Int { attention.kv.capacity }
     /// Single-token steps since the last KV-cache correction (`CorrectingAttention`).
     private var stepsSinceCorrection = 0
 
@@ -14,9 +14,14 @@ public final class Session {
         self.attention = attention
     }
 
-    /// A session with dense attention on the CPU and a cache of `contextLength` positions.
+    /// A session with the named attention method and a cache of `contextLength` positions
+    /// (on the GPU when the model's backend is CUDA).
     public convenience init(model: LanguageModel, contextLength: Int, attention name: String = "dense",
                             options: AttentionOptions = AttentionOptions()) throws {
+        if let gpu = model.backend as? CUDABackend {
+            try self.init(model: model, attention: gpu.makeAttention(name, model: model, contextLength: contextLength, options: options))
+            return
+        }
         let c = model.config
         let cache = KVCache(layers: c.layerCount, kvHeads: c.kvHeadCount, headDim: c.headDim, capacity: contextLength)
         try self.init(model: model, attention: AttentionMethods.make(name, cache: cache, model: model, options: options))
@@ -25,7 +30,7 @@ public final class Session {
     /// Appends `new` tokens to the sequence and returns the logits asked for.
     public func evaluate(_ new: [Int32], logits: LogitRows = .last) throws -> [[Float]] {
         guard tokens.count + new.count <= contextLength else {
-            throw ModelError.contextOverflow(needed: tokens.count + new.count, limit: contextLength)
+            throw attention.kv.overflowError(needed: tokens.count + new.count)
         }
         let vocab = model.config.vocabSize
         if let bad = new.first(where: { $0 < 0 || Int($0) >= vocab }) {
@@ -33,6 +38,7 @@ public final class Session {
         }
         if new.isEmpty { return [] }
         let out = model.forward(new, start: tokens.count, attention: attention, logits: logits)
+        try model.backend.checkError()
         tokens += new
         if new.count == 1, let c = attention as? CorrectingAttention, c.correctionInterval > 0 {
             stepsSinceCorrection += 1
@@ -72,23 +78,28 @@ public final class Session {
         let c = model.config
         let width = c.kvHeadCount * c.headDim
         let chunk = 256
-        let k = Tensor(rows: chunk, cols: width), v = Tensor(rows: chunk, cols: width)
+        let b = model.backend
+        let hk = Tensor(rows: chunk, cols: width), hv = Tensor(rows: chunk, cols: width)
+        let k = b.makeTensor(rows: chunk, cols: width), v = b.makeTensor(rows: chunk, cols: width)
         var rng = Xoshiro256(seed: seed)
         var done = 0
         while done < count {
             let n = min(chunk, count - done)
-            k.rows = n
-            v.rows = n
+            hk.rows = n
+            hv.rows = n
             for layer in 0..<c.layerCount {
                 for i in 0..<(n * width) {
-                    k.floats[i] = (Float(rng.next() >> 40) * 0x1p-24 * 2 - 1) * scale
-                    v.floats[i] = Float(rng.next() >> 40) * 0x1p-24 * 2 - 1
+                    hk.floats[i] = (Float(rng.next() >> 40) * 0x1p-24 * 2 - 1) * scale
+                    hv.floats[i] = Float(rng.next() >> 40) * 0x1p-24 * 2 - 1
                 }
+                b.write(hk.floats, rows: n, into: k)
+                b.write(hv.floats, rows: n, into: v)
                 attention.append(layer: layer, k: k, v: v, start: tokens.count + done)
             }
             done += n
         }
+        try b.checkError()
         tokens += Array(repeating: 0, count: count)
-        attention.cache.setLength(tokens.count)
+        attention.kv.setLength(tokens.count)
     }
 }

@@ -33,7 +33,7 @@ final class Buffers {
              layer: (Backend, Int, Tensor, [Int32], Buffers) -> Void,
              attention: AttentionMethod) -> [[Float]] {
         let b = backend
-        let layerCount = attention.cache.layerCount
+        let layerCount = attention.kv.layerCount
         var result: [[Float]] = []
         var offset = 0
         while offset < tokens.count {
@@ -43,7 +43,7 @@ final class Buffers {
             resize(n)
             embed(b, chunk, x)
             for l in 0..<layerCount { layer(b, l, x, positions, self) }
-            attention.cache.setLength(start + offset + n)
+            attention.kv.setLength(start + offset + n)
             let isLastChunk = offset + n == tokens.count
             switch want {
             case .none: break

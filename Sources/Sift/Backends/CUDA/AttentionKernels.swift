@@ -1,0 +1,212 @@
+/// Swift side of sift's fast GPU attention kernels (Kernels/decode_attention.cu,
+/// double_sparsity.cu, prefill_attention.cu; design in docs/cuda-attention.md):
+/// split-KV flash-decoding over the paged bf16 cache, Double Sparsity decode (label scores,
+/// exact radix top-k, gather-attention) and tensor-core causal prefill.
+///
+/// Cache layout (as CUDAKVCache): per layer K and V pools `[page][kvHead][pageSize][headDim]`
+/// bf16, `pageSize` a power of two, a page table of Int32 per sequence (`[batch][maxPages]`).
+public final class CUDAAttentionKernels: @unchecked Sendable {
+    public let context: CUDAContext
+    private var functions: [String: CUDAFunction] = [:]
+
+    public init(context: CUDAContext) { self.context = context }
+
+    /// The kernel `name` of `unit` (NVRTC compiles a unit on first use; cached per process).
+    func function(_ unit: String, _ name: String) throws -> CUDAFunction {
+        if let f = functions[unit + ":" + name] { return f }
+        let f = try context.kernel(unit, name)
+        functions[unit + ":" + name] = f
+        return f
+    }
+
+    /// The kernel `name` of `unit` built for one head_dim and group size only (the unit is
+    /// compiled with SIFT_DECODE_D / SIFT_DECODE_G defined: about a second of NVRTC instead of
+    /// every variant of the unit at once).
+    func function(_ unit: String, headDim: Int, group: Int, _ name: String) throws -> CUDAFunction {
+        let module = "\(unit)#d\(headDim)g\(group)"
+        if let f = functions[module + ":" + name] { return f }
+        guard let src = KernelSources.units.first(where: { $0.name == unit }) else {
+            throw CUDAError.invalid("no embedded kernel source \(unit)")
+        }
+        let m = try context.module(named: module, source: "#define SIFT_DECODE_D \(headDim)\n#define SIFT_DECODE_G \(group)\n" + src.source,
+                                   headers: KernelSources.headers.map { ($0.name, $0.source) })
+        let f = try m.function(name)
+        functions[module + ":" + name] = f
+        return f
+    }
+
+    /// Checks the shapes the kernels are instantiated for.
+    public static func validate(heads: Int, kvHeads: Int, headDim: Int, pageSize: Int) throws {
+        guard [64, 128, 256].contains(headDim) else {
+            throw CUDAError.invalid("GPU attention kernels support head_dim 64, 128 or 256, not \(headDim)")
+        }
+        guard kvHeads > 0, heads % kvHeads == 0, (1...8).contains(heads / kvHeads) else {
+            throw CUDAError.invalid("GPU attention kernels support 1...8 query heads per KV head, not \(heads)/\(kvHeads)")
+        }
+        guard pageSize > 0, pageSize & (pageSize - 1) == 0 else {
+            throw CUDAError.invalid("GPU attention kernels need a power-of-two page size, not \(pageSize)")
+        }
+    }
+
+    static func log2(_ x: Int) -> Int { Int.bitWidth - 1 - x.leadingZeroBitCount }
+
+    /// Tokens per split of the decode kernel: about one wave of two 128-thread blocks per SM
+    /// (each thread holds ~240 registers), rounded up to a power of two; measured best on an
+    /// H100 over 256...16384 (docs/cuda-attention.md).
+    public static func splitTokens(batch: Int, kvHeads: Int, length: Int, multiprocessors: Int) -> Int {
+        let per = (batch * kvHeads * max(1, length) + 2 * multiprocessors - 1) / (2 * multiprocessors)
+        var s = 64
+        while s < per { s *= 2 }
+        return s
+    }
+
+    /// Device buffers for the split partials of a decode call.
+    public final class Scratch: @unchecked Sendable {
+        public let maxSplits: Int
+        let partO: DeviceBuffer
+        let partLSE: DeviceBuffer
+        let heads: Int, batch: Int, headDim: Int
+        public init(context: CUDAContext, batch: Int, heads: Int, headDim: Int, maxSplits: Int) throws {
+            self.maxSplits = maxSplits
+            self.heads = heads; self.batch = batch; self.headDim = headDim
+            partO = try context.allocate(bytes: batch * heads * maxSplits * headDim * 4)
+            partLSE = try context.allocate(bytes: batch * heads * maxSplits * 4)
+        }
+    }
+
+    /// Where the sequence lengths come from: a device array `[batch]` of Int32, or one length
+    /// for every sequence (passed by value: no upload per step).
+    public enum Lengths {
+        case device(CUdeviceptr, maxLength: Int)
+        case fixed(Int)
+        var maxLength: Int {
+            switch self { case .device(_, let m): return m; case .fixed(let n): return n }
+        }
+    }
+
+    /// Decode attention of one query row per sequence: `q` `[batch][heads][headDim]` (f32 when
+    /// `qF32`, else bf16), `out` likewise (`outF32`). Attends to the last `window` positions
+    /// (0: all). Two launches: the split kernel and the combine.
+    public func decode(q: CUdeviceptr, qF32: Bool, keys: CUdeviceptr, values: CUdeviceptr, pageTable: CUdeviceptr,
+                       pageSize: Int, maxPages: Int, lengths: Lengths, batch: Int, heads: Int, kvHeads: Int,
+                       headDim: Int, window: Int = 0, out: CUdeviceptr, outF32: Bool, scratch: Scratch,
+                       splitTokens: Int? = nil) throws {
+        let g = heads / kvHeads
+        let span = window > 0 ? min(window, lengths.maxLength) : lengths.maxLength
+        var split = splitTokens ?? Self.splitTokens(batch: batch, kvHeads: kvHeads, length: span,
+                                                    multiprocessors: context.multiprocessors)
+        // Never more splits than the scratch holds.
+        while (span + split - 1) / split > scratch.maxSplits { split *= 2 }
+        let splits = max(1, (span + split - 1) / split)
+        let lens: CUdeviceptr, fixed: Int
+        switch lengths { case .device(let p, _): lens = p; fixed = 0; case .fixed(let n): lens = 0; fixed = n }
+        let f = try function("decode_attention.cu", headDim: headDim, group: g, "sift_decode_split_d\(headDim)_g\(g)")
+        try context.launch(f, grid: (splits, kvHeads, batch), block: (128, 1, 1), [
+            .pointer(q), .pointer(keys), .pointer(values), .pointer(pageTable), .pointer(lens),
+            .pointer(0), .pointer(0), .int(0), .ptr(scratch.partO), .ptr(scratch.partLSE),
+            .int(Self.log2(pageSize)), .int(maxPages), .int(split), .int(scratch.maxSplits),
+            .float(1 / Float(headDim).squareRoot()), .pointer(0), .pointer(0), .int(fixed), .int(window), .int(qF32 ? 1 : 0)])
+        let c = try function("decode_attention.cu", headDim: headDim, group: g, "sift_decode_combine_d\(headDim)")
+        try context.launch(c, grid: (heads, batch, 1), block: (min(headDim, 128), 1, 1), sharedBytes: 4 * scratch.maxSplits, [
+            .ptr(scratch.partO), .ptr(scratch.partLSE), .pointer(lens), .pointer(0), .int(g), .int(split),
+            .int(scratch.maxSplits), .pointer(out), .int(fixed), .int(window), .int(outF32 ? 1 : 0)])
+    }
+
+    /// Causal prefill of `rows` query rows at positions `start...` over the paged cache (which
+    /// already holds positions 0..<start+rows): `q` `[rows][heads][headDim]`, `out` likewise.
+    public func prefill(q: CUdeviceptr, qF32: Bool, keys: CUdeviceptr, values: CUdeviceptr, pageTable: CUdeviceptr,
+                        pageSize: Int, rows: Int, start: Int, heads: Int, kvHeads: Int, headDim: Int, window: Int,
+                        out: CUdeviceptr, outF32: Bool) throws {
+        let f = try function("prefill_attention.cu", "sift_prefill_d\(headDim)")
+        try context.launch(f, grid: ((rows + 63) / 64, heads, 1), block: (128, 1, 1), [
+            .pointer(q), .int(qF32 ? 1 : 0), .pointer(keys), .pointer(values), .pointer(pageTable), .int(Self.log2(pageSize)),
+            .pointer(out), .int(outF32 ? 1 : 0), .int(rows), .int(start + rows), .int(heads), .int(kvHeads), .int(start),
+            .int(window), .float(1 / Float(headDim).squareRoot())])
+    }
+
+    /// Double Sparsity decode state for a batch: keys, histogram, thresholds, partials.
+    /// One selection per KV group from the summed group query (as the CPU path), exact top-k.
+    public final class DoubleSparsity: @unchecked Sendable {
+        public let batch: Int, heads: Int, kvHeads: Int, headDim: Int, channels: Int, maxLength: Int
+        public let splitPositions: Int
+        let keyStride: Int
+        let keys: DeviceBuffer, hist: DeviceBuffer, thresholds: DeviceBuffer
+        let scratch: Scratch
+        let rounds: Int
+        let kernels: CUDAAttentionKernels
+
+        public init(kernels: CUDAAttentionKernels, batch: Int, heads: Int, kvHeads: Int, headDim: Int, channels: Int,
+                    maxLength: Int) throws {
+            guard channels == 8 || channels == 16 else {
+                throw CUDAError.invalid("GPU Double Sparsity supports 8 or 16 label channels, not \(channels)")
+            }
+            self.kernels = kernels
+            self.batch = batch; self.heads = heads; self.kvHeads = kvHeads; self.headDim = headDim
+            self.channels = channels; self.maxLength = maxLength
+            let c = kernels.context
+            keyStride = (maxLength + 3) / 4 * 4
+            keys = try c.allocate(bytes: batch * kvHeads * keyStride * 4)
+            hist = try c.allocate(bytes: batch * kvHeads * 4096 * 4)
+            try c.memset(hist.address, byte: 0, bytes: hist.bytes)
+            thresholds = try c.allocate(bytes: batch * kvHeads * 2 * 4)
+            let sms = c.multiprocessors
+            let per = (maxLength * batch * kvHeads + 2 * sms - 1) / (2 * sms)
+            splitPositions = min(4096, max(1024, (per + 1023) / 1024 * 1024))
+            scratch = try Scratch(context: c, batch: batch, heads: heads, headDim: headDim,
+                                  maxSplits: (maxLength + splitPositions - 1) / splitPositions)
+            let blocks = (maxLength + 2047) / 2048 * batch * kvHeads
+            rounds = max(1, min(8, blocks / (4 * sms)))
+        }
+
+        /// One decode step: `q` bf16 `[batch][heads][headDim]`, labels `[page][kvHead][pageSize][channels]`
+        /// bf16 (paged like the cache), `channelList` Int32 `[kvHeads][channels]`, `seqLens` and
+        /// `kPerSeq` Int32 `[batch]` on the device; `out` bf16. The first `sinks` positions always win.
+        public func run(q: CUdeviceptr, keys kc: CUdeviceptr, values vc: CUdeviceptr, labels: CUdeviceptr,
+                        channelList: CUdeviceptr, pageTable: CUdeviceptr, pageSize: Int, maxPages: Int,
+                        seqLens: CUdeviceptr, kPerSeq: CUdeviceptr, sinks: Int, out: CUdeviceptr,
+                        parts: String = "sta") throws {
+            let c = kernels.context, g = heads / kvHeads, shift = CUDAAttentionKernels.log2(pageSize)
+            if parts.contains("s") {
+                let f = try kernels.function("double_sparsity.cu", headDim: headDim, group: g, "sift_ds_scores_r\(channels)")
+                try c.launch(f, grid: ((maxLength + 2048 * rounds - 1) / (2048 * rounds), kvHeads, batch), block: (256, 1, 1), [
+                    .pointer(q), .pointer(labels), .pointer(channelList), .pointer(pageTable), .pointer(seqLens),
+                    .int(g), .int(headDim), .int(shift), .int(maxPages), .int(sinks), .ptr(keys), .int(keyStride),
+                    .ptr(hist), .int(rounds)])
+            }
+            if parts.contains("t") {
+                let f = try kernels.function("double_sparsity.cu", headDim: headDim, group: g, "sift_ds_threshold")
+                try c.launch(f, grid: (kvHeads, batch, 1), block: (1024, 1, 1), [
+                    .ptr(keys), .int(keyStride), .ptr(hist), .pointer(seqLens), .pointer(kPerSeq), .ptr(thresholds)])
+            }
+            if parts.contains("a") {
+                let f = try kernels.function("double_sparsity.cu", headDim: headDim, group: g, "sift_ds_attend_d\(headDim)_g\(g)")
+                try c.launch(f, grid: (scratch.maxSplits, kvHeads, batch), block: (128, 1, 1), [
+                    .pointer(q), .pointer(kc), .pointer(vc), .pointer(pageTable), .pointer(seqLens), .ptr(keys),
+                    .int(keyStride), .ptr(thresholds), .ptr(scratch.partO), .ptr(scratch.partLSE), .int(shift),
+                    .int(maxPages), .int(splitPositions), .int(scratch.maxSplits), .float(1 / Float(headDim).squareRoot()),
+                    .pointer(0), .pointer(0)])
+                let comb = try kernels.function("decode_attention.cu", headDim: headDim, group: g, "sift_decode_combine_d\(headDim)")
+                try c.launch(comb, grid: (heads, batch, 1), block: (min(headDim, 128), 1, 1), sharedBytes: 4 * scratch.maxSplits, [
+                    .ptr(scratch.partO), .ptr(scratch.partLSE), .pointer(seqLens), .pointer(0), .int(g), .int(splitPositions),
+                    .int(scratch.maxSplits), .pointer(out), .int(0), .int(0), .int(0)])
+            }
+        }
+
+        /// The selection threshold per (sequence, KV head): (T, tie cut) as written by the last run.
+        public func thresholdsHost() throws -> [UInt32] {
+            try kernels.context.download(thresholds.address, count: batch * kvHeads * 2, as: UInt32.self)
+        }
+        public func keysHost() throws -> [UInt32] {
+            try kernels.context.download(keys.address, count: batch * kvHeads * keyStride, as: UInt32.self)
+        }
+        public var keyRowStride: Int { keyStride }
+    }
+
+    /// Fills `count` bf16 values at `dst` with deterministic pseudo-random numbers (~N(0,1)-ish,
+    /// uniform in [-√3, √3]) from `seed`, on the device (for synthetic benchmarks).
+    public func fillRandom(_ dst: CUdeviceptr, count: Int, seed: UInt32, scale: Float = 1) throws {
+        let f = try function("prefill_attention.cu", "sift_fill_random_bf16")
+        try context.launch(f, grid: ((count + 255) / 256, 1, 1), block: (256, 1, 1),
+                           [.pointer(dst), .int64(Int64(count)), .uint32(seed), .float(scale)])
+    }
+}

@@ -1,0 +1,315 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A weight on the GPU: matrices dequantized from the GGUF file to bf16 `[rows][cols]`
+/// (row r = output r), vectors (norms, biases) as f32.
+public final class CUDAWeight: Weight, @unchecked Sendable {
+    public let buffer: DeviceBuffer
+    /// bf16 matrix (true) or f32 vector (false).
+    public let isMatrix: Bool
+    init(info: GGUFTensorInfo, buffer: DeviceBuffer, isMatrix: Bool) {
+        self.buffer = buffer
+        self.isMatrix = isMatrix
+        super.init(info: info)
+    }
+    public var address: CUdeviceptr { buffer.address }
+}
+
+/// Which backend runs a model: `cpu`, `cuda` (GPU 0) or `cuda:N`.
+public enum DeviceSpec: Equatable, Sendable, CustomStringConvertible {
+    case cpu
+    case cuda(Int)
+
+    public init(parsing s: String) throws {
+        switch s {
+        case "cpu": self = .cpu
+        case "cuda", "gpu": self = .cuda(0)
+        default:
+            if s.hasPrefix("cuda:"), let n = Int(s.dropFirst(5)), n >= 0 { self = .cuda(n); return }
+            throw ModelError.invalid("--device must be cpu, cuda or cuda:N, not '\(s)'")
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .cpu: return "cpu"
+        case .cuda(let n): return "cuda:\(n)"
+        }
+    }
+}
+
+/// f32 → bf16 bits, rounded to nearest even (as the kernels' f32_to_bf16).
+@inline(__always)
+func bf16Bits(_ f: Float) -> UInt16 {
+    let u = f.bitPattern
+    if u & 0x7fff_ffff > 0x7f80_0000 { return UInt16(truncatingIfNeeded: u >> 16) | 0x40 }
+    return UInt16(truncatingIfNeeded: (u &+ 0x7fff &+ ((u >> 16) & 1)) >> 16)
+}
+
+/// The CUDA backend: weights in bf16 on the GPU, matrix products through cuBLAS (bf16 inputs,
+/// f32 accumulation and output), the other operations as small kernels of `Kernels/core.cu`,
+/// activations in f32. All work is issued in order on the context's stream; `read` waits.
+///
+/// Backend methods cannot throw, so the first CUDA failure is kept, later work is skipped,
+/// and `checkError()` (called by `Session.evaluate`) throws it.
+public final class CUDABackend: Backend, @unchecked Sendable {
+    public let name: String
+    public let context: CUDAContext
+    public let blas: CUBLAS
+    /// Host threads for dequantizing weights at load time.
+    let pool: ThreadPool
+    /// Bytes the paged KV cache may take (nil: sized from free memory and the context length).
+    public var kvMemoryBytes: Int?
+    /// Tokens per KV page.
+    public var kvPageSize = 64
+
+    private var firstError: Error?
+    private var scratch: DeviceBuffer?
+    private var tokens: DeviceBuffer?
+    private var positions: DeviceBuffer?
+    private var lastPositions: [Int32] = []
+    private var invFreq: [String: DeviceBuffer] = [:]
+
+    let kEmbed, kRMSNorm, kRoPE, kAdd, kAddBias, kGated, kToBF16: CUDAFunction
+    let kKVStore, kAttention: CUDAFunction
+
+    public init(ordinal: Int = 0, threads: Int = ThreadPool.processorCount) throws {
+        context = try CUDAContext.open(ordinal: ordinal)
+        try context.makeCurrent()
+        blas = try CUBLAS(context: context)
+        name = "cuda:\(ordinal) (\(context.deviceName), sm_\(context.computeCapability.major)\(context.computeCapability.minor))"
+        let m = try context.kernelModule("core.cu")
+        kEmbed = try m.function("sift_embed")
+        kRMSNorm = try m.function("sift_rms_norm")
+        kRoPE = try m.function("sift_rope")
+        kAdd = try m.function("sift_add")
+        kAddBias = try m.function("sift_add_bias")
+        kGated = try m.function("sift_gated")
+        kToBF16 = try m.function("sift_f32_to_bf16")
+        kKVStore = try m.function("sift_kv_store")
+        kAttention = try m.function("sift_attention_dense")
+        pool = ThreadPool(threads: max(1, threads))
+    }
+
+    deinit { pool.shutdown() }
+
+    /// Runs `body` unless an earlier operation failed; keeps the first failure.
+    @inline(__always)
+    func run(_ body: () throws -> Void) {
+        guard firstError == nil else { return }
+        do { try body() } catch { firstError = error }
+    }
+
+    public func checkError() throws {
+        if let e = firstError { throw e }
+    }
+
+    /// Waits for the GPU and reports any failure so far.
+    public func synchronize() throws {
+        try checkError()
+        try context.synchronize()
+    }
+
+    public func makeTensor(rows: Int, cols: Int) -> Tensor {
+        do {
+            let b = try context.allocate(bytes: max(1, rows * cols) * 4)
+            return Tensor(rows: rows, cols: cols, pointer: b.pointer, release: { _ = b })
+        } catch {
+            fputs("sift: cannot allocate a \(rows)×\(cols) activation buffer on the GPU: \(error)\n", stderr)
+            exit(1)
+        }
+    }
+
+    // MARK: weights
+
+    public func loadWeight(_ info: GGUFTensorInfo, from file: GGUFFile) throws -> Weight {
+        guard info.type.isSupported else {
+            throw ModelError.badTensor(info.name, path: file.path, reason: "tensor type \(info.type) is not supported")
+        }
+        guard info.rowLength % info.type.blockSize == 0 else {
+            throw ModelError.badTensor(info.name, path: file.path,
+                                       reason: "row length \(info.rowLength) is not a multiple of the \(info.type) block size \(info.type.blockSize)")
+        }
+        let raw = file.data(info)
+        let n = info.rowLength, rows = info.rowCount
+        if info.shape.count == 1 || rows == 1 {
+            var host = [Float](repeating: 0, count: info.elementCount)
+            host.withUnsafeMutableBufferPointer { Dequantize.row(info.type, raw, $0.baseAddress!, count: info.elementCount) }
+            let b = try context.allocate(bytes: host.count * 4)
+            try context.upload(host, to: b.address)
+            try context.synchronize()
+            return CUDAWeight(info: info, buffer: b, isMatrix: false)
+        }
+        let rowBytes = info.type.byteCount(elements: n) ?? 0
+        let b = try context.allocate(bytes: rows * n * 2)
+        // Dequantize and upload in slabs of rows, so host memory stays bounded.
+        let slabRows = max(1, min(rows, (64 << 20) / (n * 2)))
+        let host = UnsafeMutablePointer<UInt16>.allocate(capacity: slabRows * n)
+        defer { host.deallocate() }
+        var r0 = 0
+        while r0 < rows {
+            let count = min(slabRows, rows - r0)
+            let base = r0
+            pool.parallelRanges(count, grain: 16) { range in
+                withUnsafeTemporaryAllocation(of: Float.self, capacity: n) { tmp in
+                    for r in range {
+                        Dequantize.row(info.type, raw + (base + r) * rowBytes, tmp.baseAddress!, count: n)
+                        let dst = host + r * n
+                        for j in 0..<n { dst[j] = bf16Bits(tmp[j]) }
+                    }
+                }
+            }
+            try context.upload(UnsafeRawPointer(host), to: b.address + UInt64(r0 * n * 2), bytes: count * n * 2)
+            try context.synchronize()
+            r0 += count
+        }
+        return CUDAWeight(info: info, buffer: b, isMatrix: true)
+    }
+
+    @inline(__always) func gpu(_ w: Weight) -> CUDAWeight { unsafeDowncast(w, to: CUDAWeight.self) }
+
+    // MARK: helpers
+
+    @inline(__always) static func address(_ t: Tensor) -> CUdeviceptr { CUdeviceptr(UInt(bitPattern: t.pointer)) }
+
+    private func grow(_ buffer: inout DeviceBuffer?, bytes: Int) throws -> DeviceBuffer {
+        if let b = buffer, b.bytes >= bytes { return b }
+        buffer = nil
+        let b = try context.allocate(bytes: max(bytes, 4096))
+        buffer = b
+        return b
+    }
+
+    private func blocks(_ n: Int, _ per: Int = 256) -> Int { (n + per - 1) / per }
+
+    // MARK: Backend
+
+    public func embed(_ tokens: [Int32], table: Weight, scale: Float, into out: Tensor) {
+        let w = gpu(table)
+        out.rows = tokens.count
+        run {
+            let tb = try grow(&self.tokens, bytes: tokens.count * 4)
+            try context.upload(tokens, to: tb.address)
+            try context.launch(kEmbed, grid: (blocks(w.cols), tokens.count, 1), block: (256, 1, 1),
+                               [.pointer(w.address), .ptr(tb), .pointer(Self.address(out)), .int(w.cols), .float(scale)])
+        }
+    }
+
+    public func rmsNorm(_ x: Tensor, weight: Weight, groupSize: Int, eps: Float, into out: Tensor) {
+        let w = gpu(weight)
+        out.rows = x.rows
+        let groups = x.rows * x.cols / groupSize
+        let threads = min(256, (groupSize + 31) / 32 * 32)
+        run {
+            try context.launch(kRMSNorm, grid: (groups, 1, 1), block: (threads, 1, 1),
+                               [.pointer(Self.address(x)), .pointer(w.address), .pointer(Self.address(out)),
+                                .int(groupSize), .float(eps)])
+        }
+    }
+
+    public func linear(_ x: Tensor, _ weight: Weight, bias: Weight?, into out: Tensor) {
+        let w = gpu(weight)
+        let n = w.cols, m = w.rows, tokens = x.rows
+        precondition(x.cols == n && out.cols == m, "linear \(weight.info.name): x has \(x.cols) columns, weight \(n)×\(m), out \(out.cols)")
+        out.rows = tokens
+        if tokens == 0 { return }
+        run {
+            let s = try grow(&scratch, bytes: tokens * n * 2)
+            try context.launch(kToBF16, grid: (blocks(tokens * n), 1, 1), block: (256, 1, 1),
+                               [.pointer(Self.address(x)), .ptr(s), .int64(Int64(tokens * n))])
+            // Row-major W (m×n) is column-major Wᵀ (n×m); row-major x (tokens×n) is column-major
+            // n×tokens; out (tokens×m) row-major = column-major m×tokens = Wᵀᵀ·x.
+            try blas.gemm(.t, .n, m: m, n: tokens, k: n, a: w.address, lda: n, b: s.address, ldb: n,
+                          c: Self.address(out), ldc: m)
+            if let bias {
+                try context.launch(kAddBias, grid: (blocks(tokens * m), 1, 1), block: (256, 1, 1),
+                                   [.pointer(Self.address(out)), .pointer(gpu(bias).address), .int(m), .int64(Int64(tokens * m))])
+            }
+        }
+    }
+
+    public func rope(_ x: Tensor, headDim: Int, positions: [Int32], base: Float, scale: Float, style: RoPEStyle) {
+        precondition(positions.count == x.rows)
+        run {
+            let key = "\(base)/\(headDim)"
+            let freq: DeviceBuffer
+            if let f = invFreq[key] {
+                freq = f
+            } else {
+                let half = headDim / 2
+                // θ_i = base^(-2i/d), computed in double like the CPU backend.
+                let host = (0..<half).map { Float(pow(Double(base), -2.0 * Double($0) / Double(headDim))) }
+                freq = try context.allocate(bytes: half * 4)
+                try context.upload(host, to: freq.address)
+                invFreq[key] = freq
+            }
+            let pb = try grow(&self.positions, bytes: positions.count * 4)
+            if positions != lastPositions {
+                try context.upload(positions, to: pb.address)
+                lastPositions = positions
+            }
+            try context.launch(kRoPE, grid: (x.rows, 1, 1), block: (128, 1, 1),
+                               [.pointer(Self.address(x)), .ptr(pb), .ptr(freq), .int(x.cols), .int(headDim),
+                                .float(scale), .int(style == .interleaved ? 1 : 0)])
+        }
+    }
+
+    public func add(_ x: Tensor, _ y: Tensor) {
+        precondition(x.rows == y.rows && x.cols == y.cols)
+        let n = x.rows * x.cols
+        run {
+            try context.launch(kAdd, grid: (blocks(n), 1, 1), block: (256, 1, 1),
+                               [.pointer(Self.address(x)), .pointer(Self.address(y)), .int64(Int64(n))])
+        }
+    }
+
+    public func gatedActivation(_ gate: Tensor, _ up: Tensor, _ kind: Activation) {
+        let n = gate.rows * gate.cols
+        run {
+            try context.launch(kGated, grid: (blocks(n), 1, 1), block: (256, 1, 1),
+                               [.pointer(Self.address(gate)), .pointer(Self.address(up)), .int64(Int64(n)),
+                                .int(kind == .silu ? 0 : 1)])
+        }
+    }
+
+    public func copyRow(_ x: Tensor, _ src: Int, into out: Tensor, _ dst: Int) {
+        run {
+            try context.copy(Self.address(x) + UInt64(src * x.cols * 4), to: Self.address(out) + UInt64(dst * out.cols * 4),
+                             bytes: x.cols * 4)
+        }
+    }
+
+    public func read(_ x: Tensor) -> [[Float]] {
+        var flat = [Float](repeating: 0, count: x.rows * x.cols)
+        run {
+            try flat.withUnsafeMutableBytes { try context.download(Self.address(x), to: $0.baseAddress!, bytes: $0.count) }
+        }
+        return (0..<x.rows).map { Array(flat[($0 * x.cols)..<(($0 + 1) * x.cols)]) }
+    }
+
+    public func write(_ values: UnsafePointer<Float>, rows: Int, into t: Tensor) {
+        t.rows = rows
+        run {
+            try context.upload(UnsafeRawPointer(values), to: Self.address(t), bytes: rows * t.cols * 4)
+            try context.synchronize()  // the caller may reuse `values` at once
+        }
+    }
+
+    // MARK: attention
+
+    /// The attention method `name` on this GPU, with a paged KV cache for `contextLength`
+    /// positions (or what `kvMemoryBytes` allows).
+    public func makeAttention(_ name: String, model: LanguageModel, contextLength: Int,
+                              options: AttentionOptions) throws -> AttentionMethod {
+        guard let factory = CUDAAttentionMethods.factories[name] else {
+            throw ModelError.invalid("attention method '\(name)' has no CUDA implementation yet (on CUDA: \(CUDAAttentionMethods.names.joined(separator: ", ")); on cpu: \(AttentionMethods.names.joined(separator: ", ")))")
+        }
+        let c = model.config
+        let cache = try CUDAKVCache(context: context, layers: c.layerCount, kvHeads: c.kvHeadCount, headDim: c.headDim,
+                                    contextLength: contextLength, pageSize: kvPageSize, memoryBytes: kvMemoryBytes)
+        return try factory(cache, model, options, self)
+    }
+}

@@ -1,0 +1,146 @@
+// The transformer operations of CUDABackend other than matrix products (cuBLAS does those):
+// f32 activations, bf16 weights and KV cache. Simple, correct kernels.
+#include "common.cuh"
+
+// out[i, :] = table[tokens[i], :] * scale.   grid (ceil(dim/256), rows), block 256
+extern "C" __global__ void sift_embed(const bf16_t* table, const int* tokens, float* out, int dim, float scale) {
+    int i = blockIdx.y;
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j < dim) out[(size_t)i * dim + j] = bf16_to_f32(table[(size_t)tokens[i] * dim + j]) * scale;
+}
+
+// out = x / rms(x) * w over groups of `group` values; out may be x.   grid (groups), block 256
+extern "C" __global__ void sift_rms_norm(const float* x, const float* w, float* out, int group, float eps) {
+    const float* src = x + (size_t)blockIdx.x * group;
+    float* dst = out + (size_t)blockIdx.x * group;
+    float ss = 0.0f;
+    for (int j = threadIdx.x; j < group; j += blockDim.x) { float v = src[j]; ss += v * v; }
+    ss = block_sum(ss);
+    float inv = 1.0f / sqrtf(ss / (float)group + eps);
+    for (int j = threadIdx.x; j < group; j += blockDim.x) dst[j] = src[j] * inv * w[j];
+}
+
+// Rotates channel pairs of every head of row t by angle (pos[t] / scale) * inv_freq[i].
+// interleaved: pairs (2i, 2i+1); else (i, i + head_dim/2).   grid (rows), block 128
+extern "C" __global__ void sift_rope(float* x, const int* pos, const float* inv_freq, int cols, int head_dim,
+                                     float scale, int interleaved) {
+    int t = blockIdx.x, half = head_dim / 2, heads = cols / head_dim;
+    float p = (float)pos[t] / scale;
+    float* row = x + (size_t)t * cols;
+    for (int idx = threadIdx.x; idx < heads * half; idx += blockDim.x) {
+        int h = idx / half, i = idx % half;
+        float s, c;
+        sincosf(p * inv_freq[i], &s, &c);
+        float* v = row + h * head_dim;
+        int i0 = interleaved ? 2 * i : i, i1 = interleaved ? 2 * i + 1 : i + half;
+        float a = v[i0], b = v[i1];
+        v[i0] = a * c - b * s;
+        v[i1] = a * s + b * c;
+    }
+}
+
+// x += y.   grid ceil(n/256), block 256
+extern "C" __global__ void sift_add(float* x, const float* y, long n) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) x[i] += y[i];
+}
+
+// out[t, j] += b[j] over rows×cols.
+extern "C" __global__ void sift_add_bias(float* out, const float* b, int cols, long n) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] += b[i % cols];
+}
+
+// gate = act(gate) * up; kind 0 = SiLU, 1 = GELU (tanh approximation).
+extern "C" __global__ void sift_gated(float* gate, const float* up, long n, int kind) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float v = gate[i];
+    float a = kind == 0 ? v / (1.0f + expf(-v))
+                        : 0.5f * v * (1.0f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
+    gate[i] = a * up[i];
+}
+
+// f32 -> bf16 (activations before a cuBLAS product).
+extern "C" __global__ void sift_f32_to_bf16(const float* x, bf16_t* y, long n) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = f32_to_bf16(x[i]);
+}
+
+// Writes rows of k and v (f32, [rows][kv_heads*head_dim]) at positions start... into the
+// paged bf16 cache of one layer.   grid (rows), block 128
+extern "C" __global__ void sift_kv_store(const float* k, const float* v, bf16_t* kpool, bf16_t* vpool,
+                                         const int* page_table, int start, int kv_heads, int head_dim, int page_size) {
+    int t = blockIdx.x, width = kv_heads * head_dim;
+    for (int idx = threadIdx.x; idx < width; idx += blockDim.x) {
+        int h = idx / head_dim, d = idx % head_dim;
+        size_t off = kv_offset(page_table, start + t, h, kv_heads, page_size, head_dim) + d;
+        kpool[off] = f32_to_bf16(k[(size_t)t * width + idx]);
+        vpool[off] = f32_to_bf16(v[(size_t)t * width + idx]);
+    }
+}
+
+// Dense causal attention over the paged cache, one block of 4 warps per (query head, query
+// row): warp w takes keys first+w, first+w+4, … with an online softmax (each lane holds
+// head_dim/32 output channels), then the 4 partial states are merged. Query row t is at
+// position start+t and sees keys max(0, pos-window+1)...pos (window 0 = all). GQA: query
+// head h reads KV head h / (heads / kv_heads). head_dim <= 256.
+// grid (heads, rows), block 128
+#define SIFT_ATT_WARPS 4
+#define SIFT_ATT_MAXD 256
+extern "C" __global__ void sift_attention_dense(const float* q, float* out, const bf16_t* kpool, const bf16_t* vpool,
+                                                const int* page_table, int start, int heads, int kv_heads,
+                                                int head_dim, int page_size, int window, float scale) {
+    int h = blockIdx.x, t = blockIdx.y;
+    int kvh = h / (heads / kv_heads);
+    int pos = start + t;
+    int first = window > 0 ? max(0, pos - window + 1) : 0;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const float* qr = q + ((size_t)t * heads + h) * head_dim;
+    float qv[SIFT_ATT_MAXD / 32], acc[SIFT_ATT_MAXD / 32];
+#pragma unroll
+    for (int i = 0; i < SIFT_ATT_MAXD / 32; i++) {
+        int d = i * 32 + lane;
+        qv[i] = d < head_dim ? qr[d] * scale : 0.0f;
+        acc[i] = 0.0f;
+    }
+    float m = -SIFT_INF, s = 0.0f;
+    for (int j = first + warp; j <= pos; j += SIFT_ATT_WARPS) {
+        size_t base = kv_offset(page_table, j, kvh, kv_heads, page_size, head_dim);
+        float dot = 0.0f;
+#pragma unroll
+        for (int i = 0; i < SIFT_ATT_MAXD / 32; i++) {
+            int d = i * 32 + lane;
+            if (d < head_dim) dot += qv[i] * bf16_to_f32(kpool[base + d]);
+        }
+        dot = warp_sum(dot);
+        float mn = fmaxf(m, dot);
+        float corr = expf(m - mn), p = expf(dot - mn);
+        s = s * corr + p;
+#pragma unroll
+        for (int i = 0; i < SIFT_ATT_MAXD / 32; i++) {
+            int d = i * 32 + lane;
+            if (d < head_dim) acc[i] = acc[i] * corr + p * bf16_to_f32(vpool[base + d]);
+        }
+        m = mn;
+    }
+    __shared__ float wm[SIFT_ATT_WARPS], ws[SIFT_ATT_WARPS];
+    __shared__ float wacc[SIFT_ATT_WARPS][SIFT_ATT_MAXD];
+    if (lane == 0) { wm[warp] = m; ws[warp] = s; }
+#pragma unroll
+    for (int i = 0; i < SIFT_ATT_MAXD / 32; i++) {
+        int d = i * 32 + lane;
+        if (d < head_dim) wacc[warp][d] = acc[i];
+    }
+    __syncthreads();
+    float M = -SIFT_INF;
+    for (int w = 0; w < SIFT_ATT_WARPS; w++) M = fmaxf(M, wm[w]);
+    float S = 0.0f;
+    for (int w = 0; w < SIFT_ATT_WARPS; w++) if (wm[w] > -SIFT_INF) S += ws[w] * expf(wm[w] - M);
+    float* o = out + ((size_t)t * heads + h) * head_dim;
+    for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+        float acc_d = 0.0f;
+        for (int w = 0; w < SIFT_ATT_WARPS; w++) if (wm[w] > -SIFT_INF) acc_d += wacc[w][d] * expf(wm[w] - M);
+        o[d] = acc_d / S;
+    }
+}

@@ -1,0 +1,367 @@
+// Double Sparsity decode on the GPU (sift, issue 5). Three launches plus the split combine:
+//   1. sift_ds_scores_r<R>: approximate scores of every token from the label cache, stored as
+//      order-preserving uint32 keys, and a histogram of the keys' top 12 bits per (b, KV head);
+//   2. sift_ds_threshold: one block per (b, KV head) finds the exact k-th largest key T (radix
+//      select: the histogram gives the top 12 bits, the keys with that prefix are gathered into
+//      shared memory and the last 20 bits are resolved there) and the tie cut: the selection is
+//      {j : key_j > T} ∪ {j : key_j == T, j <= cut}, exactly k tokens, ties by lowest position;
+//   3. sift_ds_attend_d<D>_g<G>: split over positions; each block lists its selected positions in
+//      shared memory and runs decode_core (decode_attention.cu) over just those rows.
+//
+//   labels     [pages][KVH][P][R] bf16, paged like the KV cache (same page table)
+//   channels   [KVH][R] int32: the calibrated channels of this layer, per KV head
+//   keys       [B][KVH][key_stride] uint32 (key_stride a multiple of 4)
+//   hist       [B][KVH][4096] int32, zero before the first call (the threshold kernel re-zeroes it)
+//   thr        [B][KVH][2] uint32: T and the tie cut
+// One selection per KV group, from the group's summed query (as the CPU path does):
+//   s_j = (Σ_{h∈group} q_h[C]) · label_j.  The first `sinks` tokens always win (key 0xffffffff).
+
+#include "decode_core.cuh"
+
+// Larger float -> larger unsigned key.
+__device__ __forceinline__ sift_u32 float_key(float f) {
+    const sift_u32 u = __float_as_uint(f);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+// Grid (ceil(maxLen / (rounds*256*DS_TPT)), KVH, B), 256 threads, each thread DS_TPT tokens a
+// round; the block flushes its histogram once. HIST_MATCH: lanes with equal bins add once
+// (__match_any_sync) instead of each lane adding (smem atomics on few hot bins).
+#define DS_TPT 8
+template <int R, bool HIST_MATCH>
+__device__ __forceinline__ void ds_scores(
+    const sift_bf16* __restrict__ q, const sift_bf16* __restrict__ labels, const int* __restrict__ channels,
+    const int* __restrict__ page_table, const int* __restrict__ seq_lens, int G, int D,
+    int page_shift, int max_pages, int sinks, sift_u32* __restrict__ keys, int key_stride, int* __restrict__ hist,
+    int rounds)
+{
+    const int kvh = blockIdx.y, b = blockIdx.z, KVH = gridDim.y, Hq = KVH * G;
+    const int n = seq_lens[b];
+    __shared__ float qs[R];
+    if (threadIdx.x < R) {
+        const int ch = channels[kvh * R + threadIdx.x];
+        float s = 0.f;
+        for (int g = 0; g < G; g++) s += bf16_to_f32(q[(sift_size)(b * Hq + kvh * G + g) * D + ch]);
+        qs[threadIdx.x] = s;
+    }
+    __syncthreads();
+    const int* pt = page_table + (sift_size)b * max_pages;
+    const int pmask = (1 << page_shift) - 1;
+    sift_u32* kout = keys + (sift_size)(b * KVH + kvh) * key_stride;
+    __shared__ int sh[4096];
+    for (int i = threadIdx.x; i < 4096; i += blockDim.x) sh[i] = 0;
+    __syncthreads();
+    const unsigned lane = threadIdx.x & 31;
+    for (int round = 0; round < rounds; round++) {
+    const int t0 = (blockIdx.x * rounds + round) * blockDim.x * DS_TPT + threadIdx.x;
+    uint4 lr[DS_TPT][R / 8];
+    sift_u32 key[DS_TPT];
+#pragma unroll
+    for (int u = 0; u < DS_TPT; u++) {
+        key[u] = 0u;
+        const int t = t0 + u * blockDim.x;
+        if (t < n) {
+            const sift_size row = (((sift_size)pt[t >> page_shift] * KVH + kvh) << page_shift) + (t & pmask);
+            const uint4* lp = (const uint4*)(labels + row * R);
+#pragma unroll
+            for (int c = 0; c < R / 8; c++) lr[u][c] = lp[c];
+        }
+    }
+#pragma unroll
+    for (int u = 0; u < DS_TPT; u++) {
+        const int t = t0 + u * blockDim.x;
+        if (t < n) {
+            float s = 0.f;
+#pragma unroll
+            for (int c = 0; c < R / 8; c++) {
+                float f[8];
+                unpack8(lr[u][c], f);
+#pragma unroll
+                for (int e = 0; e < 8; e++) s = fmaf(qs[c * 8 + e], f[e], s);
+            }
+            key[u] = t < sinks ? 0xffffffffu : float_key(s);
+            kout[t] = key[u];
+        }
+    }
+    // Top-12-bit histogram: lanes with equal bins add once (scores bunch into few bins).
+#pragma unroll
+    for (int u = 0; u < DS_TPT; u++) {
+        const bool live = t0 + u * (int)blockDim.x < n;
+        const unsigned act = __ballot_sync(0xffffffffu, live);
+        if (live) {
+            const unsigned bin = key[u] >> 20;
+            if (HIST_MATCH) {
+                const unsigned peers = __match_any_sync(act, bin);
+                if (lane == (unsigned)(__ffs(peers) - 1)) atomicAdd(&sh[bin], __popc(peers));
+            } else {
+                atomicAdd(&sh[bin], 1);
+            }
+        }
+    }
+    }
+    __syncthreads();
+    int* gh = hist + (sift_size)(b * KVH + kvh) * 4096;
+    for (int i = threadIdx.x; i < 4096; i += blockDim.x) if (sh[i]) atomicAdd(&gh[i], sh[i]);
+}
+
+// Block-wide inclusive scan of one int per thread (1024 threads max). Returns the inclusive prefix;
+// *total gets the block sum.
+__device__ __forceinline__ int block_scan(int v, int* sm, int* total) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+#pragma unroll
+    for (int off = 1; off < 32; off <<= 1) {
+        const int o = __shfl_up_sync(0xffffffffu, v, off);
+        if (lane >= off) v += o;
+    }
+    if (lane == 31) sm[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        int w = lane < nw ? sm[lane] : 0;
+#pragma unroll
+        for (int off = 1; off < 32; off <<= 1) {
+            const int o = __shfl_up_sync(0xffffffffu, w, off);
+            if (lane >= off) w += o;
+        }
+        sm[lane] = w;   // inclusive warp totals
+    }
+    __syncthreads();
+    const int r = v + (warp > 0 ? sm[warp - 1] : 0);
+    *total = sm[nw - 1];
+    __syncthreads();
+    return r;
+}
+
+#define TOPK_THREADS 1024
+#define TOPK_CAP 3072
+
+// Bin containing the `remaining`-th largest of hist[0..nb) (counted from the top), for a block of
+// TOPK_THREADS: sets *digit and *rem (how many to take inside that bin). nb is 4096 or 256.
+__device__ __forceinline__ void pick_bin(const int* hist, int nb, int remaining, int* scan_sm,
+                                         int* digit, int* rem) {
+    const int tid = threadIdx.x;
+    const int per = nb >= (int)blockDim.x ? nb / blockDim.x : 1;
+    int local = 0;
+    if (tid * per < nb) for (int j = 0; j < per; j++) local += hist[nb - 1 - (tid * per + j)];
+    int total;
+    const int incl = block_scan(local, scan_sm, &total);
+    const int excl = incl - local;
+    if (tid * per < nb && excl < remaining && remaining <= incl) {
+        int above = excl;
+        for (int j = 0; j < per; j++) {
+            const int bin = nb - 1 - (tid * per + j);
+            if (above + hist[bin] >= remaining) { *digit = bin; *rem = remaining - above; break; }
+            above += hist[bin];
+        }
+    }
+    __syncthreads();
+}
+
+// Grid (KVH, B), TOPK_THREADS threads.
+__device__ __forceinline__ void ds_threshold(
+    const sift_u32* __restrict__ keys, int key_stride, int* __restrict__ hist, const int* __restrict__ seq_lens,
+    const int* __restrict__ k_per_seq, sift_u32* __restrict__ thr)
+{
+    const int kvh = blockIdx.x, b = blockIdx.y, KVH = gridDim.x, tid = threadIdx.x;
+    const int n = seq_lens[b];
+    const int k = min(k_per_seq[b], n);
+    const sift_u32* kp = keys + (sift_size)(b * KVH + kvh) * key_stride;
+    int* gh = hist + (sift_size)(b * KVH + kvh) * 4096;
+    sift_u32* out = thr + (sift_size)(b * KVH + kvh) * 2;
+    __shared__ int sh[4096];
+    __shared__ sift_u32 ckey[TOPK_CAP];
+    __shared__ int cidx[TOPK_CAP];
+    __shared__ int scan_sm[32];
+    __shared__ int s_digit, s_rem, s_count, s_cut;
+    for (int i = tid; i < 4096; i += blockDim.x) { sh[i] = gh[i]; gh[i] = 0; }
+    if (tid == 0) { s_count = 0; s_cut = -1; }
+    __syncthreads();
+    if (k >= n || k <= 0) {                      // everything (or nothing) is selected
+        if (tid == 0) { out[0] = k <= 0 ? 0xffffffffu : 0u; out[1] = k <= 0 ? 0xffffffffu : 0x7fffffffu; }
+        return;
+    }
+    pick_bin(sh, 4096, k, scan_sm, &s_digit, &s_rem);
+    sift_u32 prefix = (sift_u32)s_digit << 20;
+    int remaining = s_rem;
+    // Gather the keys with this 12-bit prefix (positions ascending inside each thread's quad).
+    const int lane = tid & 31;
+    constexpr int QPT = 8;   // 16-byte loads in flight per thread
+    for (int base0 = 0; base0 < n; base0 += blockDim.x * 4 * QPT) {   // uniform trip count: full-warp votes
+        uint4 w[QPT];
+#pragma unroll
+        for (int qd = 0; qd < QPT; qd++) {
+            const int i0 = base0 + (qd * blockDim.x + tid) * 4;
+            w[qd] = make_uint4(0, 0, 0, 0);
+            if (i0 + 3 < n) w[qd] = *(const uint4*)(kp + i0);
+            else if (i0 < n) { w[qd].x = kp[i0]; if (i0 + 1 < n) w[qd].y = kp[i0 + 1]; if (i0 + 2 < n) w[qd].z = kp[i0 + 2]; }
+        }
+#pragma unroll
+        for (int qd = 0; qd < QPT; qd++) {
+            const int i0 = base0 + (qd * blockDim.x + tid) * 4;
+            const sift_u32 v[4] = {w[qd].x, w[qd].y, w[qd].z, w[qd].w};
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const bool hit = i0 + j < n && (v[j] >> 20) == (prefix >> 20);
+                const unsigned bal = __ballot_sync(0xffffffffu, hit);
+                if (bal) {
+                    int base = 0;
+                    const int leader = __ffs(bal) - 1;
+                    if (lane == leader) base = atomicAdd(&s_count, __popc(bal));
+                    base = __shfl_sync(0xffffffffu, base, leader);
+                    if (hit) {
+                        const int pos = base + __popc(bal & ((1u << lane) - 1u));
+                        if (pos < TOPK_CAP) { ckey[pos] = v[j]; cidx[pos] = i0 + j; }
+                    }
+                }
+            }
+        }
+    }
+    __syncthreads();
+    const int cnt = s_count;
+    const bool fits = cnt <= TOPK_CAP;
+    const int shifts[2] = {8, 0}, widths[2] = {12, 8};
+    int s_digit_last = 0;
+    sift_u32 mask = 0xfff00000u;
+    for (int pass = 0; pass < 2; pass++) {
+        const int shift = shifts[pass], nb = 1 << widths[pass];
+        for (int i = tid; i < nb; i += blockDim.x) sh[i] = 0;
+        __syncthreads();
+        if (fits) {
+            for (int i = tid; i < cnt; i += blockDim.x)
+                if ((ckey[i] & mask) == prefix) atomicAdd(&sh[(ckey[i] >> shift) & (nb - 1)], 1);
+        } else {
+            for (int i = tid; i < n; i += blockDim.x) {
+                const sift_u32 key = kp[i];
+                if ((key & mask) == prefix) atomicAdd(&sh[(key >> shift) & (nb - 1)], 1);
+            }
+        }
+        __syncthreads();
+        pick_bin(sh, nb, remaining, scan_sm, &s_digit, &s_rem);
+        prefix |= (sift_u32)s_digit << shift;
+        remaining = s_rem;
+        s_digit_last = s_digit;
+        mask |= (sift_u32)(nb - 1) << shift;
+        if (pass == 0) __syncthreads();   // the last pass keeps sh for the tie count
+    }
+    const sift_u32 T = prefix;
+    // Tie cut: the position of the remaining-th key equal to T, in position order. The last pass's
+    // bin count is the number of keys equal to T; when all of them are taken no cut is needed.
+    const int ties = sh[s_digit_last];
+    if (ties == remaining) {
+        if (tid == 0) s_cut = 0x7fffffff;
+    } else if (fits) {
+        for (int i = tid; i < cnt; i += blockDim.x) {
+            if (ckey[i] != T) continue;
+            int rank = 0;
+            for (int j = 0; j < cnt; j++) rank += (ckey[j] == T && cidx[j] < cidx[i]) ? 1 : 0;
+            if (rank == remaining - 1) s_cut = cidx[i];
+        }
+    } else {
+        int carry = 0;
+        for (int chunk = 0; chunk < n; chunk += blockDim.x) {
+            const int i = chunk + tid;
+            const int tie = (i < n && kp[i] == T) ? 1 : 0;
+            int total;
+            const int incl = block_scan(tie, scan_sm, &total) + carry;
+            if (tie && incl == remaining) s_cut = i;
+            carry += total;
+            if (carry >= remaining) break;
+        }
+    }
+    __syncthreads();
+    if (tid == 0) { out[0] = T; out[1] = (sift_u32)s_cut; }
+}
+
+// Grid (ceil(maxLen / split_pos), KVH, B), 128 threads; split_pos a multiple of 4, at most DS_LIST. Each block attends over the selected positions of its range.
+#define DS_LIST 4096
+template <int D, int G, int DPL>
+__device__ __forceinline__ void ds_attend(
+    const sift_bf16* __restrict__ q, const sift_bf16* __restrict__ kc, const sift_bf16* __restrict__ vc,
+    const int* __restrict__ page_table, const int* __restrict__ seq_lens,
+    const sift_u32* __restrict__ keys, int key_stride, const sift_u32* __restrict__ thr,
+    float* __restrict__ part_o, float* __restrict__ part_lse,
+    int page_shift, int max_pages, int split_pos, int max_splits, float scale, int* counters, sift_bf16* out)
+{
+    const int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z, KVH = gridDim.y;
+    const int n = seq_lens[b];
+    const int start = split * split_pos;
+    if (start >= n) return;
+    const int end = min(n, start + split_pos);
+    constexpr int SCRATCH = DEC_WARPS * G * (D + 2);
+    constexpr int WORDS = SCRATCH > DS_LIST ? SCRATCH : DS_LIST;
+    __shared__ float smem[WORDS];
+    __shared__ int scan_sm[32];
+    int* list = (int*)smem;
+    const sift_u32* kp = keys + (sift_size)(b * KVH + kvh) * key_stride;
+    const sift_u32 T = thr[(b * KVH + kvh) * 2];
+    const int cut = (int)thr[(b * KVH + kvh) * 2 + 1];
+    int count = 0;
+    constexpr int KPT = 32;   // keys per thread per round: a round covers 4096 positions
+    for (int r0 = start; r0 < end; r0 += blockDim.x * KPT) {
+        const int i0 = r0 + threadIdx.x * KPT;
+        sift_u32 v[KPT];
+#pragma unroll
+        for (int c = 0; c < KPT / 4; c++) {
+            if (i0 + 4 * c + 3 < end) {
+                const uint4 a = *(const uint4*)(kp + i0 + 4 * c);
+                v[4 * c] = a.x; v[4 * c + 1] = a.y; v[4 * c + 2] = a.z; v[4 * c + 3] = a.w;
+            } else {
+#pragma unroll
+                for (int j = 0; j < 4; j++) v[4 * c + j] = i0 + 4 * c + j < end ? kp[i0 + 4 * c + j] : 0u;
+            }
+        }
+        unsigned take = 0;
+#pragma unroll
+        for (int j = 0; j < KPT; j++) {
+            const int i = i0 + j;
+            if (i < end && (v[j] > T || (v[j] == T && i <= cut))) take |= 1u << j;
+        }
+        const int mine = __popc(take);
+        int total;
+        int pos = count + block_scan(mine, scan_sm, &total) - mine;
+        while (take) {
+            const int j = __ffs(take) - 1;
+            take &= take - 1;
+            list[pos++] = i0 + j;
+        }
+        count += total;
+    }
+    __syncthreads();
+    decode_core<D, G, DPL, false>(q, 0, kc, vc, page_table + (sift_size)b * max_pages, list, 0, count, b, kvh, KVH,
+                           part_o, part_lse, split, max_splits, page_shift, scale, smem,
+                           (n + split_pos - 1) / split_pos, counters, out);
+}
+
+#define SIFT_DS_SCORES(R, M, NAME) \
+    extern "C" __global__ void __launch_bounds__(256) NAME(const sift_bf16* q, const sift_bf16* labels, const int* channels, \
+        const int* page_table, const int* seq_lens, int G, int D, int page_shift, int max_pages, int sinks, \
+        sift_u32* keys, int key_stride, int* hist, int rounds) \
+    { ds_scores<R, M>(q, labels, channels, page_table, seq_lens, G, D, page_shift, max_pages, sinks, keys, key_stride, hist, rounds); }
+SIFT_DS_SCORES(8, false, sift_ds_scores_r8)
+SIFT_DS_SCORES(16, false, sift_ds_scores_r16)
+SIFT_DS_SCORES(8, true, sift_ds_scores_match_r8)
+SIFT_DS_SCORES(16, true, sift_ds_scores_match_r16)
+
+extern "C" __global__ void __launch_bounds__(TOPK_THREADS) sift_ds_threshold(const sift_u32* keys, int key_stride,
+    int* hist, const int* seq_lens, const int* k_per_seq, sift_u32* thr)
+{ ds_threshold(keys, key_stride, hist, seq_lens, k_per_seq, thr); }
+
+#define SIFT_DS_ATTEND(D, G, DPL) \
+    extern "C" __global__ void __launch_bounds__(DEC_WARPS * 32) sift_ds_attend_d##D##_g##G( \
+        const sift_bf16* q, const sift_bf16* kc, const sift_bf16* vc, const int* page_table, const int* seq_lens, \
+        const sift_u32* keys, int key_stride, const sift_u32* thr, float* part_o, float* part_lse, \
+        int page_shift, int max_pages, int split_pos, int max_splits, float scale, int* counters, sift_bf16* out) \
+    { ds_attend<D, G, DPL>(q, kc, vc, page_table, seq_lens, keys, key_stride, thr, part_o, part_lse, \
+                           page_shift, max_pages, split_pos, max_splits, scale, counters, out); }
+#define SIFT_DS_ATTENDS(D) \
+    SIFT_DS_ATTEND(D, 1, SIFT_DPL(D, 1)) SIFT_DS_ATTEND(D, 2, SIFT_DPL(D, 2)) SIFT_DS_ATTEND(D, 3, SIFT_DPL(D, 3)) \
+    SIFT_DS_ATTEND(D, 4, SIFT_DPL(D, 4)) SIFT_DS_ATTEND(D, 5, SIFT_DPL(D, 5)) SIFT_DS_ATTEND(D, 6, SIFT_DPL(D, 6)) \
+    SIFT_DS_ATTEND(D, 7, SIFT_DPL(D, 7)) SIFT_DS_ATTEND(D, 8, SIFT_DPL(D, 8))
+// As decode_attention.cu: SIFT_DECODE_D / SIFT_DECODE_G restrict the attend kernels to one variant.
+#if defined(SIFT_DECODE_D) && defined(SIFT_DECODE_G)
+#define SIFT_DS_ATTEND_ONE(D, G) SIFT_DS_ATTEND(D, G, SIFT_DPL(D, G))
+SIFT_DS_ATTEND_ONE(SIFT_DECODE_D, SIFT_DECODE_G)
+#else
+SIFT_DS_ATTENDS(64)
+SIFT_DS_ATTENDS(128)
+SIFT_DS_ATTENDS(256)
+#endif

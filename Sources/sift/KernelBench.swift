@@ -1,0 +1,171 @@
+import ArgumentParser
+import Foundation
+import Sift
+
+/// `sift kernel-bench`: sift's GPU attention kernels on synthetic shapes, timed with CUDA events
+/// (L2 flushed before each timed call), dense split-KV decode beside Double Sparsity decode.
+/// `--check` first compares every kernel with a float64 CPU reference on fresh random inputs.
+struct KernelBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kernel-bench",
+        abstract: "Time (and --check) sift's CUDA attention kernels: dense decode vs Double Sparsity, prefill.")
+
+    @Option(help: "cuda or cuda:N.") var device = "cuda"
+    @Option(help: "Shapes: llama3-8b (32/8 heads, d128), qwen2.5-1.5b (12/2, d128), qwen2.5-0.5b (14/2, d64), gemma3-270m (4/1, d256).")
+    var models = "llama3-8b,qwen2.5-1.5b"
+    @Option(help: "Context lengths.") var lengths = "4096,16384,32768,65536,131072"
+    @Option(help: "Batch sizes.") var batches = "1,8,32"
+    @Option(help: "Skip shapes with batch × length above this many tokens.") var maxTokens = 4_194_304
+    @Option(help: "Timed calls per kernel (median reported).") var iterations = 20
+    @Option(help: "Page size of the synthetic cache (power of two).") var pageSize = 64
+    @Flag(help: "Check every kernel against a float64 CPU reference before timing.") var check = false
+    @Flag(help: "Only run the checks.") var checkOnly = false
+
+    static let shapes: [String: (heads: Int, kvHeads: Int, headDim: Int)] = [
+        "llama3-8b": (32, 8, 128), "qwen2.5-1.5b": (12, 2, 128), "qwen2.5-0.5b": (14, 2, 64), "gemma3-270m": (4, 1, 256)]
+
+    func ints(_ s: String, _ what: String) throws -> [Int] {
+        try s.split(separator: ",").map {
+            guard let v = Int($0.trimmingCharacters(in: .whitespaces)), v > 0 else { throw ValidationError("bad \(what) '\($0)'") }
+            return v
+        }
+    }
+
+    func run() throws {
+        guard case .cuda(let ordinal) = try DeviceSpec(parsing: device) else {
+            throw ValidationError("kernel-bench needs --device cuda or cuda:N")
+        }
+        guard pageSize > 0, pageSize & (pageSize - 1) == 0 else { throw ValidationError("--page-size must be a power of two") }
+        let names = models.split(separator: ",").map(String.init)
+        for n in names where Self.shapes[n] == nil {
+            throw ValidationError("unknown shape '\(n)' (have: \(Self.shapes.keys.sorted().joined(separator: ", ")))")
+        }
+        let ctx = try CUDAContext.open(ordinal: ordinal)
+        let k = CUDAAttentionKernels(context: ctx)
+        print("# sift kernel-bench on \(ctx.deviceName) (\(ctx.multiprocessors) SMs)")
+        if check || checkOnly {
+            var ok = true
+            for n in names {
+                let s = Self.shapes[n]!
+                ok = try KernelCheck(kernels: k, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim, pageSize: pageSize, name: n).run() && ok
+            }
+            print(ok ? "ALL CHECKS PASS" : "SOME CHECKS FAILED")
+            if !ok { throw ExitCode(1) }
+            if checkOnly { return }
+        }
+        let flush = try ctx.allocate(bytes: 256 << 20)
+        let copyGBps = try copyBandwidth(ctx)
+        print("device-to-device copy: \(String(format: "%.0f", copyGBps)) GB/s (read + write)\n")
+        print("| shape | B | L | dense ms | GB/s | of copy | DS ms (1/16 tokens, r=d/16) | DS speedup |")
+        print("|---|---|---|---|---|---|---|---|")
+        for n in names {
+            let s = Self.shapes[n]!
+            for b in try ints(batches, "batch") {
+                for l in try ints(lengths, "length") where b * l <= maxTokens {
+                    let syn = try Synthetic(kernels: k, batch: b, length: l, heads: s.heads, kvHeads: s.kvHeads,
+                                            headDim: s.headDim, pageSize: pageSize, seed: UInt32(b * 7919 + l))
+                    let dense = try time(ctx, flush) { try syn.dense() }
+                    let ds = try time(ctx, flush) { try syn.doubleSparsity() }
+                    let bytes = Double(b * l * s.kvHeads * s.headDim * 4)
+                    let gbps = bytes / (dense * 1e-3) / 1e9
+                    print("| \(n) | \(b) | \(l) | \(String(format: "%.4f", dense)) | \(String(format: "%.0f", gbps)) | "
+                          + "\(String(format: "%.1f%%", 100 * gbps / copyGBps)) | \(String(format: "%.4f", ds)) | \(String(format: "%.2fx", dense / ds)) |")
+                }
+            }
+        }
+    }
+
+    func copyBandwidth(_ ctx: CUDAContext) throws -> Double {
+        let n = 1 << 30
+        let a = try ctx.allocate(bytes: n), b = try ctx.allocate(bytes: n)
+        try ctx.copy(a.address, to: b.address, bytes: n)
+        let e0 = try ctx.makeEvent(), e1 = try ctx.makeEvent()
+        try e0.record()
+        for _ in 0..<10 { try ctx.copy(a.address, to: b.address, bytes: n) }
+        try e1.record()
+        let ms = try e1.elapsed(since: e0) / 10
+        return 2 * Double(n) / (ms * 1e-3) / 1e9
+    }
+
+    /// Median ms of `body`, the L2 cache flushed (256 MiB written) before each call.
+    func time(_ ctx: CUDAContext, _ flush: DeviceBuffer, _ body: () throws -> Void) throws -> Double {
+        for _ in 0..<3 { try body() }
+        var t: [Double] = []
+        let e0 = try ctx.makeEvent(), e1 = try ctx.makeEvent()
+        for _ in 0..<iterations {
+            try ctx.memset(flush.address, byte: 0, bytes: flush.bytes)
+            try e0.record()
+            try body()
+            try e1.record()
+            t.append(try e1.elapsed(since: e0))
+        }
+        return t.sorted()[t.count / 2]
+    }
+}
+
+/// A synthetic batch: paged bf16 cache with a shuffled page table, random q, labels.
+final class Synthetic {
+    let k: CUDAAttentionKernels
+    let ctx: CUDAContext
+    let batch: Int, length: Int, heads: Int, kvHeads: Int, headDim: Int, pageSize: Int, maxPages: Int
+    let keys: DeviceBuffer, values: DeviceBuffer, labels: DeviceBuffer, pageTable: DeviceBuffer, q: DeviceBuffer, out: DeviceBuffer
+    let seqLens: DeviceBuffer, kPerSeq: DeviceBuffer, channelList: DeviceBuffer
+    let scratch: CUDAAttentionKernels.Scratch
+    let ds: CUDAAttentionKernels.DoubleSparsity
+    let channels: Int
+    let lengthsHost: [Int]
+
+    init(kernels: CUDAAttentionKernels, batch: Int, length: Int, heads: Int, kvHeads: Int, headDim: Int, pageSize: Int,
+         seed: UInt32, lengths: [Int]? = nil, qScale: Float = 1) throws {
+        try CUDAAttentionKernels.validate(heads: heads, kvHeads: kvHeads, headDim: headDim, pageSize: pageSize)
+        k = kernels; ctx = kernels.context
+        self.batch = batch; self.length = length; self.heads = heads; self.kvHeads = kvHeads; self.headDim = headDim
+        self.pageSize = pageSize
+        lengthsHost = lengths ?? Array(repeating: length, count: batch)
+        maxPages = (length + pageSize - 1) / pageSize
+        let pages = batch * maxPages + 3
+        channels = headDim >= 256 ? 16 : 8
+        let rowBytes = kvHeads * pageSize * headDim * 2
+        keys = try ctx.allocate(bytes: pages * rowBytes)
+        values = try ctx.allocate(bytes: pages * rowBytes)
+        labels = try ctx.allocate(bytes: pages * kvHeads * pageSize * channels * 2)
+        try k.fillRandom(keys.address, count: pages * rowBytes / 2, seed: seed)
+        try k.fillRandom(values.address, count: pages * rowBytes / 2, seed: seed &+ 1)
+        try k.fillRandom(labels.address, count: pages * kvHeads * pageSize * channels, seed: seed &+ 2)
+        var rng = SystemRandomNumberGenerator()
+        let perm = Array(0..<pages).shuffled(using: &rng)
+        var table = [Int32](repeating: 0, count: batch * maxPages)
+        for i in 0..<(batch * maxPages) { table[i] = Int32(perm[i]) }
+        pageTable = try ctx.allocate(bytes: table.count * 4)
+        try ctx.upload(table, to: pageTable.address)
+        q = try ctx.allocate(bytes: batch * heads * headDim * 4)   // room for f32
+        try k.fillRandom(q.address, count: batch * heads * headDim, seed: seed &+ 3, scale: qScale)
+        out = try ctx.allocate(bytes: batch * heads * headDim * 4)
+        seqLens = try ctx.allocate(bytes: batch * 4)
+        try ctx.upload(lengthsHost.map { Int32($0) }, to: seqLens.address)
+        kPerSeq = try ctx.allocate(bytes: batch * 4)
+        try ctx.upload(lengthsHost.map { Int32(max(1, $0 / 16)) }, to: kPerSeq.address)
+        channelList = try ctx.allocate(bytes: kvHeads * channels * 4)
+        var ch = [Int32]()
+        for _ in 0..<kvHeads { ch += Array(0..<headDim).shuffled(using: &rng).prefix(channels).map { Int32($0) } }
+        try ctx.upload(ch, to: channelList.address)
+        scratch = try CUDAAttentionKernels.Scratch(context: ctx, batch: batch, heads: heads, headDim: headDim,
+                                                   maxSplits: 2 * ctx.multiprocessors + 1)
+        ds = try CUDAAttentionKernels.DoubleSparsity(kernels: kernels, batch: batch, heads: heads, kvHeads: kvHeads,
+                                                     headDim: headDim, channels: channels, maxLength: length)
+        try ctx.synchronize()
+    }
+
+    func dense(window: Int = 0, splitTokens: Int? = nil) throws {
+        try k.decode(q: q.address, qF32: false, keys: keys.address, values: values.address, pageTable: pageTable.address,
+                     pageSize: pageSize, maxPages: maxPages, lengths: .device(seqLens.address, maxLength: length),
+                     batch: batch, heads: heads, kvHeads: kvHeads, headDim: headDim, window: window,
+                     out: out.address, outF32: false, scratch: scratch, splitTokens: splitTokens)
+    }
+
+    func doubleSparsity(sinks: Int = 0) throws {
+        try ds.run(q: q.address, keys: keys.address, values: values.address, labels: labels.address,
+                   channelList: channelList.address, pageTable: pageTable.address, pageSize: pageSize, maxPages: maxPages,
+                   seqLens: seqLens.address, kPerSeq: kPerSeq.address, sinks: sinks, out: out.address)
+    }
+}

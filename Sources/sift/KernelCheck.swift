@@ -1,0 +1,172 @@
+import Foundation
+import Sift
+
+/// Device check of sift's GPU attention kernels against float64 references computed here on
+/// the CPU, from fresh random inputs made on the host (so both sides see the same bf16 values):
+/// dense split-KV decode (device lengths, bf16 in/out; fixed length, f32 in/out, sliding
+/// window), Double Sparsity (exactly k tokens, the top-k of the kernel's scores, scores equal
+/// to the float64 label scores, attention over the selection) and paged causal prefill.
+struct KernelCheck {
+    let kernels: CUDAAttentionKernels
+    let heads: Int, kvHeads: Int, headDim: Int, pageSize: Int, name: String
+    var ctx: CUDAContext { kernels.context }
+
+    static func bf16(_ f: Float) -> UInt16 {
+        let u = f.bitPattern
+        return UInt16(truncatingIfNeeded: (u &+ 0x7fff &+ ((u >> 16) & 1)) >> 16)
+    }
+    static func f(_ b: UInt16) -> Double { Double(Float(bitPattern: UInt32(b) << 16)) }
+
+    func report(_ what: String, _ err: Double, _ scale: Double, tol: Double = 1e-2) -> Bool {
+        let ok = err <= tol * max(scale, 1e-6) && !err.isNaN
+        print("\(ok ? "PASS" : "FAIL") \(name) \(what): max|err| \(String(format: "%.3e", err)) (ref max \(String(format: "%.3e", scale)))")
+        return ok
+    }
+
+    func run() throws -> Bool {
+        var rng = SystemRandomNumberGenerator()
+        func rnd(_ s: Float = 1) -> Float { Float.random(in: -1.7320508...1.7320508, using: &rng) * s }
+        let lens = [1500, 4099], B = 2, H = heads, KVH = kvHeads, D = headDim, P = pageSize, G = H / KVH
+        let maxPages = (lens.max()! + P - 1) / P
+        let pages = B * maxPages + 2
+        let perm = Array(0..<pages).shuffled(using: &rng)
+        var table = [Int32](repeating: 0, count: B * maxPages)
+        for i in 0..<table.count { table[i] = Int32(perm[i]) }
+        let kh = (0..<(pages * KVH * P * D)).map { _ in Self.bf16(rnd()) }
+        let vh = (0..<(pages * KVH * P * D)).map { _ in Self.bf16(rnd()) }
+        let qh = (0..<(B * H * D)).map { _ in Self.bf16(rnd(2)) }
+        func row(_ b: Int, _ t: Int, _ h: Int) -> Int { ((Int(table[b * maxPages + t / P]) * KVH + h) * P + t % P) * D }
+        let kd = try ctx.allocate(bytes: kh.count * 2), vd = try ctx.allocate(bytes: vh.count * 2)
+        let pt = try ctx.allocate(bytes: table.count * 4), qd = try ctx.allocate(bytes: B * H * D * 4)
+        let od = try ctx.allocate(bytes: max(B * H * D, 300 * H * D) * 4), ld = try ctx.allocate(bytes: B * 4)
+        try ctx.upload(kh, to: kd.address); try ctx.upload(vh, to: vd.address); try ctx.upload(table, to: pt.address)
+        try ctx.upload(qh, to: qd.address); try ctx.upload(lens.map { Int32($0) }, to: ld.address)
+        let scratch = try CUDAAttentionKernels.Scratch(context: ctx, batch: B, heads: H, headDim: D, maxSplits: 2 * ctx.multiprocessors + 1)
+
+        /// softmax(q·K_rows/√d)·V_rows in float64 for query head h of sequence b.
+        func attend(_ q: [Double], _ b: Int, _ h: Int, _ rows: [Int]) -> [Double] {
+            let kvh = h / G
+            var s = rows.map { t -> Double in
+                let r = row(b, t, kvh)
+                var d = 0.0
+                for i in 0..<D { d += q[i] * Self.f(kh[r + i]) }
+                return d / Double(D).squareRoot()
+            }
+            let m = s.max() ?? 0
+            var sum = 0.0
+            for i in s.indices { s[i] = exp(s[i] - m); sum += s[i] }
+            var o = [Double](repeating: 0, count: D)
+            for (j, t) in rows.enumerated() {
+                let r = row(b, t, kvh), w = s[j] / sum
+                for i in 0..<D { o[i] += w * Self.f(vh[r + i]) }
+            }
+            return o
+        }
+        func qrow(_ b: Int, _ h: Int) -> [Double] { (0..<D).map { Self.f(qh[(b * H + h) * D + $0]) } }
+        var ok = true
+
+        // 1. dense decode, device lengths, bf16 in/out, two split sizes
+        for split in [nil, 256] as [Int?] {
+            try kernels.decode(q: qd.address, qF32: false, keys: kd.address, values: vd.address, pageTable: pt.address,
+                               pageSize: P, maxPages: maxPages, lengths: .device(ld.address, maxLength: lens.max()!),
+                               batch: B, heads: H, kvHeads: KVH, headDim: D, out: od.address, outF32: false,
+                               scratch: scratch, splitTokens: split)
+            let got = try ctx.download(od.address, count: B * H * D, as: UInt16.self)
+            var err = 0.0, scale = 0.0
+            for b in 0..<B { for h in 0..<H {
+                let r = attend(qrow(b, h), b, h, Array(0..<lens[b]))
+                for i in 0..<D { err = max(err, abs(r[i] - Self.f(got[(b * H + h) * D + i]))); scale = max(scale, abs(r[i])) }
+            } }
+            ok = report("decode B=\(B) lens \(lens) split \(split.map(String.init) ?? "auto")", err, scale) && ok
+        }
+        // 2. the engine's convention: one sequence, fixed length, f32 in/out, sliding window
+        for window in [0, 512] {
+            let qf = (0..<(H * D)).map { _ in rnd(2) }
+            try ctx.upload(qf, to: qd.address)
+            try kernels.decode(q: qd.address, qF32: true, keys: kd.address, values: vd.address, pageTable: pt.address,
+                               pageSize: P, maxPages: maxPages, lengths: .fixed(lens[0]), batch: 1, heads: H, kvHeads: KVH,
+                               headDim: D, window: window, out: od.address, outF32: true, scratch: scratch)
+            let got = try ctx.download(od.address, count: H * D, as: Float.self)
+            var err = 0.0, scale = 0.0
+            let first = window > 0 ? max(0, lens[0] - window) : 0
+            for h in 0..<H {
+                let qExact = (0..<D).map { Double(qf[h * D + $0]) }   // the decode kernel keeps f32 q
+                let r = attend(qExact, 0, h, Array(first..<lens[0]))
+                for i in 0..<D { err = max(err, abs(r[i] - Double(got[h * D + i]))); scale = max(scale, abs(r[i])) }
+            }
+            ok = report("decode f32 fixed length \(lens[0]) window \(window)", err, scale) && ok
+        }
+        try ctx.upload(qh, to: qd.address)
+
+        // 3. Double Sparsity: labels from K's calibrated channels
+        let R = D >= 256 ? 16 : 8
+        var ch = [Int32]()
+        for _ in 0..<KVH { ch += Array(0..<D).shuffled(using: &rng).prefix(R).map { Int32($0) } }
+        var lab = [UInt16](repeating: 0, count: pages * KVH * P * R)
+        for pg in 0..<pages { for h in 0..<KVH { for t in 0..<P { for c in 0..<R {
+            lab[((pg * KVH + h) * P + t) * R + c] = kh[((pg * KVH + h) * P + t) * D + Int(ch[h * R + c])]
+        } } } }
+        let labd = try ctx.allocate(bytes: lab.count * 2), chd = try ctx.allocate(bytes: ch.count * 4), kpd = try ctx.allocate(bytes: B * 4)
+        try ctx.upload(lab, to: labd.address); try ctx.upload(ch, to: chd.address)
+        let kper = lens.map { max(1, $0 / 16) }
+        try ctx.upload(kper.map { Int32($0) }, to: kpd.address)
+        let ds = try CUDAAttentionKernels.DoubleSparsity(kernels: kernels, batch: B, heads: H, kvHeads: KVH, headDim: D,
+                                                         channels: R, maxLength: lens.max()!)
+        for sinks in [0, 4] {
+            try ds.run(q: qd.address, keys: kd.address, values: vd.address, labels: labd.address, channelList: chd.address,
+                       pageTable: pt.address, pageSize: P, maxPages: maxPages, seqLens: ld.address, kPerSeq: kpd.address,
+                       sinks: sinks, out: od.address)
+            let got = try ctx.download(od.address, count: B * H * D, as: UInt16.self)
+            let keys = try ds.keysHost(), thr = try ds.thresholdsHost()
+            var selOK = true, scoreErr = 0.0, err = 0.0, scale = 0.0
+            for b in 0..<B { for h in 0..<KVH {
+                let base = (b * KVH + h) * ds.keyRowStride, T = thr[(b * KVH + h) * 2], cut = Int(Int32(bitPattern: thr[(b * KVH + h) * 2 + 1]))
+                let L = lens[b]
+                let sel = (0..<L).filter { keys[base + $0] > T || (keys[base + $0] == T && $0 <= cut) }
+                let selSet = Set(sel)
+                let minSel = sel.map { keys[base + $0] }.min() ?? 0
+                let maxOut = (0..<L).filter { !selSet.contains($0) }.map { keys[base + $0] }.max() ?? 0
+                if sel.count != min(kper[b], L) || (sel.count < L && minSel < maxOut) { selOK = false }
+                // scores against float64: s_j = (Σ_g q_g[C])·K_j[C]
+                let qs = (0..<R).map { c in (0..<G).reduce(0.0) { $0 + Self.f(qh[(b * H + h * G + $1) * D + Int(ch[h * R + c])]) } }
+                for j in sinks..<L {
+                    var s = 0.0
+                    for c in 0..<R { s += qs[c] * Self.f(kh[row(b, j, h) + Int(ch[h * R + c])]) }
+                    let kk = keys[base + j]
+                    let u = kk & 0x8000_0000 != 0 ? kk & 0x7fff_ffff : ~kk
+                    scoreErr = max(scoreErr, abs(Double(Float(bitPattern: u)) - s))
+                }
+                for j in 0..<min(sinks, L) where !selSet.contains(j) { selOK = false }   // sinks always selected
+                for g in 0..<G {
+                    let r = attend(qrow(b, h * G + g), b, h * G + g, sel)
+                    for i in 0..<D { err = max(err, abs(r[i] - Self.f(got[(b * H + h * G + g) * D + i]))); scale = max(scale, abs(r[i])) }
+                }
+            } }
+            print("\(selOK ? "PASS" : "FAIL") \(name) DS sinks \(sinks): exactly k = L/16 tokens, the top-k of the kernel's scores; score err vs float64 \(String(format: "%.2e", scoreErr))")
+            ok = selOK && scoreErr < 1e-3 * 50 && ok
+            ok = report("DS attention over the selection, sinks \(sinks)", err, scale) && ok
+        }
+
+        // 4. causal prefill over the paged cache (sequence 0), f32 in/out
+        let T = 300, start = 200
+        for window in [0, 128] {
+            let qf = (0..<(T * H * D)).map { _ in rnd() }
+            let qp = try ctx.allocate(bytes: qf.count * 4)
+            try ctx.upload(qf, to: qp.address)
+            try kernels.prefill(q: qp.address, qF32: true, keys: kd.address, values: vd.address, pageTable: pt.address,
+                                pageSize: P, rows: T, start: start, heads: H, kvHeads: KVH, headDim: D, window: window,
+                                out: od.address, outF32: true)
+            let got = try ctx.download(od.address, count: T * H * D, as: Float.self)
+            var err = 0.0, scale = 0.0
+            for t in stride(from: 0, to: T, by: 7) { for h in 0..<H {
+                let pos = start + t, first = window > 0 ? max(0, pos - window + 1) : 0
+                // the kernel feeds bf16 q to the tensor cores
+                let q = (0..<D).map { Self.f(Self.bf16(qf[(t * H + h) * D + $0])) }
+                let r = attend(q, 0, h, Array(first...pos))
+                for i in 0..<D { err = max(err, abs(r[i] - Double(got[(t * H + h) * D + i]))); scale = max(scale, abs(r[i])) }
+            } }
+            ok = report("prefill T=\(T) start \(start) window \(window) (paged, f32 q/out)", err, scale, tol: 2e-2) && ok
+        }
+        return ok
+    }
+}
