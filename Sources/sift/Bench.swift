@@ -105,7 +105,7 @@ struct Bench: ParsableCommand {
         var rows: [Row] = []
         let label = "\(m.config.name) (\(m.config.architecture))"
         if !json {
-            print("| model | threads | attention | test | t/s |")
+            print("| model | \(options.device == "cpu" ? "threads" : "device") | attention | test | t/s |")
             print("| --- | ---: | --- | ---: | ---: |")
         }
         for d in depths {
@@ -155,7 +155,7 @@ struct Bench: ParsableCommand {
                             let base: Row? = rows.first { (r: Row) -> Bool in r.attention == baseline && r.test == row.test && r.depth == d }
                             if let base { ratio = " (" + fixed(mean / base.tokensPerS, 2) + "× " + baseline + ")" }
                         }
-                        print("| \(label) | \(options.threads) | \(method) | \(name) | \(fixed(mean, 2)) ± \(fixed(sd, 2))\(ratio) |")
+                        print("| \(label) | \(options.device == "cpu" ? "\(options.threads)" : m.backend.name) | \(method) | \(name) | \(fixed(mean, 2)) ± \(fixed(sd, 2))\(ratio) |")
                     }
                 }
             }
