@@ -36,6 +36,9 @@ struct SelfTest: ParsableCommand {
     @Option(name: [.short, .customLong("threads")], help: "CPU threads for the CPU side of comparisons.")
     var threads: Int = ThreadPool.processorCount
 
+    @Option(help: "Weight precision of the GPU under test: bf16, f16 or f32 (real models are also compared with an f32 GPU run).")
+    var precision: String = "bf16"
+
     @Flag(help: "Skip the kernel and synthetic-model checks.")
     var modelsOnly = false
 
@@ -56,7 +59,8 @@ struct SelfTest: ParsableCommand {
         guard case .cuda(let ordinal) = spec else { throw ValidationError("selftest checks a GPU: --device cuda or cuda:N") }
         let seed = self.seed ?? UInt64(UInt(bitPattern: time(nil))) &* 0x9E37_79B9_7F4A_7C15
         note("seed \(seed)")
-        let gpu = try CUDABackend(ordinal: ordinal, threads: threads)
+        guard let prec = GPUPrecision(rawValue: precision) else { throw ValidationError("--precision must be bf16, f16 or f32") }
+        let gpu = try CUDABackend(ordinal: ordinal, threads: threads, precision: prec)
         note("device \(gpu.name), driver \(gpu.context.driver.driverVersion), NVRTC \(try NVRTC.shared().version) from \(try NVRTC.shared().libraryPath), cuBLAS from \(gpu.blas.libraryPath)")
         var checks: [GPUCheck] = []
         func report(_ new: [GPUCheck]) {
@@ -78,10 +82,23 @@ struct SelfTest: ParsableCommand {
                 let mine = cases.filter { $0.model == name }
                 guard !mine.isEmpty else { throw ValidationError("no golden cases for model '\(name)' in \(golden)") }
                 let cpu = try LoadedModel(path: path, threads: threads, maxBatch: 64)
+                setenv("SIFT_CUDA_PRECISION", prec.rawValue, 1)
                 let gm = try LoadedModel(path: path, threads: threads, maxBatch: 64, device: spec)
+                setenv("SIFT_CUDA_PRECISION", "f32", 1)
+                let g32 = prec == .f32 ? nil : try LoadedModel(path: path, threads: threads, maxBatch: 64, device: spec)
+                unsetenv("SIFT_CUDA_PRECISION")
                 for c in mine {
+                    let label = "\(name) \(c.prompt.debugDescription)"
                     report(try CUDASelfTest.compareModels(cpu: cpu.model, gpu: gm.model, prompt: c.promptIds, steps: 8,
-                                                          label: "\(name) \(c.prompt.debugDescription)"))
+                                                          label: label, what: "GPU \(prec) vs CPU"))
+                    if let g32 {
+                        // Diagnostics: how far the CPU's 8-bit activations and the GPU's bf16 are
+                        // each from an f32 GPU run.
+                        report(try CUDASelfTest.compareModels(cpu: cpu.model, gpu: g32.model, prompt: c.promptIds, steps: 8,
+                                                              label: label, tolerance: .infinity, what: "GPU f32 vs CPU (info)"))
+                        report(try CUDASelfTest.compareModels(cpu: g32.model, gpu: gm.model, prompt: c.promptIds, steps: 8,
+                                                              label: label, what: "GPU \(prec) vs GPU f32"))
+                    }
                     report(try greedy(gm, c, name: name))
                 }
             }

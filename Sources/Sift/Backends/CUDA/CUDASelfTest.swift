@@ -37,8 +37,17 @@ public enum CUDASelfTest {
 
     static func relErr(_ out: [Float], _ ref: [Float]) -> Double { relErr(out, ref.map(Double.init)) }
 
-    /// bf16 rounding of x (as the GPU stores weights, activations for cuBLAS and the KV cache).
+    /// bf16 rounding of x (as the GPU stores the KV cache, and weights and cuBLAS inputs in bf16).
     static func bf16(_ x: Float) -> Double { Double(Float(bitPattern: UInt32(bf16Bits(x)) << 16)) }
+
+    /// x rounded to the backend's weight precision.
+    static func rounded(_ x: Float, _ p: GPUPrecision) -> Double {
+        switch p {
+        case .bf16: return bf16(x)
+        case .f16: return Double(Float(Float16(x)))
+        case .f32: return Double(x)
+        }
+    }
 
     struct Rand {
         var rng: Xoshiro256
@@ -94,11 +103,11 @@ public enum CUDASelfTest {
                 for t in 0..<tokens {
                     for i in 0..<m {
                         var s = withBias ? Double(bias[i]) : 0
-                        for j in 0..<n { s += bf16(wv[i * n + j]) * bf16(x[t * n + j]) }
+                        for j in 0..<n { s += rounded(wv[i * n + j], b.precision) * rounded(x[t * n + j], b.precision) }
                         ref[t * m + i] = s
                     }
                 }
-                add("linear \(tokens)×\(n)→\(m)\(withBias ? " +bias" : "")", relErr(flat(b, out), ref), 1e-5)
+                add("linear \(b.precision) \(tokens)×\(n)→\(m)\(withBias ? " +bias" : "")", relErr(flat(b, out), ref), 1e-5)
             }
         }
 
@@ -106,7 +115,7 @@ public enum CUDASelfTest {
         let toks = (0..<9).map { _ in Int32(r.int(vocab)) }
         let eo = poisoned(b, rows: 9, cols: d)
         b.embed(toks, table: E, scale: 1.7, into: eo)
-        add("embed", relErr(flat(b, eo), toks.flatMap { t in (0..<d).map { bf16(table[Int(t) * d + $0]) * Double(Float(1.7)) } }), 1e-6)
+        add("embed", relErr(flat(b, eo), toks.flatMap { t in (0..<d).map { rounded(table[Int(t) * d + $0], b.precision) * Double(Float(1.7)) } }), 1e-6)
 
         // RMSNorm over rows, and per head (group 32) in place
         let rows = 5
@@ -288,7 +297,8 @@ public enum CUDASelfTest {
     /// One model file on the CPU and on the GPU: a prompt in prefill chunks of `maxBatch`, then
     /// decode steps teacher-forced with the CPU's greedy tokens; logits compared at every step.
     public static func compareModels(cpu: LanguageModel, gpu: LanguageModel, prompt: [Int32], steps: Int,
-                                     label: String, tolerance: Double = 2e-2) throws -> [GPUCheck] {
+                                     label: String, tolerance: Double = 2e-2,
+                                     what: String = "GPU vs CPU") throws -> [GPUCheck] {
         let sc = try Session(model: cpu, contextLength: prompt.count + steps + 1)
         let sg = try Session(model: gpu, contextLength: prompt.count + steps + 1)
         var lc = try sc.evaluate(prompt, logits: .last)[0]
@@ -302,8 +312,8 @@ public enum CUDASelfTest {
             lg = try sg.evaluate([tok], logits: .last)[0]
             worst = max(worst, relErr(lg, lc))
         }
-        return [GPUCheck(name: "\(label): prefill last-position logits GPU vs CPU", error: first, tolerance: tolerance),
-                GPUCheck(name: "\(label): worst decode-step logits GPU vs CPU (\(steps) steps)", error: worst, tolerance: tolerance,
+        return [GPUCheck(name: "\(label): prefill last-position logits \(what)", error: first, tolerance: tolerance),
+                GPUCheck(name: "\(label): worst decode-step logits \(what) (\(steps) steps)", error: worst, tolerance: tolerance,
                          detail: "argmax agrees \(argmaxAgree)/\(steps)")]
     }
 

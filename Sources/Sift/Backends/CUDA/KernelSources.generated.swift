@@ -26,6 +26,25 @@ __device__ __forceinline__ bf16_t f32_to_bf16(float f) {
     return (bf16_t)(u >> 16);
 }
 
+// f16 <-> f32 through PTX (no cuda_fp16.h under NVRTC).
+__device__ __forceinline__ float f16_to_f32(unsigned short h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+__device__ __forceinline__ unsigned short f32_to_f16(float f) {
+    unsigned short h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+}
+
+// Element `i` of a weight stored as dtype 0 = bf16, 1 = f16, 2 = f32.
+__device__ __forceinline__ float load_weight(const void* w, size_t i, int dtype) {
+    if (dtype == 0) return bf16_to_f32(((const bf16_t*)w)[i]);
+    if (dtype == 1) return f16_to_f32(((const unsigned short*)w)[i]);
+    return ((const float*)w)[i];
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
@@ -64,11 +83,12 @@ __device__ __forceinline__ size_t kv_offset(const int* page_table, int pos, int 
 // f32 activations, bf16 weights and KV cache. Simple, correct kernels.
 #include "common.cuh"
 
-// out[i, :] = table[tokens[i], :] * scale.   grid (ceil(dim/256), rows), block 256
-extern "C" __global__ void sift_embed(const bf16_t* table, const int* tokens, float* out, int dim, float scale) {
+// out[i, :] = table[tokens[i], :] * scale; table of dtype (0 bf16, 1 f16, 2 f32).
+// grid (ceil(dim/256), rows), block 256
+extern "C" __global__ void sift_embed(const void* table, const int* tokens, float* out, int dim, float scale, int dtype) {
     int i = blockIdx.y;
     int j = blockIdx.x * blockDim.x + threadIdx.x;
-    if (j < dim) out[(size_t)i * dim + j] = bf16_to_f32(table[(size_t)tokens[i] * dim + j]) * scale;
+    if (j < dim) out[(size_t)i * dim + j] = load_weight(table, (size_t)tokens[i] * dim + j, dtype) * scale;
 }
 
 // out = x / rms(x) * w over groups of `group` values; out may be x.   grid (groups), block 256
@@ -127,6 +147,12 @@ extern "C" __global__ void sift_gated(float* gate, const float* up, long n, int 
 extern "C" __global__ void sift_f32_to_bf16(const float* x, bf16_t* y, long n) {
     long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) y[i] = f32_to_bf16(x[i]);
+}
+
+// f32 -> f16 (activations before an f16 cuBLAS product).
+extern "C" __global__ void sift_f32_to_f16(const float* x, unsigned short* y, long n) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = f32_to_f16(x[i]);
 }
 
 // Writes rows of k and v (f32, [rows][kv_heads*head_dim]) at positions start... into the

@@ -2,11 +2,12 @@
 // f32 activations, bf16 weights and KV cache. Simple, correct kernels.
 #include "common.cuh"
 
-// out[i, :] = table[tokens[i], :] * scale.   grid (ceil(dim/256), rows), block 256
-extern "C" __global__ void sift_embed(const bf16_t* table, const int* tokens, float* out, int dim, float scale) {
+// out[i, :] = table[tokens[i], :] * scale; table of dtype (0 bf16, 1 f16, 2 f32).
+// grid (ceil(dim/256), rows), block 256
+extern "C" __global__ void sift_embed(const void* table, const int* tokens, float* out, int dim, float scale, int dtype) {
     int i = blockIdx.y;
     int j = blockIdx.x * blockDim.x + threadIdx.x;
-    if (j < dim) out[(size_t)i * dim + j] = bf16_to_f32(table[(size_t)tokens[i] * dim + j]) * scale;
+    if (j < dim) out[(size_t)i * dim + j] = load_weight(table, (size_t)tokens[i] * dim + j, dtype) * scale;
 }
 
 // out = x / rms(x) * w over groups of `group` values; out may be x.   grid (groups), block 256
@@ -65,6 +66,12 @@ extern "C" __global__ void sift_gated(float* gate, const float* up, long n, int 
 extern "C" __global__ void sift_f32_to_bf16(const float* x, bf16_t* y, long n) {
     long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) y[i] = f32_to_bf16(x[i]);
+}
+
+// f32 -> f16 (activations before an f16 cuBLAS product).
+extern "C" __global__ void sift_f32_to_f16(const float* x, unsigned short* y, long n) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = f32_to_f16(x[i]);
 }
 
 // Writes rows of k and v (f32, [rows][kv_heads*head_dim]) at positions start... into the
