@@ -119,8 +119,9 @@ struct Bench: ParsableCommand {
                         _ = try session.evaluate(randomTokens(d), logits: .none)
                     }
                 }
-                // One untimed warm-up pass (page faults of the weights, thread start-up).
-                _ = try session.evaluate(randomTokens(1), logits: .last)
+                // One untimed warm-up pass (page faults of the weights, thread start-up; on a
+                // GPU a full prompt, so cuBLAS has chosen its kernels for that shape).
+                _ = try session.evaluate(randomTokens(options.device == "cpu" ? 1 : max(1, min(p, batch))), logits: .last)
                 session.truncate(to: d)
                 for (test, count) in [("pp", p), ("tg", n)] where count > 0 {
                     var samples: [Double] = []
