@@ -80,6 +80,9 @@ public final class CUDABackend: Backend, @unchecked Sendable {
     public var kvMemoryBytes: Int?
     /// Tokens per KV page.
     public var kvPageSize = 64
+    /// Random weights made on the GPU instead of reading the file (synthetic benchmark models).
+    public var syntheticWeights = false
+    private var syntheticSeed: UInt32 = 1
     /// Element type of weight matrices (default bf16; $SIFT_CUDA_PRECISION overrides).
     public let precision: GPUPrecision
 
@@ -91,7 +94,7 @@ public final class CUDABackend: Backend, @unchecked Sendable {
     private var invFreq: [String: DeviceBuffer] = [:]
 
     let kEmbed, kRMSNorm, kRoPE, kAdd, kAddBias, kGated, kToBF16, kToF16: CUDAFunction
-    let kKVStore, kAttention: CUDAFunction
+    let kKVStore, kAttention, kFillRandom: CUDAFunction
 
     public init(ordinal: Int = 0, threads: Int = ThreadPool.processorCount, precision: GPUPrecision? = nil) throws {
         if let p = precision {
@@ -119,6 +122,7 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         kToF16 = try m.function("sift_f32_to_f16")
         kKVStore = try m.function("sift_kv_store")
         kAttention = try m.function("sift_attention_dense")
+        kFillRandom = try m.function("sift_fill_random")
         pool = ThreadPool(threads: max(1, threads))
     }
 
@@ -161,8 +165,22 @@ public final class CUDABackend: Backend, @unchecked Sendable {
             throw ModelError.badTensor(info.name, path: file.path,
                                        reason: "row length \(info.rowLength) is not a multiple of the \(info.type) block size \(info.type.blockSize)")
         }
-        let raw = file.data(info)
         let n = info.rowLength, rows = info.rowCount
+        if syntheticWeights {
+            let vector = info.shape.count == 1 || rows == 1
+            let es = vector ? 4 : precision.bytes
+            let b = try context.allocate(bytes: info.elementCount * es)
+            syntheticSeed &+= 1
+            // Norm weights near 1, biases small, matrices ±1/√cols (activations stay O(1)).
+            let isNorm = info.name.hasSuffix("norm.weight")
+            try context.launch(kFillRandom, grid: (blocks(info.elementCount), 1, 1), block: (256, 1, 1),
+                               [.ptr(b), .int64(Int64(info.elementCount)), .uint32(syntheticSeed),
+                                .float(isNorm ? 1 : 0), .float(vector ? (isNorm ? 0.1 : 0.05) : 1 / Float(n).squareRoot()),
+                                .int(vector ? 2 : precision.kernelCode)])
+            try context.synchronize()
+            return CUDAWeight(info: info, buffer: b, isMatrix: !vector)
+        }
+        let raw = file.data(info)
         if info.shape.count == 1 || rows == 1 {
             var host = [Float](repeating: 0, count: info.elementCount)
             host.withUnsafeMutableBufferPointer { Dequantize.row(info.type, raw, $0.baseAddress!, count: info.elementCount) }

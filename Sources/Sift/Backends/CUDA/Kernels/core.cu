@@ -151,3 +151,17 @@ extern "C" __global__ void sift_attention_dense(const float* q, float* out, cons
         o[d] = acc_d / S;
     }
 }
+
+// Random weights for synthetic benchmark models: y[i] = offset + scale * u, u uniform in
+// [-1, 1) from a hash of (seed, i). dtype 0 = bf16, 1 = f16, 2 = f32.
+extern "C" __global__ void sift_fill_random(void* y, long n, unsigned seed, float offset, float scale, int dtype) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    unsigned long long h = (unsigned long long)i * 0x9E3779B97F4A7C15ull ^ ((unsigned long long)seed << 32 | seed);
+    h ^= h >> 33; h *= 0xff51afd7ed558ccdull; h ^= h >> 33; h *= 0xc4ceb9fe1a85ec53ull; h ^= h >> 33;
+    float u = (float)(h >> 40) * (1.0f / 8388608.0f) - 1.0f;
+    float v = offset + scale * u;
+    if (dtype == 0) ((bf16_t*)y)[i] = f32_to_bf16(v);
+    else if (dtype == 1) ((unsigned short*)y)[i] = f32_to_f16(v);
+    else ((float*)y)[i] = v;
+}
