@@ -70,7 +70,10 @@ struct Calibrate: ParsableCommand {
         }
         let clock = ContinuousClock()
         let t0 = clock.now
-        let pool = (m.backend as! CPUBackend).pool
+        guard let cpu = m.backend as? CPUBackend else {
+            throw ValidationError("calibration runs on the CPU: use --device cpu")
+        }
+        let pool = cpu.pool
         let ranking = try ChannelCalibrator.calibrate(
             model: m.model, tokens: ids, sampleLength: sampleLength, statistic: stat, pool: pool
         ) { done, total in

@@ -4,14 +4,14 @@ public enum AttentionMethods {
     typealias Factory = (KVCache, LanguageModel, AttentionOptions) throws -> AttentionMethod
 
     static let factories: [String: Factory] = [
-        "dense": { cache, model, _ in DenseAttention(cache: cache, pool: cpuPool(model)) },
+        "dense": { cache, model, _ in DenseAttention(cache: cache, pool: try cpuPool(model)) },
         "double-sparse": { cache, model, options in
             let path = try DoubleSparsityConfig.resolvePath(options)
             let config = try DoubleSparsityConfig.load(path: path)
             try config.check(against: model.config, fileSHA256: options.modelSHA256, path: path)
             return try DoubleSparseAttention(cache: cache, config: config,
                                              channels: options.dsChannels ?? config.defaultChannels ?? max(1, cache.headDim / 16),
-                                             options: options, pool: cpuPool(model))
+                                             options: options, pool: try cpuPool(model))
         },
     ]
 
@@ -25,7 +25,10 @@ public enum AttentionMethods {
         return try f(cache, model, options)
     }
 
-    static func cpuPool(_ model: LanguageModel) -> ThreadPool {
-        (model.backend as! CPUBackend).pool
+    static func cpuPool(_ model: LanguageModel) throws -> ThreadPool {
+        guard let cpu = model.backend as? CPUBackend else {
+            throw ModelError.invalid("these attention methods run on the CPU backend; on \(model.backend.name) use CUDAAttentionMethods (\(CUDAAttentionMethods.names.joined(separator: ", ")))")
+        }
+        return cpu.pool
     }
 }
