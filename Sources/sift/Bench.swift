@@ -35,6 +35,9 @@ struct Bench: ParsableCommand {
     @Option(help: "How to fill the context depth: model (a real prefill of random tokens) or random (random keys and values).")
     var fill: String = "model"
 
+    @Option(help: "GPU only: a model of this shape with random weights made on the GPU instead of -m (\(SyntheticModels.names.joined(separator: ", "))).")
+    var synthetic: String?
+
     @Flag(help: "JSON on stdout.")
     var json = false
 
@@ -82,19 +85,40 @@ struct Bench: ParsableCommand {
     }
 
     func run() throws {
-        let m = try options.load(maxBatch: batch)
+        let model: LanguageModel
+        let modelPath: String
+        var loaded: LoadedModel?
+        if let synthetic {
+            guard case .cuda(let ordinal) = try DeviceSpec(parsing: options.device) else {
+                throw ValidationError("--synthetic makes its weights on the GPU: add --device cuda")
+            }
+            let gpu = try CUDABackend(ordinal: ordinal, threads: options.threads)
+            gpu.syntheticWeights = true
+            gpu.kvMemoryBytes = try options.kvMemoryBytes()
+            model = try Architectures.load(SyntheticModels.file(synthetic), backend: gpu, maxBatch: batch)
+            modelPath = "synthetic:\(synthetic)"
+        } else {
+            let m = try options.load(maxBatch: batch)
+            model = m.model
+            modelPath = m.path
+            loaded = m
+        }
         let maxDepth = depths.max() ?? 0
         let needed = maxDepth + max(p, n)
-        guard needed <= m.config.contextLength else {
-            throw ValidationError("depth \(maxDepth) + \(max(p, n)) tokens exceeds the model's context \(m.config.contextLength)")
+        guard needed <= model.config.contextLength else {
+            throw ValidationError("depth \(maxDepth) + \(max(p, n)) tokens exceeds the model's context \(model.config.contextLength)")
         }
         let methods = options.attention.split(separator: ",").map { String($0.filter { $0 != " " }) }
         var sessions: [Session] = []
         for method in methods {
-            sessions.append(try m.session(contextLength: needed, attention: method, options: options.attentionOptions()))
+            if let loaded {
+                sessions.append(try loaded.session(contextLength: needed, attention: method, options: options.attentionOptions()))
+            } else {
+                sessions.append(try Session(model: model, contextLength: needed, attention: method, options: options.attentionOptions()))
+            }
         }
         var rng = Xoshiro256(seed: 42)
-        let vocab = m.config.vocabSize
+        let vocab = model.config.vocabSize
         func randomTokens(_ count: Int) -> [Int32] {
             (0..<count).map { _ in Int32(truncatingIfNeeded: rng.next() % UInt64(vocab)) }
         }
@@ -103,9 +127,9 @@ struct Bench: ParsableCommand {
             Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
         }
         var rows: [Row] = []
-        let label = "\(m.config.name) (\(m.config.architecture))"
+        let label = "\(model.config.name) (\(model.config.architecture))"
         if !json {
-            print("| model | threads | attention | test | t/s |")
+            print("| model | \(options.device == "cpu" ? "threads" : "device") | attention | test | t/s |")
             print("| --- | ---: | --- | ---: | ---: |")
         }
         for d in depths {
@@ -119,8 +143,9 @@ struct Bench: ParsableCommand {
                         _ = try session.evaluate(randomTokens(d), logits: .none)
                     }
                 }
-                // One untimed warm-up pass (page faults of the weights, thread start-up).
-                _ = try session.evaluate(randomTokens(1), logits: .last)
+                // One untimed warm-up pass (page faults of the weights, thread start-up; on a
+                // GPU a full prompt, so cuBLAS has chosen its kernels for that shape).
+                _ = try session.evaluate(randomTokens(options.device == "cpu" ? 1 : max(1, min(p, batch))), logits: .last)
                 session.truncate(to: d)
                 for (test, count) in [("pp", p), ("tg", n)] where count > 0 {
                     var samples: [Double] = []
@@ -155,7 +180,7 @@ struct Bench: ParsableCommand {
                             let base: Row? = rows.first { (r: Row) -> Bool in r.attention == baseline && r.test == row.test && r.depth == d }
                             if let base { ratio = " (" + fixed(mean / base.tokensPerS, 2) + "× " + baseline + ")" }
                         }
-                        print("| \(label) | \(options.threads) | \(method) | \(name) | \(fixed(mean, 2)) ± \(fixed(sd, 2))\(ratio) |")
+                        print("| \(label) | \(options.device == "cpu" ? "\(options.threads)" : model.backend.name) | \(method) | \(name) | \(fixed(mean, 2)) ± \(fixed(sd, 2))\(ratio) |")
                     }
                 }
             }
@@ -163,7 +188,7 @@ struct Bench: ParsableCommand {
         if json {
             let firstDepth = depths.first ?? 0
             try printJSON(Output(
-                model: m.path, attention: options.attention, threads: options.threads, results: rows,
+                model: modelPath, attention: options.attention, threads: options.threads, results: rows,
                 prefillTokensPerS: rows.first { $0.test.hasPrefix("pp") && $0.depth == firstDepth }?.tokensPerS,
                 decodeTokensPerS: rows.first { $0.test.hasPrefix("tg") && $0.depth == firstDepth }?.tokensPerS,
                 fill: fill))

@@ -83,7 +83,10 @@ struct Calibrate: ParsableCommand {
         }
         let clock = ContinuousClock()
         let t0 = clock.now
-        let pool = (m.backend as! CPUBackend).pool
+        guard let cpu = m.backend as? CPUBackend else {
+            throw ValidationError("calibration runs on the CPU: use --device cpu")
+        }
+        let pool = cpu.pool
         if method == "loki" {
             try calibrateLoki(m, ids: ids, pool: pool, clock: clock, t0: t0)
             return

@@ -4,8 +4,23 @@ import Glibc
 import Darwin
 #endif
 
-/// A weight on the GPU: matrices dequantized from the GGUF file to bf16 `[rows][cols]`
-/// (row r = output r), vectors (norms, biases) as f32.
+/// The element type of weight matrices on the GPU (and of activations fed to cuBLAS).
+public enum GPUPrecision: String, Sendable, CaseIterable {
+    case bf16, f16, f32
+
+    var bytes: Int { self == .f32 ? 4 : 2 }
+    var blasType: CUBLAS.DataType {
+        switch self {
+        case .bf16: return .bf16
+        case .f16: return .f16
+        case .f32: return .f32
+        }
+    }
+    var kernelCode: Int { self == .bf16 ? 0 : self == .f16 ? 1 : 2 }
+}
+
+/// A weight on the GPU: matrices dequantized from the GGUF file to the backend's precision,
+/// `[rows][cols]` (row r = output r); vectors (norms, biases) as f32.
 public final class CUDAWeight: Weight, @unchecked Sendable {
     public let buffer: DeviceBuffer
     /// bf16 matrix (true) or f32 vector (false).
@@ -49,8 +64,8 @@ func bf16Bits(_ f: Float) -> UInt16 {
     return UInt16(truncatingIfNeeded: (u &+ 0x7fff &+ ((u >> 16) & 1)) >> 16)
 }
 
-/// The CUDA backend: weights in bf16 on the GPU, matrix products through cuBLAS (bf16 inputs,
-/// f32 accumulation and output), the other operations as small kernels of `Kernels/core.cu`,
+/// The CUDA backend: weights in bf16 on the GPU (or f16 / f32: `precision`), matrix products
+/// through cuBLAS (inputs in that type, f32 accumulation and output), the other operations as small kernels of `Kernels/core.cu`,
 /// activations in f32. All work is issued in order on the context's stream; `read` waits.
 ///
 /// Backend methods cannot throw, so the first CUDA failure is kept, later work is skipped,
@@ -65,6 +80,11 @@ public final class CUDABackend: Backend, @unchecked Sendable {
     public var kvMemoryBytes: Int?
     /// Tokens per KV page.
     public var kvPageSize = 64
+    /// Random weights made on the GPU instead of reading the file (synthetic benchmark models).
+    public var syntheticWeights = false
+    private var syntheticSeed: UInt32 = 1
+    /// Element type of weight matrices (default bf16; $SIFT_CUDA_PRECISION overrides).
+    public let precision: GPUPrecision
 
     private var firstError: Error?
     private var scratch: DeviceBuffer?
@@ -73,14 +93,24 @@ public final class CUDABackend: Backend, @unchecked Sendable {
     private var lastPositions: [Int32] = []
     private var invFreq: [String: DeviceBuffer] = [:]
 
-    let kEmbed, kRMSNorm, kRoPE, kAdd, kAddBias, kGated, kToBF16: CUDAFunction
-    let kKVStore, kAttention: CUDAFunction
+    let kEmbed, kRMSNorm, kRoPE, kAdd, kAddBias, kGated, kToBF16, kToF16: CUDAFunction
+    let kKVStore, kAttention, kFillRandom: CUDAFunction
 
-    public init(ordinal: Int = 0, threads: Int = ThreadPool.processorCount) throws {
+    public init(ordinal: Int = 0, threads: Int = ThreadPool.processorCount, precision: GPUPrecision? = nil) throws {
+        if let p = precision {
+            self.precision = p
+        } else if let e = FS.env("SIFT_CUDA_PRECISION") {
+            guard let p = GPUPrecision(rawValue: e) else {
+                throw CUDAError.invalid("SIFT_CUDA_PRECISION must be bf16, f16 or f32, not '\(e)'")
+            }
+            self.precision = p
+        } else {
+            self.precision = .bf16
+        }
         context = try CUDAContext.open(ordinal: ordinal)
         try context.makeCurrent()
         blas = try CUBLAS(context: context)
-        name = "cuda:\(ordinal) (\(context.deviceName), sm_\(context.computeCapability.major)\(context.computeCapability.minor))"
+        name = "cuda:\(ordinal) (\(context.deviceName), sm_\(context.computeCapability.major)\(context.computeCapability.minor), \(self.precision.rawValue))"
         let m = try context.kernelModule("core.cu")
         kEmbed = try m.function("sift_embed")
         kRMSNorm = try m.function("sift_rms_norm")
@@ -89,8 +119,10 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         kAddBias = try m.function("sift_add_bias")
         kGated = try m.function("sift_gated")
         kToBF16 = try m.function("sift_f32_to_bf16")
+        kToF16 = try m.function("sift_f32_to_f16")
         kKVStore = try m.function("sift_kv_store")
         kAttention = try m.function("sift_attention_dense")
+        kFillRandom = try m.function("sift_fill_random")
         pool = ThreadPool(threads: max(1, threads))
     }
 
@@ -133,8 +165,22 @@ public final class CUDABackend: Backend, @unchecked Sendable {
             throw ModelError.badTensor(info.name, path: file.path,
                                        reason: "row length \(info.rowLength) is not a multiple of the \(info.type) block size \(info.type.blockSize)")
         }
-        let raw = file.data(info)
         let n = info.rowLength, rows = info.rowCount
+        if syntheticWeights {
+            let vector = info.shape.count == 1 || rows == 1
+            let es = vector ? 4 : precision.bytes
+            let b = try context.allocate(bytes: info.elementCount * es)
+            syntheticSeed &+= 1
+            // Norm weights near 1, biases small, matrices ±1/√cols (activations stay O(1)).
+            let isNorm = info.name.hasSuffix("norm.weight")
+            try context.launch(kFillRandom, grid: (blocks(info.elementCount), 1, 1), block: (256, 1, 1),
+                               [.ptr(b), .int64(Int64(info.elementCount)), .uint32(syntheticSeed),
+                                .float(isNorm ? 1 : 0), .float(vector ? (isNorm ? 0.1 : 0.05) : 1 / Float(n).squareRoot()),
+                                .int(vector ? 2 : precision.kernelCode)])
+            try context.synchronize()
+            return CUDAWeight(info: info, buffer: b, isMatrix: !vector)
+        }
+        let raw = file.data(info)
         if info.shape.count == 1 || rows == 1 {
             var host = [Float](repeating: 0, count: info.elementCount)
             host.withUnsafeMutableBufferPointer { Dequantize.row(info.type, raw, $0.baseAddress!, count: info.elementCount) }
@@ -144,10 +190,11 @@ public final class CUDABackend: Backend, @unchecked Sendable {
             return CUDAWeight(info: info, buffer: b, isMatrix: false)
         }
         let rowBytes = info.type.byteCount(elements: n) ?? 0
-        let b = try context.allocate(bytes: rows * n * 2)
+        let es = precision.bytes, prec = precision
+        let b = try context.allocate(bytes: rows * n * es)
         // Dequantize and upload in slabs of rows, so host memory stays bounded.
-        let slabRows = max(1, min(rows, (64 << 20) / (n * 2)))
-        let host = UnsafeMutablePointer<UInt16>.allocate(capacity: slabRows * n)
+        let slabRows = max(1, min(rows, (64 << 20) / (n * es)))
+        let host = UnsafeMutableRawPointer.allocate(byteCount: slabRows * n * es, alignment: 64)
         defer { host.deallocate() }
         var r0 = 0
         while r0 < rows {
@@ -156,13 +203,23 @@ public final class CUDABackend: Backend, @unchecked Sendable {
             pool.parallelRanges(count, grain: 16) { range in
                 withUnsafeTemporaryAllocation(of: Float.self, capacity: n) { tmp in
                     for r in range {
-                        Dequantize.row(info.type, raw + (base + r) * rowBytes, tmp.baseAddress!, count: n)
-                        let dst = host + r * n
-                        for j in 0..<n { dst[j] = bf16Bits(tmp[j]) }
+                        let src = raw + (base + r) * rowBytes
+                        switch prec {
+                        case .f32:
+                            Dequantize.row(info.type, src, (host + r * n * 4).assumingMemoryBound(to: Float.self), count: n)
+                        case .bf16:
+                            Dequantize.row(info.type, src, tmp.baseAddress!, count: n)
+                            let dst = (host + r * n * 2).assumingMemoryBound(to: UInt16.self)
+                            for j in 0..<n { dst[j] = bf16Bits(tmp[j]) }
+                        case .f16:
+                            Dequantize.row(info.type, src, tmp.baseAddress!, count: n)
+                            let dst = (host + r * n * 2).assumingMemoryBound(to: UInt16.self)
+                            for j in 0..<n { dst[j] = Float16(tmp[j]).bitPattern }
+                        }
                     }
                 }
             }
-            try context.upload(UnsafeRawPointer(host), to: b.address + UInt64(r0 * n * 2), bytes: count * n * 2)
+            try context.upload(UnsafeRawPointer(host), to: b.address + UInt64(r0 * n * es), bytes: count * n * es)
             try context.synchronize()
             r0 += count
         }
@@ -194,7 +251,8 @@ public final class CUDABackend: Backend, @unchecked Sendable {
             let tb = try grow(&self.tokens, bytes: tokens.count * 4)
             try context.upload(tokens, to: tb.address)
             try context.launch(kEmbed, grid: (blocks(w.cols), tokens.count, 1), block: (256, 1, 1),
-                               [.pointer(w.address), .ptr(tb), .pointer(Self.address(out)), .int(w.cols), .float(scale)])
+                               [.pointer(w.address), .ptr(tb), .pointer(Self.address(out)), .int(w.cols), .float(scale),
+                                .int(precision.kernelCode)])
         }
     }
 
@@ -217,13 +275,19 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         out.rows = tokens
         if tokens == 0 { return }
         run {
-            let s = try grow(&scratch, bytes: tokens * n * 2)
-            try context.launch(kToBF16, grid: (blocks(tokens * n), 1, 1), block: (256, 1, 1),
-                               [.pointer(Self.address(x)), .ptr(s), .int64(Int64(tokens * n))])
+            let input: CUdeviceptr
+            if precision == .f32 {
+                input = Self.address(x)
+            } else {
+                let s = try grow(&scratch, bytes: tokens * n * 2)
+                try context.launch(precision == .bf16 ? kToBF16 : kToF16, grid: (blocks(tokens * n), 1, 1), block: (256, 1, 1),
+                                   [.pointer(Self.address(x)), .ptr(s), .int64(Int64(tokens * n))])
+                input = s.address
+            }
             // Row-major W (m×n) is column-major Wᵀ (n×m); row-major x (tokens×n) is column-major
             // n×tokens; out (tokens×m) row-major = column-major m×tokens = Wᵀᵀ·x.
-            try blas.gemm(.t, .n, m: m, n: tokens, k: n, a: w.address, lda: n, b: s.address, ldb: n,
-                          c: Self.address(out), ldc: m)
+            try blas.gemm(.t, .n, m: m, n: tokens, k: n, a: w.address, lda: n, b: input, ldb: n,
+                          c: Self.address(out), ldc: m, ab: precision.blasType)
             if let bias {
                 try context.launch(kAddBias, grid: (blocks(tokens * m), 1, 1), block: (256, 1, 1),
                                    [.pointer(Self.address(out)), .pointer(gpu(bias).address), .int(m), .int64(Int64(tokens * m))])

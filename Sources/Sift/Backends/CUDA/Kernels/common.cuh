@@ -18,6 +18,25 @@ __device__ __forceinline__ bf16_t f32_to_bf16(float f) {
     return (bf16_t)(u >> 16);
 }
 
+// f16 <-> f32 through PTX (no cuda_fp16.h under NVRTC).
+__device__ __forceinline__ float f16_to_f32(unsigned short h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+__device__ __forceinline__ unsigned short f32_to_f16(float f) {
+    unsigned short h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+}
+
+// Element `i` of a weight stored as dtype 0 = bf16, 1 = f16, 2 = f32.
+__device__ __forceinline__ float load_weight(const void* w, size_t i, int dtype) {
+    if (dtype == 0) return bf16_to_f32(((const bf16_t*)w)[i]);
+    if (dtype == 1) return f16_to_f32(((const unsigned short*)w)[i]);
+    return ((const float*)w)[i];
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;

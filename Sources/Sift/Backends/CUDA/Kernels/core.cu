@@ -2,11 +2,12 @@
 // f32 activations, bf16 weights and KV cache. Simple, correct kernels.
 #include "common.cuh"
 
-// out[i, :] = table[tokens[i], :] * scale.   grid (ceil(dim/256), rows), block 256
-extern "C" __global__ void sift_embed(const bf16_t* table, const int* tokens, float* out, int dim, float scale) {
+// out[i, :] = table[tokens[i], :] * scale; table of dtype (0 bf16, 1 f16, 2 f32).
+// grid (ceil(dim/256), rows), block 256
+extern "C" __global__ void sift_embed(const void* table, const int* tokens, float* out, int dim, float scale, int dtype) {
     int i = blockIdx.y;
     int j = blockIdx.x * blockDim.x + threadIdx.x;
-    if (j < dim) out[(size_t)i * dim + j] = bf16_to_f32(table[(size_t)tokens[i] * dim + j]) * scale;
+    if (j < dim) out[(size_t)i * dim + j] = load_weight(table, (size_t)tokens[i] * dim + j, dtype) * scale;
 }
 
 // out = x / rms(x) * w over groups of `group` values; out may be x.   grid (groups), block 256
@@ -65,6 +66,12 @@ extern "C" __global__ void sift_gated(float* gate, const float* up, long n, int 
 extern "C" __global__ void sift_f32_to_bf16(const float* x, bf16_t* y, long n) {
     long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) y[i] = f32_to_bf16(x[i]);
+}
+
+// f32 -> f16 (activations before an f16 cuBLAS product).
+extern "C" __global__ void sift_f32_to_f16(const float* x, unsigned short* y, long n) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = f32_to_f16(x[i]);
 }
 
 // Writes rows of k and v (f32, [rows][kv_heads*head_dim]) at positions start... into the
@@ -143,4 +150,18 @@ extern "C" __global__ void sift_attention_dense(const float* q, float* out, cons
         for (int w = 0; w < SIFT_ATT_WARPS; w++) if (wm[w] > -SIFT_INF) acc_d += wacc[w][d] * expf(wm[w] - M);
         o[d] = acc_d / S;
     }
+}
+
+// Random weights for synthetic benchmark models: y[i] = offset + scale * u, u uniform in
+// [-1, 1) from a hash of (seed, i). dtype 0 = bf16, 1 = f16, 2 = f32.
+extern "C" __global__ void sift_fill_random(void* y, long n, unsigned seed, float offset, float scale, int dtype) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    unsigned long long h = (unsigned long long)i * 0x9E3779B97F4A7C15ull ^ ((unsigned long long)seed << 32 | seed);
+    h ^= h >> 33; h *= 0xff51afd7ed558ccdull; h ^= h >> 33; h *= 0xc4ceb9fe1a85ec53ull; h ^= h >> 33;
+    float u = (float)(h >> 40) * (1.0f / 8388608.0f) - 1.0f;
+    float v = offset + scale * u;
+    if (dtype == 0) ((bf16_t*)y)[i] = f32_to_bf16(v);
+    else if (dtype == 1) ((unsigned short*)y)[i] = f32_to_f16(v);
+    else ((float*)y)[i] = v;
 }
