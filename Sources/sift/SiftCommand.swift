@@ -10,6 +10,6 @@ struct SiftCommand: ParsableCommand {
         Models: \(ModelHub.knownNames.joined(separator: ", ")) (default \(ModelHub.defaultModel)), \
         or the path of any supported .gguf file.
         """,
-        subcommands: [Run.self, Pull.self, Info.self, PerplexityCommand.self, Bench.self, Calibrate.self],
+        subcommands: [Run.self, Pull.self, Info.self, PerplexityCommand.self, Bench.self, Calibrate.self, EvalCommand.self],
         defaultSubcommand: nil)
 }
