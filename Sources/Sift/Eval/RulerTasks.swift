@@ -142,28 +142,42 @@ public struct RulerTasks {
         s.answerPrefix = " Answer: The top 10 words that appear most often in the list are:"
         s.scoring = .all
         let b = try budget(s, length, maxNew, overhead, need: common * 5 * 4)
-        let perItem = 5  // tokens of " 123. word", roughly, for sizing
+        // Each item is tokenized as its number and its word, so the list's length does not
+        // depend on the order and the largest count of rare words that fits is found exactly.
+        let perItem = 5  // tokens of " 123. word", roughly, for sizing the common words
         let freqCommon = max(5, min(30, b / 2 / (common * perItem)))
-        let rareCount = max(0, (b - common * freqCommon * perItem) / (freqRare * perItem))
-        let words = RulerWords.distinctWords(common + rareCount + 1, &rng)
-        s.expected = Array(words[0..<common])
-        var rare = rareCount
-        while true {
-            var bag: [String] = []
-            for w in words[0..<common] { bag += Array(repeating: w, count: freqCommon) }
-            for w in words[common..<(common + rare)] { bag += Array(repeating: w, count: freqRare) }
-            var order = rng  // the same shuffle whatever `rare` is tried
-            bag.shuffle(using: &order)
-            var t: [Int32] = []
-            for (i, w) in bag.enumerated() { t += tokenizer.evalEncode("\(i == 0 ? "" : " ")\(i + 1). \(w)") }
-            if t.count <= b || rare == 0 {
-                guard t.count <= b else { throw EvalError.invalid("length \(length) is too short for cwe") }
-                s.context = t
-                return s
+        var numberTokens: [Int] = []
+        func numbers(_ n: Int) -> Int {
+            while numberTokens.count < n {
+                let i = numberTokens.count
+                numberTokens.append(tokenizer.evalEncode("\(i == 0 ? "" : " ")\(i + 1).").count)
             }
-            // Over budget: drop rare words in proportion to the excess.
-            rare = max(0, rare - max(1, (t.count - b) / (freqRare * perItem) + 1))
+            return numberTokens[0..<n].reduce(0, +)
         }
+        let maxRare = max(0, (b - common * freqCommon * 2) / freqRare)
+        let words = RulerWords.distinctWords(common + maxRare + 1, &rng)
+        let wordTokens = words.map { tokenizer.evalEncode(" " + $0).count }
+        s.expected = Array(words[0..<common])
+        let commonCost = wordTokens[0..<common].reduce(0, +) * freqCommon
+        var rareCost = [0]  // rareCost[r]: tokens of the first r rare words, all occurrences
+        for w in wordTokens[common...] { rareCost.append(rareCost.last! + w * freqRare) }
+        func cost(_ rare: Int) -> Int { commonCost + rareCost[rare] + numbers(common * freqCommon + rare * freqRare) }
+        guard cost(0) <= b else { throw EvalError.invalid("length \(length) is too short for cwe") }
+        var lo = 0, hi = maxRare
+        while lo < hi {
+            let mid = (lo + hi + 1) / 2
+            if cost(mid) <= b { lo = mid } else { hi = mid - 1 }
+        }
+        var bag: [String] = []
+        for w in words[0..<common] { bag += Array(repeating: w, count: freqCommon) }
+        for w in words[common..<(common + lo)] { bag += Array(repeating: w, count: freqRare) }
+        bag.shuffle(using: &rng)
+        var t: [Int32] = []
+        for (i, w) in bag.enumerated() {
+            t += tokenizer.evalEncode("\(i == 0 ? "" : " ")\(i + 1).") + tokenizer.evalEncode(" " + w)
+        }
+        s.context = t
+        return s
     }
 
     /// Frequent words extraction: coded words (random 3–6 letter strings) drawn with Zipf
@@ -203,20 +217,16 @@ public struct RulerTasks {
             let mid = (lo + hi + 1) / 2
             if cost(counts(mid)) <= b { lo = mid } else { hi = mid - 1 }
         }
-        var n = lo
-        while true {
-            var bag: [String] = []
-            for (w, k) in zip(vocab, counts(n)) { bag += Array(repeating: w, count: k) }
-            var order = rng
-            bag.shuffle(using: &order)
-            var t: [Int32] = []
-            for w in bag { t += tokenizer.evalEncode(" \(w) ....") }
-            if t.count <= b || n <= 4 {
-                guard t.count <= b else { throw EvalError.invalid("length \(length) is too short for fwe") }
-                s.context = t
-                return s
-            }
-            n -= max(1, n / 50)
-        }
+        // Items are tokenized one by one, so the estimate is the exact length.
+        let c = counts(lo)
+        guard cost(c) <= b else { throw EvalError.invalid("length \(length) is too short for fwe") }
+        var bag: [Int] = []
+        for (r, k) in c.enumerated() { bag += Array(repeating: r, count: k) }
+        bag.shuffle(using: &rng)
+        let itemIds = vocab.map { tokenizer.evalEncode(" \($0) ....") }
+        var t: [Int32] = []
+        for r in bag { t += itemIds[r] }
+        s.context = t
+        return s
     }
 }
