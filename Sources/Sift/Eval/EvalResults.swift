@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// The attention a run used: method name, token budget and the method's other settings.
 public struct EvalAttention: Codable, Equatable, Sendable {
     public var name: String
@@ -142,6 +148,10 @@ public struct EvalResults: Codable, Equatable, Sendable {
         cells.sort { $0.key < $1.key }
         let scored = cells.filter { $0.ppl == nil }
         accuracy = scored.isEmpty ? nil : scored.reduce(0) { $0 + $1.score } / Double(scored.count)
+        // Perplexity over every length's scored tokens: exp of the token-weighted mean log ppl.
+        let ppls = cells.filter { $0.ppl != nil && $0.promptTokens > 0 }
+        let n = ppls.reduce(0) { $0 + $1.promptTokens }
+        ppl = n == 0 ? nil : exp(ppls.reduce(0.0) { $0 + Double($1.promptTokens) * log($1.ppl!) } / Double(n))
     }
 
     /// Mean score of the cells of one task and length.
