@@ -127,7 +127,7 @@ public struct EvalResults: Codable, Equatable, Sendable {
     /// What differs between the settings of two runs (empty: they may share a folder).
     public func differences(from o: EvalResults) -> [String] {
         var d: [String] = []
-        func cmp<T: Equatable>(_ name: String, _ a: T, _ b: T) { if a != b { d.append("\(name): \(b) here, \(a) now") } }
+        func cmp<T: Equatable>(_ name: String, _ a: T, _ b: T) { if a != b { d.append("\(name): \(a) here, \(b) now") } }
         cmp("task", task, o.task)
         cmp("model", model, o.model)
         cmp("attention", attention.name, o.attention.name)
