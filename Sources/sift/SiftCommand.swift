@@ -10,6 +10,7 @@ struct SiftCommand: ParsableCommand {
         Models: \(ModelHub.knownNames.joined(separator: ", ")) (default \(ModelHub.defaultModel)), \
         or the path of any supported .gguf file.
         """,
-        subcommands: [Run.self, Pull.self, Info.self, PerplexityCommand.self, Bench.self, Calibrate.self, KernelsCommand.self, KernelBench.self, SelfTest.self],
+        subcommands: [Run.self, Pull.self, Info.self, PerplexityCommand.self, Bench.self, Calibrate.self, EvalCommand.self,
+                      KernelsCommand.self, KernelBench.self, SelfTest.self],
         defaultSubcommand: nil)
 }
