@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -31,3 +34,14 @@ func fixed(_ x: Double, _ decimals: Int) -> String {
 
 func padLeft(_ s: String, _ n: Int) -> String { String(repeating: " ", count: max(0, n - s.count)) + s }
 func padRight(_ s: String, _ n: Int) -> String { s + String(repeating: " ", count: max(0, n - s.count)) }
+
+/// `x` in scientific notation with `decimals` digits after the point ("3.142e-05").
+func scientific(_ x: Double, _ decimals: Int) -> String {
+    if !x.isFinite { return "\(x)" }
+    if x == 0 { return fixed(0, decimals) + "e+00" }
+    var e = Int(log10(abs(x)).rounded(.down))
+    var m = x / pow(10, Double(e))
+    if abs(Double(fixed(abs(m), decimals))!) >= 10 { m /= 10; e += 1 }
+    let exp = abs(e) < 10 ? "0\(abs(e))" : "\(abs(e))"
+    return fixed(m, decimals) + "e" + (e < 0 ? "-" : "+") + exp
+}

@@ -1,5 +1,9 @@
 import ArgumentParser
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import Sift
 
 /// `sift kernel-bench`: sift's GPU attention kernels on synthetic shapes, timed with CUDA events
@@ -26,7 +30,7 @@ struct KernelBench: ParsableCommand {
 
     func ints(_ s: String, _ what: String) throws -> [Int] {
         try s.split(separator: ",").map {
-            guard let v = Int($0.trimmingCharacters(in: .whitespaces)), v > 0 else { throw ValidationError("bad \(what) '\($0)'") }
+            guard let v = Int($0.filter { $0 != " " }), v > 0 else { throw ValidationError("bad \(what) '\($0)'") }
             return v
         }
     }
@@ -55,7 +59,7 @@ struct KernelBench: ParsableCommand {
         }
         let flush = try ctx.allocate(bytes: 256 << 20)
         let copyGBps = try copyBandwidth(ctx)
-        print("device-to-device copy: \(String(format: "%.0f", copyGBps)) GB/s (read + write)\n")
+        print("device-to-device copy: \(fixed(copyGBps, 0)) GB/s (read + write)\n")
         print("| shape | B | L | dense ms | GB/s | of copy | DS ms (1/16 tokens, r=d/16) | DS speedup |")
         print("|---|---|---|---|---|---|---|---|")
         for n in names {
@@ -68,8 +72,8 @@ struct KernelBench: ParsableCommand {
                     let ds = try time(ctx, flush) { try syn.doubleSparsity() }
                     let bytes = Double(b * l * s.kvHeads * s.headDim * 4)
                     let gbps = bytes / (dense * 1e-3) / 1e9
-                    print("| \(n) | \(b) | \(l) | \(String(format: "%.4f", dense)) | \(String(format: "%.0f", gbps)) | "
-                          + "\(String(format: "%.1f%%", 100 * gbps / copyGBps)) | \(String(format: "%.4f", ds)) | \(String(format: "%.2fx", dense / ds)) |")
+                    print("| \(n) | \(b) | \(l) | \(fixed(dense, 4)) | \(fixed(gbps, 0)) | "
+                          + "\(fixed(100 * gbps / copyGBps, 1))% | \(fixed(ds, 4)) | \(fixed(dense / ds, 2) + "x") |")
                 }
             }
         }

@@ -1,5 +1,12 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import Sift
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Device check of sift's GPU attention kernels against float64 references computed here on
 /// the CPU, from fresh random inputs made on the host (so both sides see the same bf16 values):
@@ -19,7 +26,7 @@ struct KernelCheck {
 
     func report(_ what: String, _ err: Double, _ scale: Double, tol: Double = 1e-2) -> Bool {
         let ok = err <= tol * max(scale, 1e-6) && !err.isNaN
-        print("\(ok ? "PASS" : "FAIL") \(name) \(what): max|err| \(String(format: "%.3e", err)) (ref max \(String(format: "%.3e", scale)))")
+        print("\(ok ? "PASS" : "FAIL") \(name) \(what): max|err| \(scientific(err, 3)) (ref max \(scientific(scale, 3)))")
         return ok
     }
 
@@ -142,7 +149,7 @@ struct KernelCheck {
                     for i in 0..<D { err = max(err, abs(r[i] - Self.f(got[(b * H + h * G + g) * D + i]))); scale = max(scale, abs(r[i])) }
                 }
             } }
-            print("\(selOK ? "PASS" : "FAIL") \(name) DS sinks \(sinks): exactly k = L/16 tokens, the top-k of the kernel's scores; score err vs float64 \(String(format: "%.2e", scoreErr))")
+            print("\(selOK ? "PASS" : "FAIL") \(name) DS sinks \(sinks): exactly k = L/16 tokens, the top-k of the kernel's scores; score err vs float64 \(scientific(scoreErr, 2))")
             ok = selOK && scoreErr < 1e-3 * 50 && ok
             ok = report("DS attention over the selection, sinks \(sinks)", err, scale) && ok
         }
