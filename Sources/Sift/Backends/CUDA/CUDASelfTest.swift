@@ -234,8 +234,11 @@ public enum CUDASelfTest {
                 }
             }
             checks.append(GPUCheck(name: "attention h\(heads)/kv\(kvHeads) d\(hd) prefix \(prefix) rows \(rows) window \(window)",
-                                   error: relErr(flat(b, out), ref), tolerance: 1e-4))
+                                   error: relErr(flat(b, out), ref), tolerance: rows > 1 ? 5e-3 : 1e-4))
         }
+        // Decode rows keep f32 queries and probabilities (1e-4); prefill chunks run on tensor
+        // cores with queries and probabilities rounded to bf16 (unit roundoff 2^-8 ≈ 3.9e-3), so
+        // they are held to 5e-3, still far below any indexing or masking error (which is O(1)).
         return checks
     }
 
