@@ -259,7 +259,10 @@ struct EvalKV: ParsableCommand {
 
     func run() throws {
         let lengths = try common.parsedLengths(), ds = try parseDepths(depths)
-        let maxNew = common.maxNew ?? 40
+        // Chat models often restate the key before the value ("The value of the key \"<uuid>\" is
+        // \"<uuid>\""): two UUIDs are ~50 tokens, so 40 cut most answers off before the value
+        // (0% for every model on the H100 grid); 96 leaves room.
+        let maxNew = common.maxNew ?? 96
         var task: KeyValueRetrieval?
         let keys = lengths.flatMap { l in ds.map { EvalCellKey(task: "kv", length: l, depth: $0) } }
         try runEvalTask(task: "kv", options: options, run: common, settings: [:], keys: keys, maxNew: maxNew,
