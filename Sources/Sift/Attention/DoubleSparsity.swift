@@ -53,18 +53,10 @@ public final class DoubleSparseAttention: SparseAwareAttention, @unchecked Senda
         // Sliding-window layers (Gemma 3's local layers) stay dense: their window already
         // bounds what they read, whatever the context length.
         let sparseRows = (q.rows == 1 || sparsePrefill) && shape.window == 0
-        pool.parallelFor(shape.kvHeads * q.rows) { item in
-            let kvh = item % shape.kvHeads, t = item / shape.kvHeads
-            let position = start + t
-            let first = shape.firstVisible(position)
-            let visible = position - first + 1
-            let budget = options.budget.count(visible: visible)
-            let qg = q.row(t) + kvh * shape.groupSize * shape.headDim
-            let og = out.row(t) + kvh * shape.groupSize * shape.headDim
-            if !sparseRows || budget >= visible || visible < options.denseBelow {
-                DenseAttention.attendGroup(q: qg, groupSize: shape.groupSize, keys: cache.keys(layer, kvh),
-                                           values: cache.values(layer, kvh), positions: first...position,
-                                           headDim: shape.headDim, scale: shape.scale, out: og)
+        shape.forEachGroupRow(q: q, out: out, start: start, budget: options.budget, pool: pool) { r in
+            let kvh = r.kvh, first = r.first, visible = r.visible, budget = r.budget, qg = r.q, og = r.out
+            if r.isDense(sparse: sparseRows, denseBelow: options.denseBelow) {
+                r.attendDensely(cache: cache, layer: layer, shape: shape)
                 recall?.add(layer: layer, kept: Double(shape.groupSize), total: Double(shape.groupSize))
                 return
             }

@@ -75,17 +75,11 @@ public final class LokiAttention: SparseAwareAttention, @unchecked Sendable {
         out.rows = q.rows
         let sparseRows = (q.rows == 1 || sparsePrefill) && shape.window == 0
         let g = shape.groupSize, d = shape.headDim
-        pool.parallelFor(shape.kvHeads * q.rows) { item in
-            let kvh = item % shape.kvHeads, t = item / shape.kvHeads
-            let position = start + t
-            let first = shape.firstVisible(position)
-            let visible = position - first + 1
-            let budget = options.budget.count(visible: visible)
-            let qg = q.row(t) + kvh * g * d, og = out.row(t) + kvh * g * d
+        shape.forEachGroupRow(q: q, out: out, start: start, budget: options.budget, pool: pool) { r in
+            let kvh = r.kvh, first = r.first, visible = r.visible, budget = r.budget, qg = r.q, og = r.out
             let keys = cache.keys(layer, kvh), values = cache.values(layer, kvh)
-            if !sparseRows || budget >= visible || visible < options.denseBelow {
-                DenseAttention.attendGroup(q: qg, groupSize: g, keys: keys, values: values, positions: first...position,
-                                           headDim: d, scale: shape.scale, out: og)
+            if r.isDense(sparse: sparseRows, denseBelow: options.denseBelow) {
+                r.attendDensely(cache: cache, layer: layer, shape: shape)
                 recall?.add(layer: layer, kept: Double(g), total: Double(g))
                 return
             }

@@ -99,18 +99,12 @@ public final class QuestAttention: SparseAwareAttention, RecallReporting, @unche
         out.rows = q.rows
         let sparseRows = (q.rows == 1 || sparsePrefill) && shape.window == 0 && layer >= denseLayers
         let g = shape.groupSize, d = shape.headDim, P = pageSize
-        pool.parallelFor(shape.kvHeads * q.rows) { item in
-            let kvh = item % shape.kvHeads, t = item / shape.kvHeads
-            let position = start + t
-            let first = shape.firstVisible(position)
-            let visible = position - first + 1
-            let budget = options.budget.count(visible: visible)
+        shape.forEachGroupRow(q: q, out: out, start: start, budget: options.budget, pool: pool) { r in
+            let kvh = r.kvh, visible = r.visible, qg = r.q, og = r.out
             let pages = (visible + P - 1) / P
-            let select = max(1, budget / P)
-            let qg = q.row(t) + kvh * g * d, og = out.row(t) + kvh * g * d
-            if !sparseRows || budget >= visible || select >= pages || visible < options.denseBelow {
-                DenseAttention.attendGroup(q: qg, groupSize: g, keys: cache.keys(layer, kvh), values: cache.values(layer, kvh),
-                                           positions: first...position, headDim: d, scale: shape.scale, out: og)
+            let select = max(1, r.budget / P)
+            if r.isDense(sparse: sparseRows, denseBelow: options.denseBelow) || select >= pages {
+                r.attendDensely(cache: cache, layer: layer, shape: shape)
                 return
             }
             let keys = cache.keys(layer, kvh)

@@ -127,20 +127,13 @@ public final class SparQAttention: SparseAwareAttention, RecallReporting, @unche
                 }
             }
         }
-        pool.parallelFor(shape.kvHeads * q.rows) { item in
-            let kvh = item % shape.kvHeads, t = item / shape.kvHeads
-            let position = start + t
-            let first = shape.firstVisible(position)
-            let visible = position - first + 1
-            let budget = options.budget.count(visible: visible)
-            let qg = q.row(t) + kvh * g * d, og = out.row(t) + kvh * g * d
-            if !sparseRows || budget >= visible || visible < options.denseBelow {
-                DenseAttention.attendGroup(q: qg, groupSize: g, keys: cache.keys(layer, kvh), values: cache.values(layer, kvh),
-                                           positions: first...position, headDim: d, scale: shape.scale, out: og)
+        shape.forEachGroupRow(q: q, out: out, start: start, budget: options.budget, pool: pool) { r in
+            if r.isDense(sparse: sparseRows, denseBelow: options.denseBelow) {
+                r.attendDensely(cache: cache, layer: layer, shape: shape)
                 return
             }
-            decodeStep(layer: layer, kvh: kvh, q: qg, groupSize: g, visible: visible, budget: budget, headDim: d,
-                       scale: shape.scale, mean: means + (t * shape.kvHeads + kvh) * d, out: og)
+            decodeStep(layer: layer, kvh: r.kvh, q: r.q, groupSize: g, visible: r.visible, budget: r.budget, headDim: d,
+                       scale: shape.scale, mean: means + (r.t * shape.kvHeads + r.kvh) * d, out: r.out)
         }
     }
 

@@ -54,21 +54,15 @@ public final class StreamingLLMAttention: SparseAwareAttention, RecallReporting,
         out.rows = q.rows
         let sparseRows = (q.rows == 1 || sparsePrefill) && shape.window == 0
         let g = shape.groupSize, d = shape.headDim
-        pool.parallelFor(shape.kvHeads * q.rows) { item in
-            let kvh = item % shape.kvHeads, t = item / shape.kvHeads
-            let position = start + t
-            let first = shape.firstVisible(position)
-            let visible = position - first + 1
-            let budget = options.budget.count(visible: visible)
-            let qg = q.row(t) + kvh * g * d, og = out.row(t) + kvh * g * d
-            if !sparseRows || budget >= visible || visible < options.denseBelow {
-                DenseAttention.attendGroup(q: qg, groupSize: g, keys: cache.keys(layer, kvh), values: cache.values(layer, kvh),
-                                           positions: first...position, headDim: d, scale: shape.scale, out: og)
+        shape.forEachGroupRow(q: q, out: out, start: start, budget: options.budget, pool: pool) { r in
+            let kvh = r.kvh, t = r.t, first = r.first, visible = r.visible, budget = r.budget, qg = r.q, og = r.out
+            if r.isDense(sparse: sparseRows, denseBelow: options.denseBelow) {
+                r.attendDensely(cache: cache, layer: layer, shape: shape)
                 if kvh == 0 && t == q.rows - 1 { evicted.set(layer: layer, 0) }
                 return
             }
             withUnsafeTemporaryAllocation(of: Int32.self, capacity: budget) { picked in
-                let n = StreamingLLMAttention.kept(position: position, budget: budget, sinks: sinks, into: picked.baseAddress!)
+                let n = StreamingLLMAttention.kept(position: r.position, budget: budget, sinks: sinks, into: picked.baseAddress!)
                 DenseAttention.attendGroup(q: qg, groupSize: g, keys: cache.keys(layer, kvh), values: cache.values(layer, kvh),
                                            first: 0, count: n, rows: picked.baseAddress!, headDim: d, scale: shape.scale, out: og)
                 recall?.measure(layer: layer, q: qg, shape: shape, keys: cache.keys(layer, kvh), first: first, count: visible,
