@@ -52,15 +52,7 @@ final class DoubleSparsityTests: XCTestCase {
     }
 
     func tinyConfig(_ c: Case) throws -> ModelConfig {
-        var w = GGUFWriter()
-        w.set("general.architecture", .string("qwen2"))
-        w.set("qwen2.embedding_length", .uint32(UInt32(c.heads * c.d)))
-        w.set("qwen2.block_count", .uint32(1))
-        w.set("qwen2.attention.head_count", .uint32(UInt32(c.heads)))
-        w.set("qwen2.attention.head_count_kv", .uint32(UInt32(c.kvHeads)))
-        w.set("qwen2.attention.key_length", .uint32(UInt32(c.d)))
-        w.set("qwen2.feed_forward_length", .uint32(8))
-        return try ModelConfig(gguf: GGUFFile(file: MappedFile(copying: w.bytes())))
+        try TestModels.attentionConfig(heads: c.heads, kvHeads: c.kvHeads, headDim: c.d)
     }
 
     func randomChannels(_ c: Case) -> [[[Int]]] {
