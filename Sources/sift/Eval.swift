@@ -129,7 +129,7 @@ func runEvalTask(task: String, options: ModelOptions, run: EvalRunOptions, setti
     var attentionOptions = try options.attentionOptions()
     attentionOptions.measureRecall = false
     let attention = try evalAttention(options)
-    let header = EvalResults(task: task, model: baseName(m.path), attention: attention, seed: run.seed,
+    let header = EvalResults(task: task, model: baseName(m.path), device: m.backend.name, attention: attention, seed: run.seed,
                              maxNewTokens: maxNew, settings: settings)
     let base = baseName(m.path).replacing(".gguf", with: "")
     let dir = run.out ?? "eval-results/\(task)-\(base)-\(options.attention)"

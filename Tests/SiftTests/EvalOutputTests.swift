@@ -264,4 +264,23 @@ final class EvalResumeTests: XCTestCase {
             XCTAssertTrue(text.contains("dir") && text.contains("attention") && text.contains("budget"), text)
         }
     }
+
+    func testDeviceIsRecordedAndNotMixed() throws {
+        var cpu = EvalResults(task: "kv", model: "m.gguf", device: "cpu", attention: EvalAttention(name: "dense", budget: "all"),
+                              seed: 1, maxNewTokens: 8)
+        let data = try encode(cpu)
+        XCTAssertEqual(try JSONDecoder().decode(EvalResults.self, from: data).device, "cpu")
+        var gpu = cpu
+        gpu.device = "cuda:0 (H100)"
+        XCTAssertEqual(gpu.differences(from: cpu).count, 1)
+        XCTAssertTrue(gpu.differences(from: cpu)[0].hasPrefix("device"), gpu.differences(from: cpu)[0])
+        // Files written before the device was recorded still load, and do not conflict.
+        var object = try JSONSerialization.jsonObject(with: data) as! [String: Any]
+        object.removeValue(forKey: "device")
+        let old = try JSONDecoder().decode(EvalResults.self, from: JSONSerialization.data(withJSONObject: object))
+        XCTAssertNil(old.device)
+        XCTAssertEqual(gpu.differences(from: old), [])
+        cpu.cells = [EvalCell(key: EvalCellKey(task: "kv", length: 1024), correct: true, score: 1, output: "x", expected: ["x"], promptTokens: 10)]
+        XCTAssertTrue(EvalReport.runTable(cpu).contains("Device: cpu."))
+    }
 }

@@ -24,6 +24,7 @@ public enum EvalReport {
     public static func runTable(_ r: EvalResults) -> String {
         let lengths = Array(Set(r.cells.map(\.length))).sorted()
         var out = "# \(r.task): \(FS.basename(r.model)), \(r.attention.label)\n\n"
+        if let d = r.device { out += "Device: \(d).\n\n" }
         if let a = r.accuracy { out += "Accuracy: \(percent(a))% over \(r.cells.count) cells (seed \(r.seed)).\n\n" }
         if let p = r.ppl { out += "Perplexity: \(fixed(p, 4)).\n\n" }
         let header = lengths.map(Heatmap.lengthLabel)

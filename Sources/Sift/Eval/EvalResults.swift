@@ -95,6 +95,9 @@ public struct EvalCell: Codable, Equatable, Sendable {
 public struct EvalResults: Codable, Equatable, Sendable {
     public var task: String
     public var model: String
+    /// The backend that ran it (e.g. `cpu (2 threads)`, `cuda:0 (NVIDIA H100 …, bf16)`); nil in
+    /// files written before it was recorded.
+    public var device: String?
     public var attention: EvalAttention
     public var seed: UInt64
     /// Tokens generated per cell at most.
@@ -108,10 +111,11 @@ public struct EvalResults: Codable, Equatable, Sendable {
     public var ppl: Double?
     public var cells: [EvalCell]
 
-    public init(task: String, model: String, attention: EvalAttention, seed: UInt64, maxNewTokens: Int,
-                settings: [String: String] = [:]) {
+    public init(task: String, model: String, device: String? = nil, attention: EvalAttention, seed: UInt64,
+                maxNewTokens: Int, settings: [String: String] = [:]) {
         self.task = task
         self.model = model
+        self.device = device
         self.attention = attention
         self.seed = seed
         self.maxNewTokens = maxNewTokens
@@ -120,7 +124,7 @@ public struct EvalResults: Codable, Equatable, Sendable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case task, model, attention, seed, settings, accuracy, ppl, cells
+        case task, model, device, attention, seed, settings, accuracy, ppl, cells
         case maxNewTokens = "max_new_tokens"
     }
 
@@ -130,6 +134,8 @@ public struct EvalResults: Codable, Equatable, Sendable {
         func cmp<T: Equatable>(_ name: String, _ a: T, _ b: T) { if a != b { d.append("\(name): \(a) here, \(b) now") } }
         cmp("task", task, o.task)
         cmp("model", model, o.model)
+        // A CPU run and a GPU run give slightly different outputs: never mix their cells.
+        if let a = device, let b = o.device { cmp("device", a, b) }
         cmp("attention", attention.name, o.attention.name)
         cmp("budget", attention.budget, o.attention.budget)
         for k in Set(attention.flags.keys).union(o.attention.flags.keys).sorted() {
