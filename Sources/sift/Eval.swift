@@ -73,9 +73,21 @@ func evalAttention(_ options: ModelOptions) throws -> EvalAttention {
     let o = try options.attentionOptions()
     if options.attention == "dense" { return EvalAttention(name: "dense", budget: "all") }
     var flags: [String: String] = [:]
-    let skip: Set<String> = ["budget", "modelPath", "modelSHA256", "measureRecall", "sparsePrefill"]
+    let skip: Set<String> = ["budget", "modelPath", "modelSHA256", "measureRecall", "sparsePrefill", "sinksGiven"]
+    // Only the settings the method reads go into results.json (and the report's labels).
+    let common = ["sinks", "denseBelow"]
+    let relevant: [String: [String]] = [
+        "double-sparse": common + ["dsConfigPath", "dsChannels", "dsPerHead", "dsLabelBits"],
+        "tidal": common + ["tidalDenseLayers", "tidalReselect", "tidalCorrect"],
+        "quest": common + ["questPage", "gqaPerHead"],
+        "sparq": common + ["sparqRank", "gqaPerHead"],
+        "loki": common + ["lokiConfigPath", "lokiRank"],
+        "streaming": ["sinks"],
+        "h2o": common,
+    ]
+    let keep = relevant[options.attention].map(Set.init)
     for child in Mirror(reflecting: o).children {
-        guard let label = child.label, !skip.contains(label) else { continue }
+        guard let label = child.label, !skip.contains(label), keep?.contains(label) ?? true else { continue }
         let m = Mirror(reflecting: child.value)
         if m.displayStyle == .optional {
             guard let inner = m.children.first else { continue }

@@ -53,6 +53,9 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .customLong("ds-channels"), help: "Double Sparsity label channels per head (default head_dim/16).")
     var dsChannels: Int?
 
+    @Option(name: .customLong("ds-label-bits"), help: "Double Sparsity label cache encoding: 16 (f16) or 4 (4-bit codes, per-token scale and offset; CPU).")
+    var dsLabelBits: Int = 16
+
     @Option(name: [.customLong("ds-dense-below"), .customLong("dense-below")], help: "Attend densely while fewer tokens are visible.")
     var denseBelow: Int = 0
 
@@ -92,6 +95,8 @@ struct ModelOptions: ParsableArguments {
         if let b = dsTokens ?? budget { o.budget = try TokenBudget(parsing: b) }
         o.dsConfigPath = dsConfig
         o.dsChannels = dsChannels
+        guard dsLabelBits == 16 || dsLabelBits == 4 else { throw ValidationError("--ds-label-bits must be 16 or 4, not \(dsLabelBits)") }
+        o.dsLabelBits = dsLabelBits
         o.denseBelow = denseBelow
         guard tidalDenseLayers >= 0 else { throw ValidationError("--tidal-dense-layers must be ≥ 0") }
         if let tidalReselect, tidalReselect < 0 { throw ValidationError("--tidal-reselect must be ≥ 0") }

@@ -38,9 +38,11 @@ final class DoubleSparsityTests: XCTestCase {
         var heads = 4, kvHeads = 2, d = 16, r = 4, length = 40
     }
 
-    func makeMethod(_ c: Case, budget: TokenBudget, channels: [[[Int]]], perHead: Bool = false, sinks: Int = 0) throws -> DoubleSparseAttention {
+    func makeMethod(_ c: Case, budget: TokenBudget, channels: [[[Int]]], perHead: Bool = false, sinks: Int = 0,
+                    labelBits: Int = 16) throws -> DoubleSparseAttention {
         let cache = KVCache(layers: 1, kvHeads: c.kvHeads, headDim: c.d, capacity: 64)
         var o = AttentionOptions()
+        o.dsLabelBits = labelBits
         o.budget = budget
         o.dsPerHead = perHead
         o.sinks = sinks
@@ -62,9 +64,22 @@ final class DoubleSparsityTests: XCTestCase {
     /// Float64 reference of one decode step: approximate scores over f16 labels, top-k, exact
     /// softmax attention over the selected f16 keys/values.
     func reference(_ c: Case, q: Tensor, keys: Tensor, values: Tensor, channels: [[[Int]]], k: Int, perHead: Bool = false,
-                   sinks: Int = 0) -> [Double] {
+                   sinks: Int = 0, labelBits: Int = 16) -> [Double] {
         let g = c.heads / c.kvHeads, scale = 1 / Double(c.d).squareRoot()
         func h16(_ x: Float) -> Double { Double(Float(Float16(x))) }
+        // The label of token j, KV head kvh: f16 values, or the 4-bit definition (offset = the
+        // f16 minimum, scale = f16 of range/15, codes rounded and clamped to 0...15).
+        func label(_ j: Int, _ kvh: Int) -> [Int: Double] {
+            let ch = Array(channels[0][kvh].prefix(c.r))
+            let x = ch.map { keys.row(j)[kvh * c.d + $0] }
+            if labelBits == 16 { return Dictionary(uniqueKeysWithValues: zip(ch, x.map(h16))) }
+            let m = h16(x.min()!)
+            let sc = h16(Float((Double(x.max()!) - m) / 15))
+            return Dictionary(uniqueKeysWithValues: zip(ch, x.map { v in
+                let u = sc > 0 ? min(15, max(0, ((Double(v) - m) / sc).rounded())) : 0
+                return m + sc * u
+            }))
+        }
         var out = [Double](repeating: 0, count: c.heads * c.d)
         for kvh in 0..<c.kvHeads {
             let ch = channels[0][kvh].prefix(c.r)
@@ -72,8 +87,9 @@ final class DoubleSparsityTests: XCTestCase {
             func pick(_ selectors: Range<Int>) -> ArraySlice<Int> {
                 var approx = [Double](repeating: 0, count: c.length)
                 for j in 0..<c.length {
+                    let lab = label(j, kvh)
                     for h in selectors {
-                        for cc in ch { approx[j] += Double(q.row(0)[h * c.d + cc]) * h16(keys.row(j)[kvh * c.d + cc]) }
+                        for cc in ch { approx[j] += Double(q.row(0)[h * c.d + cc]) * lab[cc]! }
                     }
                 }
                 for j in 0..<min(sinks, k) { approx[j] = .infinity }
@@ -94,8 +110,9 @@ final class DoubleSparsityTests: XCTestCase {
         return out
     }
 
-    func run(_ c: Case, budget: TokenBudget, channels: [[[Int]]], perHead: Bool = false, sinks: Int = 0) throws -> (got: [Float], q: Tensor, k: Tensor, v: Tensor) {
-        let method = try makeMethod(c, budget: budget, channels: channels, perHead: perHead, sinks: sinks)
+    func run(_ c: Case, budget: TokenBudget, channels: [[[Int]]], perHead: Bool = false, sinks: Int = 0,
+             labelBits: Int = 16) throws -> (got: [Float], q: Tensor, k: Tensor, v: Tensor) {
+        let method = try makeMethod(c, budget: budget, channels: channels, perHead: perHead, sinks: sinks, labelBits: labelBits)
         let shape = AttentionShape(heads: c.heads, kvHeads: c.kvHeads, headDim: c.d, scale: 1 / Float(c.d).squareRoot())
         let keys = randomTensor(c.length, c.kvHeads * c.d, scale: 2)
         let values = randomTensor(c.length, c.kvHeads * c.d)
@@ -135,6 +152,44 @@ final class DoubleSparsityTests: XCTestCase {
                 }
             }
         }
+    }
+
+    func testFourBitLabelsMatchDefinition() throws {
+        // The encoding: every decoded channel within half a step (plus f16 rounding of the
+        // offset and scale) of the key, and scores = the dot product with the decoded labels.
+        for r in [8, 5, 16] {
+            let c = Case(heads: 4, kvHeads: 2, d: 32, r: r, length: 30)
+            let channels = randomChannels(c)
+            let labels = LabelCache(layers: 1, kvHeads: c.kvHeads, channels: r, capacity: 64, bits: 4)
+            XCTAssertEqual(labels.recordBytes, 4 + (r + 1) / 2)
+            let keys = randomTensor(c.length, c.kvHeads * c.d, scale: 3)
+            labels.store(layer: 0, k: keys, start: 0, headDim: c.d, select: channels[0].map { $0.prefix(r).map { Int32($0) } })
+            for kvh in 0..<c.kvHeads {
+                let ch = Array(channels[0][kvh].prefix(r))
+                let q = (0..<r).map { _ in Float.random(in: -2...2, using: &rng) }
+                var got = [Float](repeating: .nan, count: c.length)
+                q.withUnsafeBufferPointer { qp in
+                    got.withUnsafeMutableBufferPointer { labels.scores(layer: 0, head: kvh, q: qp.baseAddress!, first: 0, count: c.length, into: $0.baseAddress!) }
+                }
+                for j in 0..<c.length {
+                    let x = ch.map { Double(keys.row(j)[kvh * c.d + $0]) }
+                    let dec = labels.label(layer: 0, head: kvh, position: j).map(Double.init)
+                    let step = (x.max()! - x.min()!) / 15, big = x.map(abs).max()!
+                    for (a, b) in zip(dec, x) { XCTAssertEqual(a, b, accuracy: step / 2 + 4e-3 * big, "r \(r) j \(j)") }
+                    let want = zip(q, dec).reduce(0.0) { $0 + Double($1.0) * $1.1 }
+                    XCTAssertEqual(Double(got[j]), want, accuracy: 1e-4 * (1 + abs(want)), "r \(r) j \(j)")
+                }
+            }
+        }
+        // Decode with 4-bit labels: selection by the 4-bit scores, exact attention after.
+        for (heads, kvHeads, d, r) in [(4, 2, 16, 4), (6, 2, 32, 8)] {
+            let c = Case(heads: heads, kvHeads: kvHeads, d: d, r: r, length: 50)
+            let channels = randomChannels(c)
+            let (got, q, k, v) = try run(c, budget: .fraction(1.0 / 8), channels: channels, labelBits: 4)
+            let want = reference(c, q: q, keys: k, values: v, channels: channels, k: 7, labelBits: 4)
+            for (a, b) in zip(got, want) { XCTAssertEqual(Double(a), b, accuracy: 1e-4, "4-bit heads \(heads)/\(kvHeads) r \(r)") }
+        }
+        XCTAssertThrowsError(try makeMethod(Case(), budget: .all, channels: randomChannels(Case()), labelBits: 8))
     }
 
     /// Importing a prefix with `append` (no attention) leaves the method in the state a

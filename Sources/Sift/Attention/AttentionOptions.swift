@@ -87,6 +87,8 @@ public struct AttentionOptions: Sendable {
     /// Each query head picks its own tokens (reads up to groupSize × budget rows per KV head)
     /// instead of one selection shared by the GQA group (summed group query; the default).
     public var dsPerHead: Bool = false
+    /// Label encoding: 16 (f16) or 4 (4-bit codes with a per-token f16 scale and offset).
+    public var dsLabelBits: Int = 16
 
     // TidalDecode.
     /// Layers attended densely before the token-selection layer (the paper: 2).

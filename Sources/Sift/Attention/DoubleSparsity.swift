@@ -37,7 +37,11 @@ public final class DoubleSparseAttention: SparseAwareAttention, @unchecked Senda
         self.options = options
         self.pool = pool
         channels = config.channels.map { $0.map { $0.prefix(r).map { Int32($0) } } }
-        labels = LabelCache(layers: cache.layerCount, kvHeads: cache.kvHeads, channels: r, capacity: cache.capacity)
+        guard options.dsLabelBits == 16 || options.dsLabelBits == 4 else {
+            throw ModelError.invalid("--ds-label-bits must be 16 or 4, got \(options.dsLabelBits)")
+        }
+        labels = LabelCache(layers: cache.layerCount, kvHeads: cache.kvHeads, channels: r, capacity: cache.capacity,
+                            bits: options.dsLabelBits)
         sparsePrefill = options.sparsePrefill
         recall = options.measureRecall ? RecallMeter(layers: cache.layerCount) : nil
     }
@@ -101,7 +105,7 @@ public final class DoubleSparseAttention: SparseAwareAttention, @unchecked Senda
                 for h in 0..<heads { s += q[h * headDim + Int(ch[c])] }
                 qs[c] = s
             }
-            Kernels.labelScores(qs.baseAddress!, labels.labels(layer, kvHead) + first * r, r, count, scores)
+            labels.scores(layer: layer, head: kvHead, q: qs.baseAddress!, first: first, count: count, into: scores)
         }
     }
 

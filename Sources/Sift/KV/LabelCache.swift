@@ -5,34 +5,68 @@ import Darwin
 #endif
 
 /// Double Sparsity's label cache: for every cached token, the `r` calibrated key channels of
-/// each KV head, contiguous (`[layer][kvHead][position][r]`, f16), so scoring all tokens reads
-/// r/d of the key cache. Written next to the KV cache, from the same post-RoPE keys.
+/// each KV head, contiguous per layer and KV head, so scoring all tokens reads about r/d of the
+/// key cache. Written next to the KV cache, from the same post-RoPE keys.
+///
+/// Two encodings (`bits`):
+/// - 16: `[layer][kvHead][position][r]` f16 values.
+/// - 4: per position a record of `4 + ⌈r/2⌉` bytes: f16 scale `s`, f16 offset `m`, then r
+///   4-bit codes `u_c` (two a byte, low nibble first); the label is `m + s·u_c`, with
+///   `m = min_c x_c`, `s = (max_c x_c − m)/15` and `u_c = round((x_c − m)/s)` (asymmetric
+///   per-token quantization, as the paper's 4-bit labels). For r = 8 a record is 8 bytes
+///   instead of 16; the score needs one more multiply-add per token:
+///   `q·label = m·Σ_c q_c + s·Σ_c q_c·u_c`.
 public final class LabelCache: @unchecked Sendable {
     public let layerCount: Int
     public let kvHeads: Int
     public let channels: Int
     public let capacity: Int
-    private let base: UnsafeMutablePointer<Float16>
+    /// 16 (f16 labels) or 4 (4-bit codes with a per-token scale and offset).
+    public let bits: Int
+    /// Bytes one position's label takes in one KV head.
+    public let recordBytes: Int
+    private let base: UnsafeMutableRawPointer
     private let bytes: Int
 
-    public init(layers: Int, kvHeads: Int, channels: Int, capacity: Int) {
+    public init(layers: Int, kvHeads: Int, channels: Int, capacity: Int, bits: Int = 16) {
+        precondition(bits == 16 || bits == 4, "label bits must be 16 or 4")
         layerCount = layers
         self.kvHeads = kvHeads
         self.channels = channels
         self.capacity = capacity
-        bytes = max(1, layers * kvHeads * capacity * channels * 2)
+        self.bits = bits
+        recordBytes = bits == 16 ? channels * 2 : 4 + (channels + 1) / 2
+        bytes = max(1, layers * kvHeads * capacity * recordBytes)
         let p = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
         precondition(p != MAP_FAILED, "cannot reserve \(bytes) bytes for the label cache")
-        base = p!.assumingMemoryBound(to: Float16.self)
+        base = p!
     }
 
     deinit { munmap(base, bytes) }
 
     public var reservedBytes: Int { bytes }
 
-    /// Labels of one layer and KV head: `capacity × channels` values.
+    /// Start of one layer's and KV head's records.
+    @inline(__always) func records(_ layer: Int, _ head: Int) -> UnsafeMutableRawPointer {
+        base + ((layer * kvHeads + head) * capacity) * recordBytes
+    }
+
+    /// Labels of one layer and KV head, f16 encoding: `capacity × channels` values.
     @inline(__always) public func labels(_ layer: Int, _ head: Int) -> UnsafeMutablePointer<Float16> {
-        base + ((layer * kvHeads + head) * capacity) * channels
+        precondition(bits == 16, "f16 label access on a \(bits)-bit label cache")
+        return records(layer, head).assumingMemoryBound(to: Float16.self)
+    }
+
+    /// The label of one position as floats (decoded; for tests and checks).
+    public func label(layer: Int, head: Int, position: Int) -> [Float] {
+        let rec = records(layer, head) + position * recordBytes
+        if bits == 16 {
+            let p = rec.assumingMemoryBound(to: Float16.self)
+            return (0..<channels).map { Float(p[$0]) }
+        }
+        let s = Float(rec.load(as: Float16.self)), m = Float(rec.load(fromByteOffset: 2, as: Float16.self))
+        let codes = rec.assumingMemoryBound(to: UInt8.self) + 4
+        return (0..<channels).map { c in m + s * Float((codes[c >> 1] >> UInt8((c & 1) * 4)) & 15) }
     }
 
     /// Stores the selected channels of keys `k` (rows of kvHeads × headDim floats, post-RoPE)
@@ -41,11 +75,42 @@ public final class LabelCache: @unchecked Sendable {
         for t in 0..<k.rows {
             let row = k.row(t)
             for h in 0..<kvHeads {
-                let dst = labels(layer, h) + (start + t) * channels
                 let key = row + h * headDim
                 let ch = select[h]
-                for c in 0..<channels { dst[c] = Float16(key[Int(ch[c])]) }
+                let rec = records(layer, h) + (start + t) * recordBytes
+                if bits == 16 {
+                    let dst = rec.assumingMemoryBound(to: Float16.self)
+                    for c in 0..<channels { dst[c] = Float16(key[Int(ch[c])]) }
+                    continue
+                }
+                var lo = Float.infinity, hi = -Float.infinity
+                for c in 0..<channels { let x = key[Int(ch[c])]; lo = min(lo, x); hi = max(hi, x) }
+                // The offset is stored in f16: quantize against the rounded value so that codes
+                // and offset agree.
+                let m = Float(Float16(lo))
+                let s16 = Float16(max(hi - m, 0) / 15)
+                let s = Float(s16)
+                rec.storeBytes(of: s16, as: Float16.self)
+                rec.storeBytes(of: Float16(m), toByteOffset: 2, as: Float16.self)
+                let codes = rec.assumingMemoryBound(to: UInt8.self) + 4
+                for i in 0..<((channels + 1) / 2) { codes[i] = 0 }
+                for c in 0..<channels {
+                    let x = key[Int(ch[c])]
+                    let u = s > 0 ? min(15, max(0, Int(((x - m) / s).rounded()))) : 0
+                    codes[c >> 1] |= UInt8(u) << UInt8((c & 1) * 4)
+                }
             }
         }
+    }
+
+    /// Approximate scores `q·label_j` for positions first..<first+count of one layer and KV
+    /// head (`q`: r floats, the query over the label channels).
+    func scores(layer: Int, head: Int, q: UnsafePointer<Float>, first: Int, count: Int,
+                into scores: UnsafeMutablePointer<Float>) {
+        if bits == 16 {
+            Kernels.labelScores(q, labels(layer, head) + first * channels, channels, count, scores)
+            return
+        }
+        Kernels.labelScores4(q, records(layer, head) + first * recordBytes, channels, recordBytes, count, scores)
     }
 }
