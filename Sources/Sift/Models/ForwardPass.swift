@@ -28,6 +28,37 @@ final class Buffers {
         for t in [x, h, q, k, v, attn, gate, up] { t.rows = n }
     }
 
+    /// Set while `runBatch` runs: the layers' attention goes through its batched decode call.
+    private var batched: BatchedDecodeAttention?
+
+    /// The attention of one layer, for the model files: a batched decode step when `runBatch`
+    /// is running (row i = sequence i at `positions[i]`), else a chunk of one sequence at
+    /// positions `positions[0]...`.
+    func attend(_ attention: AttentionMethod, layer: Int, positions: [Int32], shape: AttentionShape) {
+        if let batched {
+            batched.attendBatch(layer: layer, q: q, k: k, v: v, positions: positions, shape: shape, out: attn)
+        } else {
+            attention.attend(layer: layer, q: q, k: k, v: v, start: Int(positions[0]), shape: shape, out: attn)
+        }
+    }
+
+    /// One decode step of several sequences in one pass: token i is the next token of
+    /// sequence i, at position `positions[i]`. Returns the logits of every row. The batch must
+    /// fit the buffers (`BatchSession` checks).
+    func runBatch(_ tokens: [Int32], positions: [Int32], output: Weight, outputNorm: Weight, eps: Float,
+                  embed: (Backend, [Int32], Tensor) -> Void,
+                  layer: (Backend, Int, Tensor, [Int32], Buffers) -> Void,
+                  attention: BatchedDecodeAttention) -> [[Float]] {
+        precondition(tokens.count == positions.count && tokens.count <= attention.sequenceCount && tokens.count <= maxBatch)
+        resize(tokens.count)
+        embed(backend, tokens, x)
+        batched = attention
+        for l in 0..<attention.kv.layerCount { layer(backend, l, x, positions, self) }
+        batched = nil
+        for (i, p) in positions.enumerated() { attention.withSequence(i) { attention.kv.setLength(Int(p) + 1) } }
+        return finalLogits(x, output: output, outputNorm: outputNorm, eps: eps)
+    }
+
     func run(_ tokens: [Int32], start: Int, logits want: LogitRows, output: Weight, outputNorm: Weight, eps: Float,
              embed: (Backend, [Int32], Tensor) -> Void,
              layer: (Backend, Int, Tensor, [Int32], Buffers) -> Void,
@@ -66,3 +97,4 @@ final class Buffers {
         return backend.read(logits)
     }
 }
+
