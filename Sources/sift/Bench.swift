@@ -188,8 +188,14 @@ struct Bench: ParsableCommand {
                         } else {
                             var next = randomTokens(1)
                             for _ in 0..<count {
-                                let logits = try session.evaluate(next, logits: .last)[0]
-                                next = [Sampler.argmax(logits)]
+                                if let gpu = model.backend as? CUDABackend {
+                                    // Greedy on the GPU: only the id comes back (as in batched decode).
+                                    _ = try session.evaluate(next, logits: .lastOnBackend)
+                                    next = try gpu.sampling().argmax(logits: CUDABackend.address(model.logitsOnBackend), rows: 1,
+                                                                     vocab: model.config.vocabSize)
+                                } else {
+                                    next = [Sampler.argmax(try session.evaluate(next, logits: .last)[0])]
+                                }
                             }
                         }
                         samples.append(Double(count) / seconds(clock.now - t0))
@@ -240,7 +246,7 @@ struct Bench: ParsableCommand {
                         }
                     }
                     func step(_ next: [Int32]) throws -> [Int32] {
-                        try batchSession.decode(next).map { Sampler.argmax($0) }
+                        try batchSession.decodeGreedy(next)
                     }
                     _ = try step(randomTokens(b))  // warm-up (cuBLAS picks its kernels for B rows)
                     var samples: [Double] = []

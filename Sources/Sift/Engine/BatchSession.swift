@@ -93,6 +93,26 @@ public final class BatchSession {
         return out
     }
 
+    /// A greedy decode step: appends `next[i]` to sequence i and returns each row's argmax
+    /// (lowest id among ties) — computed on the GPU when the backend is CUDA, so only the ids
+    /// come back.
+    public func decodeGreedy(_ next: [Int32]) throws -> [Int32] {
+        guard let gpu = model.backend as? CUDABackend else { return try decode(next).map { Sampler.argmax($0) } }
+        guard !next.isEmpty, next.count <= sequenceCount else {
+            throw ModelError.invalid("a decode step takes 1...\(sequenceCount) tokens, not \(next.count)")
+        }
+        try checkTokens(next)
+        for i in next.indices where tokens[i].count + 1 > contextLength {
+            throw attention.withSequence(i) { attention.kv.overflowError(needed: tokens[i].count + 1) }
+        }
+        let positions = next.indices.map { Int32(tokens[$0].count) }
+        _ = model.forwardBatch(next, positions: positions, attention: attention, readLogits: false)
+        try model.backend.checkError()
+        for (i, t) in next.enumerated() { tokens[i].append(t) }
+        return try gpu.sampling().argmax(logits: CUDABackend.address(model.logitsOnBackend), rows: next.count,
+                                         vocab: model.config.vocabSize)
+    }
+
     /// Appends `count` positions of random keys and values to `sequence` (speed benchmarks at
     /// depth; see `Session.appendSyntheticPositions`). Their token ids are recorded as 0.
     public func appendSyntheticPositions(sequence: Int, _ count: Int, seed: UInt64, scale: Float = 2) throws {

@@ -86,9 +86,18 @@ public struct Sampler {
         } else {
             ids.sort { logits[$0] > logits[$1] }
         }
+        return sample(candidates: ids.map { Int32($0) }, logits: ids.map { logits[$0] })
+    }
+
+    /// The draw after the top-k cut: `ids` are the candidates sorted by logit, largest first
+    /// (ties: lower id first), `logits` their logits — all of the vocabulary, or the top k
+    /// from the GPU (`CUDASampling.topK`). Applies top-p, min-p, temperature and the seeded draw.
+    public mutating func sample(candidates ids: [Int32], logits: [Float]) -> Int32 {
+        precondition(!ids.isEmpty && ids.count == logits.count)
+        if params.temperature <= 0 { return ids[0] }
         // Probabilities of the candidates (untempered) for top-p and min-p.
-        let maxLogit = logits[ids[0]]
-        var probs = ids.map { expf(logits[$0] - maxLogit) }
+        let maxLogit = logits[0]
+        var probs = logits.map { expf($0 - maxLogit) }
         let total = probs.reduce(0, +)
         for i in probs.indices { probs[i] /= total }
         var keep = ids.count
@@ -107,16 +116,16 @@ public struct Sampler {
         }
         // Temperature on the survivors, then draw.
         let inv = 1 / params.temperature
-        var weights = (0..<keep).map { expf((logits[ids[$0]] - maxLogit) * inv) }
+        var weights = (0..<keep).map { expf((logits[$0] - maxLogit) * inv) }
         let sum = weights.reduce(0, +)
         for i in weights.indices { weights[i] /= sum }
         let u = Float(Double(rng.next() >> 11) * 0x1.0p-53)
         var acc: Float = 0
         for i in 0..<keep {
             acc += weights[i]
-            if u < acc { return Int32(ids[i]) }
+            if u < acc { return ids[i] }
         }
-        return Int32(ids[keep - 1])
+        return ids[keep - 1]
     }
 
     /// Indices of the k largest values, largest first.

@@ -45,7 +45,7 @@ final class Buffers {
     /// One decode step of several sequences in one pass: token i is the next token of
     /// sequence i, at position `positions[i]`. Returns the logits of every row. The batch must
     /// fit the buffers (`BatchSession` checks).
-    func runBatch(_ tokens: [Int32], positions: [Int32], output: Weight, outputNorm: Weight, eps: Float,
+    func runBatch(_ tokens: [Int32], positions: [Int32], readLogits: Bool, output: Weight, outputNorm: Weight, eps: Float,
                   embed: (Backend, [Int32], Tensor) -> Void,
                   layer: (Backend, Int, Tensor, [Int32], Buffers) -> Void,
                   attention: BatchedDecodeAttention) -> [[Float]] {
@@ -56,7 +56,8 @@ final class Buffers {
         for l in 0..<attention.kv.layerCount { layer(backend, l, x, positions, self) }
         batched = nil
         for (i, p) in positions.enumerated() { attention.withSequence(i) { attention.kv.setLength(Int(p) + 1) } }
-        return finalLogits(x, output: output, outputNorm: outputNorm, eps: eps)
+        project(x, output: output, outputNorm: outputNorm, eps: eps)
+        return readLogits ? backend.read(logits) : []
     }
 
     func run(_ tokens: [Int32], start: Int, logits want: LogitRows, output: Weight, outputNorm: Weight, eps: Float,
@@ -78,11 +79,12 @@ final class Buffers {
             let isLastChunk = offset + n == tokens.count
             switch want {
             case .none: break
-            case .last where !isLastChunk: break
-            case .last:
+            case .last where !isLastChunk, .lastOnBackend where !isLastChunk: break
+            case .last, .lastOnBackend:
                 last.rows = 1
                 b.copyRow(x, n - 1, into: last, 0)
-                result += finalLogits(last, output: output, outputNorm: outputNorm, eps: eps)
+                project(last, output: output, outputNorm: outputNorm, eps: eps)
+                if case .last = want { result += backend.read(logits) }
             case .all:
                 result += finalLogits(x, output: output, outputNorm: outputNorm, eps: eps)
             }
@@ -92,9 +94,14 @@ final class Buffers {
     }
 
     private func finalLogits(_ x: Tensor, output: Weight, outputNorm: Weight, eps: Float) -> [[Float]] {
+        project(x, output: output, outputNorm: outputNorm, eps: eps)
+        return backend.read(logits)
+    }
+
+    /// Final norm and output projection of the rows of `x` into `logits`.
+    private func project(_ x: Tensor, output: Weight, outputNorm: Weight, eps: Float) {
         backend.rmsNorm(x, weight: outputNorm, groupSize: x.cols, eps: eps, into: x)
         backend.linear(x, output, bias: nil, into: logits)
-        return backend.read(logits)
     }
 }
 

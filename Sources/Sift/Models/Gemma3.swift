@@ -67,12 +67,15 @@ public final class Gemma3Model: LanguageModel {
                     embed: embedTokens, layer: { self.layer($0, $1, $2, $3, $4, attention) }, attention: attention)
     }
 
-    public func forwardBatch(_ tokens: [Int32], positions: [Int32], attention: BatchedDecodeAttention) -> [[Float]] {
-        buffers.runBatch(tokens, positions: positions, output: output, outputNorm: outputNorm, eps: config.normEps,
+    public func forwardBatch(_ tokens: [Int32], positions: [Int32], attention: BatchedDecodeAttention,
+                             readLogits: Bool) -> [[Float]] {
+        buffers.runBatch(tokens, positions: positions, readLogits: readLogits, output: output, outputNorm: outputNorm,
+                         eps: config.normEps,
                          embed: embedTokens, layer: { self.layer($0, $1, $2, $3, $4, attention) }, attention: attention)
     }
 
     public var chunkSize: Int { buffers.maxBatch }
+    public var logitsOnBackend: Tensor { buffers.logits }
 
     private func embedTokens(_ b: Backend, _ chunk: [Int32], _ x: Tensor) {
         let embedScale = Float(config.dim).squareRoot()

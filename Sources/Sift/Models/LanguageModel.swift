@@ -3,6 +3,9 @@ public enum LogitRows: Sendable {
     case none
     case last
     case all
+    /// The last row, left on the backend in `LanguageModel.logitsOnBackend` (1 row) instead
+    /// of read back (GPU-side sampling); `forward` returns no rows.
+    case lastOnBackend
 }
 
 /// A decoder-only transformer: token ids in, logits out. Attention is delegated to an
@@ -19,9 +22,19 @@ public protocol LanguageModel: AnyObject {
     /// of sequence i of `attention`, at position `positions[i]` (the cache of sequence i must
     /// hold the positions before it). Returns the logits of every row; sets each sequence's
     /// length to `positions[i] + 1`. At most `chunkSize` rows.
-    func forwardBatch(_ tokens: [Int32], positions: [Int32], attention: BatchedDecodeAttention) -> [[Float]]
+    /// `readLogits` false: returns no rows and leaves the logits in `logitsOnBackend`.
+    func forwardBatch(_ tokens: [Int32], positions: [Int32], attention: BatchedDecodeAttention, readLogits: Bool) -> [[Float]]
+    /// The logits (rows × vocab, f32) of the last pass that kept them on the backend
+    /// (`LogitRows.lastOnBackend`, `forwardBatch(readLogits: false)`).
+    var logitsOnBackend: Tensor { get }
     /// Rows per forward pass (the prefill chunk; also the largest decode batch).
     var chunkSize: Int { get }
+}
+
+extension LanguageModel {
+    public func forwardBatch(_ tokens: [Int32], positions: [Int32], attention: BatchedDecodeAttention) -> [[Float]] {
+        forwardBatch(tokens, positions: positions, attention: attention, readLogits: true)
+    }
 }
 
 /// The architectures sift runs, by `general.architecture`. Adding one = one model file plus

@@ -129,6 +129,15 @@ public final class CUDABackend: Backend, @unchecked Sendable {
 
     deinit { pool.shutdown() }
 
+    private var samplingKernels: CUDASampling?
+    /// GPU-side argmax / top-k of device logits (compiled on first use).
+    public func sampling() throws -> CUDASampling {
+        if let s = samplingKernels { return s }
+        let s = try CUDASampling(context: context)
+        samplingKernels = s
+        return s
+    }
+
     /// Runs `body` unless an earlier operation failed; keeps the first failure.
     @inline(__always)
     func run(_ body: () throws -> Void) {
@@ -231,7 +240,7 @@ public final class CUDABackend: Backend, @unchecked Sendable {
 
     // MARK: helpers
 
-    @inline(__always) static func address(_ t: Tensor) -> CUdeviceptr { CUdeviceptr(UInt(bitPattern: t.pointer)) }
+    @inline(__always) public static func address(_ t: Tensor) -> CUdeviceptr { CUdeviceptr(UInt(bitPattern: t.pointer)) }
 
     private func grow(_ buffer: inout DeviceBuffer?, bytes: Int) throws -> DeviceBuffer {
         if let b = buffer, b.bytes >= bytes { return b }
