@@ -35,7 +35,7 @@ struct Bench: ParsableCommand {
     var reps: Int = 3
 
     @Option(name: .customLong("chunk"),
-            help: "Tokens per forward pass in prefill (default: 512 on the CPU, 4096 on a GPU).")
+            help: "Tokens per forward pass in prefill (default: 512 on the CPU, 8192 on a GPU).")
     var chunk: Int?
 
     @Option(name: .customLong("batch"), parsing: .singleValue,

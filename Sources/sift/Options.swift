@@ -142,7 +142,7 @@ struct ModelOptions: ParsableArguments {
         }
     }
 
-    /// `maxBatch`: tokens per forward pass in prefill (nil: 512 on the CPU, 4096 on a GPU).
+    /// `maxBatch`: tokens per forward pass in prefill (nil: 512 on the CPU, 8192 on a GPU).
     func load(maxBatch: Int? = nil) throws -> LoadedModel {
         let path = try ModelHub.resolve(model)
         return try LoadedModel(path: path, threads: threads, maxBatch: maxBatch,

@@ -25,7 +25,7 @@ struct PerplexityCommand: ParsableCommand {
     var chunks: Int?
 
     @Option(name: [.customLong("chunk"), .customLong("batch")],
-            help: "Tokens per forward pass (default: 512 on the CPU, 4096 on a GPU; at most -c).")
+            help: "Tokens per forward pass (default: 512 on the CPU, 8192 on a GPU; at most -c).")
     var chunk: Int?
 
     @Flag(help: "One JSON object on stdout.")

@@ -128,18 +128,23 @@ public struct Sampler {
         return ids[keep - 1]
     }
 
-    /// Indices of the k largest values, largest first.
+    /// Indices of the k largest values, largest first; among equal values the lower index
+    /// ranks first and is the one kept at the cut (as the GPU's `sift_topk_rows`).
     static func topIndices(_ v: [Float], _ k: Int) -> [Int] {
-        // A min-heap of size k over the values.
+        // A min-heap of size k under the order (value, then higher index = smaller), so the
+        // root is the element to evict: among tied minima, the highest index.
         var heap: [(Float, Int)] = []
         heap.reserveCapacity(k)
+        @inline(__always) func less(_ a: (Float, Int), _ b: (Float, Int)) -> Bool {
+            a.0 < b.0 || (a.0 == b.0 && a.1 > b.1)
+        }
         func siftDown(_ i0: Int) {
             var i = i0
             while true {
                 let l = 2 * i + 1, r = l + 1
                 var m = i
-                if l < heap.count && heap[l].0 < heap[m].0 { m = l }
-                if r < heap.count && heap[r].0 < heap[m].0 { m = r }
+                if l < heap.count && less(heap[l], heap[m]) { m = l }
+                if r < heap.count && less(heap[r], heap[m]) { m = r }
                 if m == i { return }
                 heap.swapAt(i, m)
                 i = m
@@ -151,11 +156,12 @@ public struct Sampler {
                 var c = heap.count - 1
                 while c > 0 {
                     let p = (c - 1) / 2
-                    if heap[p].0 <= heap[c].0 { break }
+                    if !less(heap[c], heap[p]) { break }
                     heap.swapAt(p, c)
                     c = p
                 }
             } else if x > heap[0].0 {
+                // (an equal value has a higher index than every element kept: never replaces)
                 heap[0] = (x, i)
                 siftDown(0)
             }

@@ -3,8 +3,10 @@
 final class Buffers {
     let maxBatch: Int
     let x, h, q, k, v, attn, gate, up, last: Tensor
-    /// Created on first use: [maxBatch × vocab] floats are only needed for perplexity.
-    lazy var logits: Tensor = backend.makeTensor(rows: maxBatch, cols: vocabSize)
+    /// The logits of the last pass, [rows × vocab]: created on first use with the rows needed
+    /// (1 for decode, B for a batch; a whole chunk only for perplexity) and grown when more are.
+    private(set) var logits: Tensor
+    private var logitsCapacity = 0
     let vocabSize: Int
     unowned let backend: Backend
 
@@ -21,6 +23,7 @@ final class Buffers {
         up = backend.makeTensor(rows: maxBatch, cols: c.ffnDim)
         last = backend.makeTensor(rows: maxBatch, cols: c.dim)
         vocabSize = c.vocabSize
+        logits = Tensor(rows: 0, cols: c.vocabSize)
     }
 
     /// Sets every buffer's row count to the chunk size.
@@ -100,6 +103,10 @@ final class Buffers {
 
     /// Final norm and output projection of the rows of `x` into `logits`.
     private func project(_ x: Tensor, output: Weight, outputNorm: Weight, eps: Float) {
+        if x.rows > logitsCapacity {
+            logits = backend.makeTensor(rows: x.rows, cols: vocabSize)
+            logitsCapacity = x.rows
+        }
         backend.rmsNorm(x, weight: outputNorm, groupSize: x.cols, eps: eps, into: x)
         backend.linear(x, output, bias: nil, into: logits)
     }

@@ -67,13 +67,14 @@ public enum Architectures {
 /// Tokens per forward pass in prefill (the activation buffers hold this many rows).
 ///
 /// On the CPU 512 is enough to keep the threads busy. A GPU needs much larger passes: on an
-/// H100 (synthetic qwen2.5-1.5b, 32K-token prompt) prefill runs at 10.0K tok/s in chunks of
-/// 512, 29.3K in chunks of 2048 and 30.5K in chunks of 8192. The buffers grow with the chunk
-/// (about chunk × (3·dim + 2·qDim + 2·kvDim + 2·ffnDim) floats: ~1 GiB for an 8B model at
-/// 4096), so the GPU default is 4096.
+/// H100 (synthetic qwen2.5-1.5b, 32K-token prompt) prefill ran at 9.9K tok/s in chunks of
+/// 512, 29.4K in 2048, 28.8K in 4096 and 30.6K in 8192 (docs/benchmarks.md). The buffers grow
+/// with the chunk (about chunk × (3·dim + 2·qDim + 2·kvDim + 2·ffnDim) floats: ~1.7 GiB for an
+/// 8B model at 8192, ~0.9 GiB for a 1.5B one), so the GPU default is 8192; lower it
+/// (`--chunk`) on a small GPU.
 public enum PrefillChunk {
     public static let cpu = 512
-    public static let gpu = 4096
+    public static let gpu = 8192
 
     public static func `default`(for backend: Backend) -> Int { backend is CUDABackend ? gpu : cpu }
     public static func `default`(for device: DeviceSpec) -> Int { device == .cpu ? cpu : gpu }
