@@ -316,7 +316,7 @@ class DS:
         self.thr = torch.zeros(B, kvh, 2, dtype=torch.int32, device=dev)
         self.cand_cap = min(self.key_stride, max(8192, self.key_stride // 8))
         self.cand = torch.empty(B, kvh, self.cand_cap, 2, dtype=torch.int32, device=dev)
-        self.meta = torch.zeros(B, kvh, 8, dtype=torch.int32, device=dev)
+        self.meta = torch.zeros(B, kvh, 4, dtype=torch.int32, device=dev)
         self.maxlen = maxlen
         self.counters = torch.zeros(B, kvh, dtype=torch.int32, device=dev)
         self.frac = frac
@@ -341,11 +341,11 @@ class DS:
         self.fscore((-(-self.maxlen // (2048 * self.rounds)), self.kvh, self.B), (256,),
                     (cpa(q), cpa(labels), cpa(channels), cpa(cache.page_table), cpa(cache.seq_lens), I(self.g), I(self.d),
                      I(cache.shift), I(cache.max_pages), I(self.sinks), cpa(self.keys), I(self.key_stride), cpa(self.hist),
-                     I(self.rounds), cpa(kper), cpa(self.meta)))
+                     I(self.rounds)))
 
     def threshold(self, cache, kper):
         self.fthr((-(-self.maxlen // 4096), self.kvh, self.B), (256,),
-                  (cpa(self.keys), I(self.key_stride), cpa(cache.seq_lens), cpa(kper), cpa(self.cand),
+                  (cpa(self.keys), I(self.key_stride), cpa(self.hist), cpa(cache.seq_lens), cpa(kper), cpa(self.cand),
                    I(self.cand_cap), cpa(self.meta), cpa(self.thr)))
 
     def attend(self, q, cache):
@@ -429,7 +429,7 @@ def test_ds(mod, sms, gen):
                 if cnt < L and ties.numel() > 0 and mask[ties].long().diff().clamp(min=0).sum() > 0:
                     sel_ok = False
                 # the histogram must be left zero for the next call
-                if int(ds.hist[b, kh].abs().sum()) != 0 or int(ds.meta[b, kh, :3].abs().sum()) != 0:
+                if int(ds.hist[b, kh].abs().sum()) != 0 or int(ds.meta[b, kh].abs().sum()) != 0:
                     sel_ok = False
                 ref_top = torch.arange(k) if flat == 1 else torch.topk(s_ref, k).indices
                 inter = len(set(ref_top.tolist()) & set(idx.tolist())) / k

@@ -132,8 +132,7 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
         let keyStride: Int
         let keys: DeviceBuffer, hist: DeviceBuffer, thresholds: DeviceBuffer
         /// The threshold pass's candidate list `[batch][kvHeads][candidateCap]` of (key, position)
-        /// and the counters `[batch][kvHeads][8]` (candidate count, tickets: zero between calls; the
-        /// histogram bin of the k-th key and how many to take in it).
+        /// and its counters `[batch][kvHeads][4]` (count, ticket; zero between calls).
         let candidates: DeviceBuffer, meta: DeviceBuffer
         let candidateCap: Int
         /// Per (sequence, KV head) count of finished attend blocks, for the fused combine (zero between calls).
@@ -146,7 +145,7 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
         /// in flight, more blocks per SM; 4 and 5 fuse the split combine) for benchmarks.
         public let attendVariant: Int
 
-        /// `splitPositions` (a multiple of 4, at most 8192) and `attendVariant` override the
+        /// `splitPositions` (a multiple of 4, at most 4096) and `attendVariant` override the
         /// defaults, for benchmarks; `candidateCapacity` shrinks the threshold pass's candidate
         /// list, for checks of its overflow path.
         public init(kernels: CUDAAttentionKernels, batch: Int, heads: Int, kvHeads: Int, headDim: Int, channels: Int,
@@ -155,8 +154,8 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
             guard channels == 8 || channels == 16 else {
                 throw CUDAError.invalid("GPU Double Sparsity supports 8 or 16 label channels, not \(channels)")
             }
-            if let sp = splitPositions, sp <= 0 || sp % 4 != 0 || sp > 8192 {
-                throw CUDAError.invalid("Double Sparsity split of \(sp) positions: need a positive multiple of 4, at most 8192")
+            if let sp = splitPositions, sp <= 0 || sp % 4 != 0 || sp > 4096 {
+                throw CUDAError.invalid("Double Sparsity split of \(sp) positions: need a positive multiple of 4, at most 4096")
             }
             guard (0...5).contains(attendVariant) else {
                 throw CUDAError.invalid("Double Sparsity attend variant \(attendVariant): have 0...5")
@@ -175,7 +174,7 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
             // (exact, slower) pass over all keys.
             candidateCap = max(1, candidateCapacity ?? min(keyStride, max(8192, keyStride / 8)))
             candidates = try c.allocate(bytes: batch * kvHeads * candidateCap * 8)
-            meta = try c.allocate(bytes: batch * kvHeads * 8 * 4)
+            meta = try c.allocate(bytes: batch * kvHeads * 4 * 4)
             try c.memset(meta.address, byte: 0, bytes: meta.bytes)
             counters = try c.allocate(bytes: batch * kvHeads * 4)
             try c.memset(counters.address, byte: 0, bytes: counters.bytes)
@@ -201,12 +200,12 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
                 try c.launch(f, grid: ((maxLength + 2048 * rounds - 1) / (2048 * rounds), kvHeads, batch), block: (256, 1, 1), [
                     .pointer(q), .pointer(labels), .pointer(channelList), .pointer(pageTable), .pointer(seqLens),
                     .int(g), .int(headDim), .int(shift), .int(maxPages), .int(sinks), .ptr(keys), .int(keyStride),
-                    .ptr(hist), .int(rounds), .pointer(kPerSeq), .ptr(meta)])
+                    .ptr(hist), .int(rounds)])
             }
             if parts.contains("t") {
                 let f = try kernels.function("double_sparsity.cu", headDim: headDim, group: g, "sift_ds_candidates")
                 try c.launch(f, grid: ((maxLength + 4095) / 4096, kvHeads, batch), block: (256, 1, 1), [
-                    .ptr(keys), .int(keyStride), .pointer(seqLens), .pointer(kPerSeq),
+                    .ptr(keys), .int(keyStride), .ptr(hist), .pointer(seqLens), .pointer(kPerSeq),
                     .ptr(candidates), .int(candidateCap), .ptr(meta), .ptr(thresholds)])
             }
             if parts.contains("a") {
@@ -225,8 +224,8 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
             }
         }
 
-        /// Zeroes the histogram and the counters (every run leaves them ready for the next; this
-        /// is for a state left by an interrupted call).
+        /// Zeroes the histogram and the threshold pass's counters (a full run leaves them zero;
+        /// running the scores alone, as a benchmark of that phase does, does not).
         public func clearState() throws {
             try kernels.context.memset(hist.address, byte: 0, bytes: hist.bytes)
             try kernels.context.memset(meta.address, byte: 0, bytes: meta.bytes)

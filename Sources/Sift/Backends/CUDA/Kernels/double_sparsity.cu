@@ -19,9 +19,9 @@
 
 #include "decode_core.cuh"
 
-// meta [B][KVH][DS_META] int, zero before the first call: [0] candidate count, [1] candidates
-// ticket, [2] scores ticket (each reset by its last block), [3] D1, [4] how many to take in bin D1.
-#define DS_META 8
+// meta [B][KVH][DS_META] int, zero before the first call: [0] candidate count, [1] ticket (the
+// candidates kernel's last block of each (b, KV head) resets both).
+#define DS_META 4
 
 // Larger float -> larger unsigned key.
 __device__ __forceinline__ sift_u32 float_key(float f) {
@@ -88,7 +88,7 @@ __device__ __forceinline__ void ds_scores(
     const sift_bf16* __restrict__ q, const sift_bf16* __restrict__ labels, const int* __restrict__ channels,
     const int* __restrict__ page_table, const int* __restrict__ seq_lens, int G, int D,
     int page_shift, int max_pages, int sinks, sift_u32* __restrict__ keys, int key_stride, int* __restrict__ hist,
-    int rounds, const int* __restrict__ k_per_seq, int* __restrict__ meta)
+    int rounds)
 {
     const int kvh = blockIdx.y, b = blockIdx.z, KVH = gridDim.y, Hq = KVH * G;
     const int n = seq_lens[b];
@@ -158,40 +158,25 @@ __device__ __forceinline__ void ds_scores(
     __syncthreads();
     int* gh = hist + (sift_size)(b * KVH + kvh) * 4096;
     for (int i = threadIdx.x; i < 4096; i += blockDim.x) if (sh[i]) atomicAdd(&gh[i], sh[i]);
-    // The last block of this (b, KV head) (ticket in meta[2]) picks the bin D1 of the k-th largest
-    // key once for the candidates kernel (meta[3] = D1, meta[4] = how many to take inside it) and
-    // leaves the histogram zero for the next call.
-    int* mt = meta + (sift_size)(b * KVH + kvh) * DS_META;
-    __shared__ int s_last, s_digit, s_rem, scan_sm[32];
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) s_last = atomicAdd(&mt[2], 1) == (int)gridDim.x - 1;
-    __syncthreads();
-    if (!s_last) return;
-    __threadfence();
-    for (int i = threadIdx.x; i < 4096; i += blockDim.x) { sh[i] = __ldcg(&gh[i]); gh[i] = 0; }
-    if (threadIdx.x == 0) { s_digit = 0; s_rem = 0; }
-    __syncthreads();
-    const int k = min(k_per_seq[b], n);
-    if (k > 0 && k < n) pick_bin(sh, 4096, k, scan_sm, &s_digit, &s_rem);
-    if (threadIdx.x == 0) { mt[3] = s_digit; mt[4] = s_rem; mt[2] = 0; }
 }
 
 // 2. The exact threshold, spread over the grid (ceil(maxLen / DS_CHUNK), KVH, B) of DS_CAND_THREADS
-// threads. The scores kernel's last block picked the bin D1 of the top 12 bits holding the k-th
-// largest key (meta[3], meta[4]); every block appends the keys of its chunk whose top 12 bits are
-// D1 (the candidates, ~1-3% of the keys) with their positions to a global list. The last block of
-// each (b, KV head) to finish (ticket in meta[1]) resolves the candidates: two radix passes (bits
-// 19..8, 7..0) give the exact k-th key T, then the tie cut (the position of the remaining-th key
-// equal to T, by position). It writes thr and leaves meta[0..1] zero for the next call. A
-// candidate list longer than `cand_cap` (or many ties) falls back to passes over all keys of the
-// row in that block: slow but exact.
+// threads. Every block reads the 12-bit histogram of its (b, KV head) and picks the bin D1 holding
+// the k-th largest key (redundantly; its own keys are already in flight), then appends the keys of
+// its chunk whose top 12 bits are D1 (the candidates, ~1-3% of the keys) with their positions to a
+// global list. The last block of each (b, KV head) to finish (ticket in meta[1]) resolves the
+// candidates: two radix passes (bits 19..8, 7..0) give the exact k-th key T, then the tie cut (the
+// position of the remaining-th key equal to T, by position). It writes thr, and leaves the
+// histogram and meta zero for the next call. A candidate list longer than `cand_cap` (or more
+// than DS_TIE_SMALL keys equal to T) falls back to passes over all keys of the row in that block:
+// slow but exact. (Picking D1 once in the scores kernel's last block instead, with a ticket there,
+// made the scores kernel 2.5x slower on an H100: docs/cuda-attention.md.)
 //   cand  [B][KVH][cand_cap] (key, position)
 #define DS_CAND_THREADS 256
 #define DS_CHUNK 4096
 #define DS_TIE_SMALL 512
 __device__ __forceinline__ void ds_candidates(
-    const sift_u32* __restrict__ keys, int key_stride, const int* __restrict__ seq_lens,
+    const sift_u32* __restrict__ keys, int key_stride, int* __restrict__ hist, const int* __restrict__ seq_lens,
     const int* __restrict__ k_per_seq, uint2* __restrict__ cand, int cand_cap, int* __restrict__ meta,
     sift_u32* __restrict__ thr)
 {
@@ -201,6 +186,7 @@ __device__ __forceinline__ void ds_candidates(
     const int n = seq_lens[b];
     const int k = min(k_per_seq[b], n);
     const sift_u32* kp = keys + (sift_size)bh * key_stride;
+    int* gh = hist + (sift_size)bh * 4096;
     int* mt = meta + (sift_size)bh * DS_META;
     uint2* cp = cand + (sift_size)bh * cand_cap;
     __shared__ sift_u32 sm[2 * DS_CHUNK];   // this block's candidates (keys | positions); the tail's bins | tie positions
@@ -217,9 +203,10 @@ __device__ __forceinline__ void ds_candidates(
         if (i0 + 3 < n) w[qd] = *(const uint4*)(kp + i0);
         else if (i0 < n) { w[qd].x = kp[i0]; if (i0 + 1 < n) w[qd].y = kp[i0 + 1]; if (i0 + 2 < n) w[qd].z = kp[i0 + 2]; }
     }
-    if (tid == 0) s_count = 0;
-    const sift_u32 d1 = (sift_u32)mt[3];   // from the scores kernel
+    if (tid == 0) { s_count = 0; s_digit = 0; s_rem = 0; }
     __syncthreads();
+    if (partial) pick_bin(gh, 4096, k, scan_sm, &s_digit, &s_rem);
+    const sift_u32 d1 = (sift_u32)s_digit;
     if (partial) {
 #pragma unroll
         for (int qd = 0; qd < QPT; qd++) {
@@ -268,10 +255,10 @@ __device__ __forceinline__ void ds_candidates(
         int* sh = (int*)sm;                 // bins
         int* tpos = (int*)sm + DS_CHUNK;    // tie positions
         sift_u32 prefix = d1 << 20, mask = 0xfff00000u;
-        int remaining = mt[4], last_digit = 0;
-#pragma unroll
+        int remaining = s_rem, last_digit = 0;
+        const int shifts[2] = {8, 0}, widths[2] = {12, 8};
         for (int pass = 0; pass < 2; pass++) {
-            const int shift = pass == 0 ? 8 : 0, nb = pass == 0 ? 4096 : 256;
+            const int shift = shifts[pass], nb = 1 << widths[pass];
             for (int i = tid; i < nb; i += DS_CAND_THREADS) sh[i] = 0;
             __syncthreads();
             if (fits) {
@@ -328,11 +315,12 @@ __device__ __forceinline__ void ds_candidates(
         __syncthreads();
         if (tid == 0) { out[0] = T; out[1] = (sift_u32)s_cut; }
     }
+    for (int i = tid; i < 4096; i += DS_CAND_THREADS) gh[i] = 0;
     if (tid == 0) { mt[0] = 0; mt[1] = 0; }
 }
 
 // Grid (ceil(maxLen / split_pos), KVH, B), 128 threads; split_pos a multiple of 4, at most DS_LIST. Each block attends over the selected positions of its range.
-#define DS_LIST 8192
+#define DS_LIST 4096
 template <int D, int G, int DPL, int UF, bool FUSED>
 __device__ __forceinline__ void ds_attend(
     const sift_bf16* __restrict__ q, const sift_bf16* __restrict__ kc, const sift_bf16* __restrict__ vc,
@@ -403,17 +391,16 @@ __device__ __forceinline__ void ds_attend(
 #define SIFT_DS_SCORES(R, M, NAME) \
     extern "C" __global__ void __launch_bounds__(256) NAME(const sift_bf16* q, const sift_bf16* labels, const int* channels, \
         const int* page_table, const int* seq_lens, int G, int D, int page_shift, int max_pages, int sinks, \
-        sift_u32* keys, int key_stride, int* hist, int rounds, const int* k_per_seq, int* meta) \
-    { ds_scores<R, M>(q, labels, channels, page_table, seq_lens, G, D, page_shift, max_pages, sinks, keys, key_stride, hist, \
-                      rounds, k_per_seq, meta); }
+        sift_u32* keys, int key_stride, int* hist, int rounds) \
+    { ds_scores<R, M>(q, labels, channels, page_table, seq_lens, G, D, page_shift, max_pages, sinks, keys, key_stride, hist, rounds); }
 SIFT_DS_SCORES(8, false, sift_ds_scores_r8)
 SIFT_DS_SCORES(16, false, sift_ds_scores_r16)
 SIFT_DS_SCORES(8, true, sift_ds_scores_match_r8)
 SIFT_DS_SCORES(16, true, sift_ds_scores_match_r16)
 
 extern "C" __global__ void __launch_bounds__(DS_CAND_THREADS) sift_ds_candidates(const sift_u32* keys, int key_stride,
-    const int* seq_lens, const int* k_per_seq, uint2* cand, int cand_cap, int* meta, sift_u32* thr)
-{ ds_candidates(keys, key_stride, seq_lens, k_per_seq, cand, cand_cap, meta, thr); }
+    int* hist, const int* seq_lens, const int* k_per_seq, uint2* cand, int cand_cap, int* meta, sift_u32* thr)
+{ ds_candidates(keys, key_stride, hist, seq_lens, k_per_seq, cand, cand_cap, meta, thr); }
 
 #define SIFT_DS_ATTEND_V(NAME, D, G, DPL, UF, MINB, FUSED) \
     extern "C" __global__ void __launch_bounds__(DEC_WARPS * 32, MINB) NAME( \
