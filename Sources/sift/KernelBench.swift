@@ -24,6 +24,7 @@ struct KernelBench: ParsableCommand {
     @Option(help: "Page size of the synthetic cache (power of two).") var pageSize = 64
     @Flag(help: "Check every kernel against a float64 CPU reference before timing.") var check = false
     @Flag(help: "Only run the checks.") var checkOnly = false
+    @Flag(help: "Also time Double Sparsity's attend variants 0, 1, 3, 5 and split sizes for every shape.") var dsSweep = false
 
     static let shapes: [String: (heads: Int, kvHeads: Int, headDim: Int)] = [
         "llama3-8b": (32, 8, 128), "qwen2.5-1.5b": (12, 2, 128), "qwen2.5-0.5b": (14, 2, 64), "gemma3-270m": (4, 1, 256)]
@@ -60,8 +61,8 @@ struct KernelBench: ParsableCommand {
         let flush = try ctx.allocate(bytes: 256 << 20)
         let copyGBps = try copyBandwidth(ctx)
         print("device-to-device copy: \(fixed(copyGBps, 0)) GB/s (read + write)\n")
-        print("| shape | B | L | dense ms | GB/s | of copy | DS ms (1/16 tokens, r=d/16) | DS speedup |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| shape | B | L | dense ms | GB/s | of copy | DS ms (1/16 tokens, r=d/16) | DS speedup | scores | threshold | attend | DS ideal bytes at copy BW |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for n in names {
             let s = Self.shapes[n]!
             for b in try ints(batches, "batch") {
@@ -70,10 +71,33 @@ struct KernelBench: ParsableCommand {
                                             headDim: s.headDim, pageSize: pageSize, seed: UInt32(b * 7919 + l))
                     let dense = try time(ctx, flush) { try syn.dense() }
                     let ds = try time(ctx, flush) { try syn.doubleSparsity() }
+                    // Phases timed alone: scores (+ histogram); threshold = scores+threshold − scores;
+                    // attend = select + gather-attend + combine (thresholds of the last full call).
+                    let tS = try time(ctx, flush) { try syn.doubleSparsity(parts: "s") }
+                    try syn.ds.clearState()    // scores alone keep adding to the histogram
+                    let tST = try time(ctx, flush) { try syn.doubleSparsity(parts: "st") }
+                    let tA = try time(ctx, flush) { try syn.doubleSparsity(parts: "a") }
                     let bytes = Double(b * l * s.kvHeads * s.headDim * 4)
                     let gbps = bytes / (dense * 1e-3) / 1e9
+                    let r = syn.channels, kSel = max(1, l / 16)
+                    let ideal = Double(b * s.kvHeads * (l * r * 2 + 2 * kSel * s.headDim * 2)) / (copyGBps * 1e9) * 1e3
                     print("| \(n) | \(b) | \(l) | \(fixed(dense, 4)) | \(fixed(gbps, 0)) | "
-                          + "\(fixed(100 * gbps / copyGBps, 1))% | \(fixed(ds, 4)) | \(fixed(dense / ds, 2) + "x") |")
+                          + "\(fixed(100 * gbps / copyGBps, 1))% | \(fixed(ds, 4)) | \(fixed(dense / ds, 2) + "x") | "
+                          + "\(fixed(tS, 4)) | \(fixed(tST - tS, 4)) | \(fixed(tA, 4)) | \(fixed(ideal, 4)) |")
+                    if dsSweep {
+                        var cells: [String] = []
+                        for v in [0, 1, 3, 5] {
+                            for sp in [1024, 2048, 4096] where sp <= l {
+                                let d2 = try CUDAAttentionKernels.DoubleSparsity(
+                                    kernels: k, batch: b, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim,
+                                    channels: syn.channels, maxLength: l, splitPositions: sp, attendVariant: v)
+                                let full = try time(ctx, flush) { try syn.doubleSparsity(using: d2) }
+                                let att = try time(ctx, flush) { try syn.doubleSparsity(parts: "a", using: d2) }
+                                cells.append("v\(v)/\(sp): \(fixed(full, 4)) (attend \(fixed(att, 4)))")
+                            }
+                        }
+                        print("|   sweep (variant/split: DS ms) | \(b) | \(l) | " + cells.joined(separator: ", ") + " |")
+                    }
                 }
             }
         }
@@ -167,9 +191,9 @@ final class Synthetic {
                      out: out.address, outF32: false, scratch: scratch, splitTokens: splitTokens)
     }
 
-    func doubleSparsity(sinks: Int = 0) throws {
-        try ds.run(q: q.address, keys: keys.address, values: values.address, labels: labels.address,
+    func doubleSparsity(sinks: Int = 0, parts: String = "sta", using other: CUDAAttentionKernels.DoubleSparsity? = nil) throws {
+        try (other ?? ds).run(q: q.address, keys: keys.address, values: values.address, labels: labels.address,
                    channelList: channelList.address, pageTable: pageTable.address, pageSize: pageSize, maxPages: maxPages,
-                   seqLens: seqLens.address, kPerSeq: kPerSeq.address, sinks: sinks, out: out.address)
+                   seqLens: seqLens.address, kPerSeq: kPerSeq.address, sinks: sinks, out: out.address, parts: parts)
     }
 }

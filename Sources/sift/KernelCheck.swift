@@ -117,15 +117,39 @@ struct KernelCheck {
         try ctx.upload(lab, to: labd.address); try ctx.upload(ch, to: chd.address)
         let kper = lens.map { max(1, $0 / 16) }
         try ctx.upload(kper.map { Int32($0) }, to: kpd.address)
-        let ds = try CUDAAttentionKernels.DoubleSparsity(kernels: kernels, batch: B, heads: H, kvHeads: KVH, headDim: D,
-                                                         channels: R, maxLength: lens.max()!)
-        for sinks in [0, 4] {
+        let ds0 = try CUDAAttentionKernels.DoubleSparsity(kernels: kernels, batch: B, heads: H, kvHeads: KVH, headDim: D,
+                                                          channels: R, maxLength: lens.max()!)
+        // A short candidate list forces the threshold's overflow path (passes over all keys).
+        let dsSmall = try CUDAAttentionKernels.DoubleSparsity(kernels: kernels, batch: B, heads: H, kvHeads: KVH, headDim: D,
+                                                              channels: R, maxLength: lens.max()!, candidateCapacity: 64)
+        // The third run quantizes the scores (one channel of one head per group, weight 1: the
+        // score is a bf16 label, so many keys tie and the tie cut by position decides).
+        var qq = qh
+        for b in 0..<B { for h in 0..<KVH { for c in 0..<R { for g in 0..<G {
+            qq[(b * H + h * G + g) * D + Int(ch[h * R + c])] = c == 0 && g == 0 ? Self.bf16(1) : 0
+        } } } }
+        // The fourth zeroes the label channels of q: every score is 0, every key ties.
+        var qz = qh
+        for b in 0..<B { for h in 0..<KVH { for c in 0..<R { for g in 0..<G {
+            qz[(b * H + h * G + g) * D + Int(ch[h * R + c])] = 0
+        } } } }
+        // The last runs take the experimental attend variants (1...5) through the plain case.
+        let configs = [(0, 0, false, 0), (4, 0, false, 0), (0, 1, false, 0), (0, 1, true, 0), (0, 2, false, 0), (3, 2, true, 0)]
+            + (1...5).map { (2, 0, false, $0) }
+        for (sinks, mode, small, variant) in configs {
+            let quantized = mode == 1
+            let qv = mode == 1 ? qq : mode == 2 ? qz : qh
+            let ds = variant > 0
+                ? try CUDAAttentionKernels.DoubleSparsity(kernels: kernels, batch: B, heads: H, kvHeads: KVH, headDim: D,
+                                                          channels: R, maxLength: lens.max()!, attendVariant: variant)
+                : small ? dsSmall : ds0
+            try ctx.upload(qv, to: qd.address)
             try ds.run(q: qd.address, keys: kd.address, values: vd.address, labels: labd.address, channelList: chd.address,
                        pageTable: pt.address, pageSize: P, maxPages: maxPages, seqLens: ld.address, kPerSeq: kpd.address,
                        sinks: sinks, out: od.address)
             let got = try ctx.download(od.address, count: B * H * D, as: UInt16.self)
             let keys = try ds.keysHost(), thr = try ds.thresholdsHost()
-            var selOK = true, scoreErr = 0.0, err = 0.0, scale = 0.0
+            var selOK = true, scoreErr = 0.0, err = 0.0, scale = 0.0, maxTies = 0
             for b in 0..<B { for h in 0..<KVH {
                 let base = (b * KVH + h) * ds.keyRowStride, T = thr[(b * KVH + h) * 2], cut = Int(Int32(bitPattern: thr[(b * KVH + h) * 2 + 1]))
                 let L = lens[b]
@@ -134,8 +158,13 @@ struct KernelCheck {
                 let minSel = sel.map { keys[base + $0] }.min() ?? 0
                 let maxOut = (0..<L).filter { !selSet.contains($0) }.map { keys[base + $0] }.max() ?? 0
                 if sel.count != min(kper[b], L) || (sel.count < L && minSel < maxOut) { selOK = false }
+                // ties at T are taken in position order: the selected ones come first
+                let tiePos = (0..<L).filter { keys[base + $0] == T }
+                let taken = tiePos.filter { selSet.contains($0) }.count
+                if tiePos.prefix(taken).contains(where: { !selSet.contains($0) }) { selOK = false }
+                maxTies = max(maxTies, tiePos.count)
                 // scores against float64: s_j = (Σ_g q_g[C])·K_j[C]
-                let qs = (0..<R).map { c in (0..<G).reduce(0.0) { $0 + Self.f(qh[(b * H + h * G + $1) * D + Int(ch[h * R + c])]) } }
+                let qs = (0..<R).map { c in (0..<G).reduce(0.0) { $0 + Self.f(qv[(b * H + h * G + $1) * D + Int(ch[h * R + c])]) } }
                 for j in sinks..<L {
                     var s = 0.0
                     for c in 0..<R { s += qs[c] * Self.f(kh[row(b, j, h) + Int(ch[h * R + c])]) }
@@ -145,13 +174,14 @@ struct KernelCheck {
                 }
                 for j in 0..<min(sinks, L) where !selSet.contains(j) { selOK = false }   // sinks always selected
                 for g in 0..<G {
-                    let r = attend(qrow(b, h * G + g), b, h * G + g, sel)
+                    let r = attend((0..<D).map { Self.f(qv[(b * H + h * G + g) * D + $0]) }, b, h * G + g, sel)
                     for i in 0..<D { err = max(err, abs(r[i] - Self.f(got[(b * H + h * G + g) * D + i]))); scale = max(scale, abs(r[i])) }
                 }
             } }
-            print("\(selOK ? "PASS" : "FAIL") \(name) DS sinks \(sinks): exactly k = L/16 tokens, the top-k of the kernel's scores; score err vs float64 \(scientific(scoreErr, 2))")
+            let what = "sinks \(sinks)\(quantized ? ", quantized scores" : mode == 2 ? ", all scores equal" : "")\(small ? ", candidate overflow" : "")\(variant > 0 ? ", attend variant \(variant)" : "")"
+            print("\(selOK ? "PASS" : "FAIL") \(name) DS \(what): exactly k = L/16 tokens, the top-k of the kernel's scores, ties in position order (most keys equal to T: \(maxTies)); score err vs float64 \(scientific(scoreErr, 2))")
             ok = selOK && scoreErr < 1e-3 * 50 && ok
-            ok = report("DS attention over the selection, sinks \(sinks)", err, scale) && ok
+            ok = report("DS attention over the selection, \(what)", err, scale) && ok
         }
 
         // 4. causal prefill over the paged cache (sequence 0), f32 in/out

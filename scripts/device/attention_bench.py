@@ -314,6 +314,10 @@ class DS:
         self.keys = torch.empty(B, kvh, self.key_stride, dtype=torch.int32, device=dev)
         self.hist = torch.zeros(B, kvh, 4096, dtype=torch.int32, device=dev)
         self.thr = torch.zeros(B, kvh, 2, dtype=torch.int32, device=dev)
+        self.cand_cap = min(self.key_stride, max(8192, self.key_stride // 8))
+        self.cand = torch.empty(B, kvh, self.cand_cap, 2, dtype=torch.int32, device=dev)
+        self.meta = torch.zeros(B, kvh, 4, dtype=torch.int32, device=dev)
+        self.maxlen = maxlen
         self.counters = torch.zeros(B, kvh, dtype=torch.int32, device=dev)
         self.frac = frac
         if split_pos is None:
@@ -326,23 +330,23 @@ class DS:
         self.part_lse = torch.empty(B, hq, self.max_splits, device=dev, dtype=torch.float32)
         self.out = torch.empty(B, hq, d, device=dev, dtype=torch.bfloat16)
         self.fscore = mod.get_function(f"sift_ds_scores_{'match_' if match else ''}r{r}")
-        self.fthr = mod.get_function("sift_ds_threshold")
+        self.fthr = mod.get_function("sift_ds_candidates")
         self.fatt = mod.get_function(f"sift_ds_attend_d{d}_g{self.g}")
         self.fcomb = mod.get_function(f"sift_decode_combine_d{d}")
 
     def kper(self, lens):
         return torch.tensor([max(1, int(l * self.frac)) for l in lens], dtype=torch.int32, device=dev)
 
-    def score(self, q, cache, labels, channels):
-        maxlen = max(cache.lens)
-        self.fscore((-(-maxlen // (2048 * self.rounds)), self.kvh, self.B), (256,),
+    def score(self, q, cache, labels, channels, kper):
+        self.fscore((-(-self.maxlen // (2048 * self.rounds)), self.kvh, self.B), (256,),
                     (cpa(q), cpa(labels), cpa(channels), cpa(cache.page_table), cpa(cache.seq_lens), I(self.g), I(self.d),
                      I(cache.shift), I(cache.max_pages), I(self.sinks), cpa(self.keys), I(self.key_stride), cpa(self.hist),
                      I(self.rounds)))
 
     def threshold(self, cache, kper):
-        self.fthr((self.kvh, self.B), (1024,), (cpa(self.keys), I(self.key_stride), cpa(self.hist), cpa(cache.seq_lens),
-                                                cpa(kper), cpa(self.thr)))
+        self.fthr((-(-self.maxlen // 4096), self.kvh, self.B), (256,),
+                  (cpa(self.keys), I(self.key_stride), cpa(self.hist), cpa(cache.seq_lens), cpa(kper), cpa(self.cand),
+                   I(self.cand_cap), cpa(self.meta), cpa(self.thr)))
 
     def attend(self, q, cache):
         self.fatt((self.max_splits, self.kvh, self.B), (128,),
@@ -355,7 +359,7 @@ class DS:
 
     def __call__(self, q, cache, labels, channels, kper, parts="sta"):
         with cp.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream):
-            if "s" in parts: self.score(q, cache, labels, channels)
+            if "s" in parts: self.score(q, cache, labels, channels, kper)
             if "t" in parts: self.threshold(cache, kper)
             if "a" in parts: self.attend(q, cache)
         return self.out
@@ -378,7 +382,8 @@ def test_ds(mod, sms, gen):
     for (hq, kvh, d, lens, r, sinks, frac, split, flat) in [
             (32, 8, 128, [4096, 1000, 37], 8, 0, 1 / 16, None, False), (12, 2, 128, [8192, 3000], 8, 4, 1 / 16, 1024, False),
             (4, 1, 256, [5000], 16, 0, 1 / 8, None, False), (32, 8, 128, [20000, 7001], 8, 16, 1 / 16, 2048, False),
-            (8, 2, 64, [9000, 4100], 8, 0, 1 / 16, 4096, True), (14, 2, 64, [3000], 4 * 2, 0, 1 / 16, None, False), (32, 8, 128, [70000], 8, 0, 1 / 16, 996, False)]:
+            (8, 2, 64, [9000, 4100], 8, 0, 1 / 16, 4096, True), (14, 2, 64, [3000], 4 * 2, 0, 1 / 16, None, False), (32, 8, 128, [70000], 8, 0, 1 / 16, 996, False),
+            (32, 8, 128, [9000, 3001], 8, 0, 1 / 16, None, 2), (32, 8, 128, [150000, 40000], 8, 4, 1 / 16, None, False)]:
         cache = Paged(lens, kvh, d, 6, gen=gen)
         g = hq // kvh
         q = (torch.randn(len(lens), hq, d, device=dev) * 2).bfloat16()
@@ -386,6 +391,8 @@ def test_ds(mod, sms, gen):
         if flat:   # all approximate scores equal: every key ties, the overflow path and the tie cut decide
             for kh in range(kvh):
                 q[:, kh * g:(kh + 1) * g, channels[kh].long()] = 0
+                if flat == 2:   # quantized: the score is one bf16 label, a few keys tie at T
+                    q[:, kh * g, channels[kh][0].long()] = 1
         labels = make_labels(cache, channels)
         ds = DS(mod, len(lens), hq, kvh, d, max(lens), sms, r=r, frac=frac, sinks=sinks, split_pos=split, match=(len(lens) == 2))
         kper = ds.kper(lens)
@@ -422,9 +429,9 @@ def test_ds(mod, sms, gen):
                 if cnt < L and ties.numel() > 0 and mask[ties].long().diff().clamp(min=0).sum() > 0:
                     sel_ok = False
                 # the histogram must be left zero for the next call
-                if int(ds.hist[b, kh].abs().sum()) != 0:
+                if int(ds.hist[b, kh].abs().sum()) != 0 or int(ds.meta[b, kh].abs().sum()) != 0:
                     sel_ok = False
-                ref_top = torch.arange(k) if flat else torch.topk(s_ref, k).indices
+                ref_top = torch.arange(k) if flat == 1 else torch.topk(s_ref, k).indices
                 inter = len(set(ref_top.tolist()) & set(idx.tolist())) / k
                 overlap_min = min(overlap_min, inter)
         RESULTS["checks"].append({"name": f"ds select hq{hq} kvh{kvh} d{d} lens{lens} r{r} sinks{sinks} split{ds.split} flat{flat}",

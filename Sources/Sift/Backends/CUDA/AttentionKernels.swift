@@ -131,15 +131,36 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
         public let splitPositions: Int
         let keyStride: Int
         let keys: DeviceBuffer, hist: DeviceBuffer, thresholds: DeviceBuffer
+        /// The threshold pass's candidate list `[batch][kvHeads][candidateCap]` of (key, position)
+        /// and its counters `[batch][kvHeads][4]` (count, ticket; zero between calls).
+        let candidates: DeviceBuffer, meta: DeviceBuffer
+        let candidateCap: Int
+        /// Per (sequence, KV head) count of finished attend blocks, for the fused combine (zero between calls).
+        let counters: DeviceBuffer
         let scratch: Scratch
         let rounds: Int
         let kernels: CUDAAttentionKernels
 
+        /// The attend kernel: 0 the default; 1...5 experimental variants (8 dims a lane, more rows
+        /// in flight, more blocks per SM; 4 and 5 fuse the split combine) for benchmarks.
+        public let attendVariant: Int
+
+        /// `splitPositions` (a multiple of 4, at most 4096) and `attendVariant` override the
+        /// defaults, for benchmarks; `candidateCapacity` shrinks the threshold pass's candidate
+        /// list, for checks of its overflow path.
         public init(kernels: CUDAAttentionKernels, batch: Int, heads: Int, kvHeads: Int, headDim: Int, channels: Int,
-                    maxLength: Int) throws {
+                    maxLength: Int, splitPositions: Int? = nil, attendVariant: Int = 0,
+                    candidateCapacity: Int? = nil) throws {
             guard channels == 8 || channels == 16 else {
                 throw CUDAError.invalid("GPU Double Sparsity supports 8 or 16 label channels, not \(channels)")
             }
+            if let sp = splitPositions, sp <= 0 || sp % 4 != 0 || sp > 4096 {
+                throw CUDAError.invalid("Double Sparsity split of \(sp) positions: need a positive multiple of 4, at most 4096")
+            }
+            guard (0...5).contains(attendVariant) else {
+                throw CUDAError.invalid("Double Sparsity attend variant \(attendVariant): have 0...5")
+            }
+            self.attendVariant = attendVariant
             self.kernels = kernels
             self.batch = batch; self.heads = heads; self.kvHeads = kvHeads; self.headDim = headDim
             self.channels = channels; self.maxLength = maxLength
@@ -149,11 +170,19 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
             hist = try c.allocate(bytes: batch * kvHeads * 4096 * 4)
             try c.memset(hist.address, byte: 0, bytes: hist.bytes)
             thresholds = try c.allocate(bytes: batch * kvHeads * 2 * 4)
+            // ~1-3% of the keys share the top 12 bits of the k-th largest; longer lists take the
+            // (exact, slower) pass over all keys.
+            candidateCap = max(1, candidateCapacity ?? min(keyStride, max(8192, keyStride / 8)))
+            candidates = try c.allocate(bytes: batch * kvHeads * candidateCap * 8)
+            meta = try c.allocate(bytes: batch * kvHeads * 4 * 4)
+            try c.memset(meta.address, byte: 0, bytes: meta.bytes)
+            counters = try c.allocate(bytes: batch * kvHeads * 4)
+            try c.memset(counters.address, byte: 0, bytes: counters.bytes)
             let sms = c.multiprocessors
             let per = (maxLength * batch * kvHeads + 2 * sms - 1) / (2 * sms)
-            splitPositions = min(4096, max(1024, (per + 1023) / 1024 * 1024))
+            self.splitPositions = splitPositions ?? min(4096, max(1024, (per + 1023) / 1024 * 1024))
             scratch = try Scratch(context: c, batch: batch, heads: heads, headDim: headDim,
-                                  maxSplits: (maxLength + splitPositions - 1) / splitPositions)
+                                  maxSplits: (maxLength + self.splitPositions - 1) / self.splitPositions)
             let blocks = (maxLength + 2047) / 2048 * batch * kvHeads
             rounds = max(1, min(8, blocks / (4 * sms)))
         }
@@ -174,22 +203,32 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
                     .ptr(hist), .int(rounds)])
             }
             if parts.contains("t") {
-                let f = try kernels.function("double_sparsity.cu", headDim: headDim, group: g, "sift_ds_threshold")
-                try c.launch(f, grid: (kvHeads, batch, 1), block: (1024, 1, 1), [
-                    .ptr(keys), .int(keyStride), .ptr(hist), .pointer(seqLens), .pointer(kPerSeq), .ptr(thresholds)])
+                let f = try kernels.function("double_sparsity.cu", headDim: headDim, group: g, "sift_ds_candidates")
+                try c.launch(f, grid: ((maxLength + 4095) / 4096, kvHeads, batch), block: (256, 1, 1), [
+                    .ptr(keys), .int(keyStride), .ptr(hist), .pointer(seqLens), .pointer(kPerSeq),
+                    .ptr(candidates), .int(candidateCap), .ptr(meta), .ptr(thresholds)])
             }
             if parts.contains("a") {
-                let f = try kernels.function("double_sparsity.cu", headDim: headDim, group: g, "sift_ds_attend_d\(headDim)_g\(g)")
+                let v = attendVariant == 0 ? "" : "v\(attendVariant)_"
+                let f = try kernels.function("double_sparsity.cu", headDim: headDim, group: g, "sift_ds_attend_\(v)d\(headDim)_g\(g)")
                 try c.launch(f, grid: (scratch.maxSplits, kvHeads, batch), block: (128, 1, 1), [
                     .pointer(q), .pointer(kc), .pointer(vc), .pointer(pageTable), .pointer(seqLens), .ptr(keys),
                     .int(keyStride), .ptr(thresholds), .ptr(scratch.partO), .ptr(scratch.partLSE), .int(shift),
                     .int(maxPages), .int(splitPositions), .int(scratch.maxSplits), .float(1 / Float(headDim).squareRoot()),
-                    .pointer(0), .pointer(0)])
+                    .ptr(counters), .pointer(out)])
+                if attendVariant >= 4 { return }   // the last block of each (b, KV head) combined
                 let comb = try kernels.function("decode_attention.cu", headDim: headDim, group: g, "sift_decode_combine_d\(headDim)")
                 try c.launch(comb, grid: (heads, batch, 1), block: (min(headDim, 128), 1, 1), sharedBytes: 4 * scratch.maxSplits, [
                     .ptr(scratch.partO), .ptr(scratch.partLSE), .pointer(seqLens), .pointer(0), .int(g), .int(splitPositions),
                     .int(scratch.maxSplits), .pointer(out), .int(0), .int(0), .int(0)])
             }
+        }
+
+        /// Zeroes the histogram and the threshold pass's counters (a full run leaves them zero;
+        /// running the scores alone, as a benchmark of that phase does, does not).
+        public func clearState() throws {
+            try kernels.context.memset(hist.address, byte: 0, bytes: hist.bytes)
+            try kernels.context.memset(meta.address, byte: 0, bytes: meta.bytes)
         }
 
         /// The selection threshold per (sequence, KV head): (T, tie cut) as written by the last run.

@@ -25,10 +25,11 @@
 #define DEC_WARPS 4
 
 // The attention of one block over rows start..<end of a token list (positions idx[i], or i when
-// idx is null) of KV head kvh of sequence b; writes the normalised partial output and its
+// idx is null; with ROWS, idx[i] is the row of the K/V pools, page table already applied) of KV
+// head kvh of sequence b; writes the normalised partial output and its
 // log2-sum-exp to slot `split`. `scratch` is shared memory of DEC_WARPS*G*(D+2) floats; it may
 // alias idx (the block synchronises before writing it).
-template <int D, int G, int DPL, bool FUSED>
+template <int D, int G, int DPL, bool FUSED, int UF = 0, bool ROWS = false>
 __device__ __forceinline__ void decode_core(
     const void* __restrict__ q, int q_f32, const sift_bf16* __restrict__ kc, const sift_bf16* __restrict__ vc,
     const int* __restrict__ pt, const int* idx, int start, int end, int b, int kvh, int KVH,
@@ -38,7 +39,7 @@ __device__ __forceinline__ void decode_core(
     constexpr int LPT = D / DPL;        // lanes per token
     constexpr int TPW = 32 / LPT;       // tokens per warp step
     constexpr int NCH = DPL / 8;        // 16-byte chunks per lane
-    constexpr int U = (G * DPL <= 64) ? 4 : 2;
+    constexpr int U = UF > 0 ? UF : ((G * DPL <= 64) ? 4 : 2);   // token steps with loads in flight
     const int Hq = KVH * G;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int grp = lane / LPT, lig = lane % LPT;
@@ -79,8 +80,12 @@ __device__ __forceinline__ void decode_core(
             const int i = base + u * TPW + grp;
             valid[u] = i < end;
             if (valid[u]) {
-                const int t = idx ? idx[i] : i;
-                const sift_size row = (((sift_size)pt[t >> page_shift] * KVH + kvh) << page_shift) + (t & pmask);
+                sift_size row;
+                if (ROWS) row = (sift_u32)idx[i];   // the list holds pool rows: no page-table load here
+                else {
+                    const int t = idx ? idx[i] : i;
+                    row = (((sift_size)pt[t >> page_shift] * KVH + kvh) << page_shift) + (t & pmask);
+                }
                 const uint4* kp = (const uint4*)(kc + row * D);
                 const uint4* vp = (const uint4*)(vc + row * D);
 #pragma unroll
