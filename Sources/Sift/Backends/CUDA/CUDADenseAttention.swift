@@ -40,22 +40,19 @@ public final class CUDADenseAttention: AttentionMethod, @unchecked Sendable {
 
     public func attend(layer: Int, q: Tensor, k: Tensor, v: Tensor, start: Int, shape: AttentionShape, out: Tensor) {
         append(layer: layer, k: k, v: v, start: start)
+        attendStored(layer: layer, q: q, start: start, shape: shape, out: out)
+    }
+
+    /// Attention of the rows of `q` at positions start... over the cache, which already holds
+    /// their keys and values (methods that store side data compose this: CUDADoubleSparsity).
+    func attendStored(layer: Int, q: Tensor, start: Int, shape: AttentionShape, out: Tensor) {
         out.rows = q.rows
         let c = gpuCache
         if fastShape(shape) {
             backend.run {
                 if q.rows == 1 {
-                    if scratch == nil || scratch!.heads != shape.heads {
-                        // Splits never exceed one wave (2 per SM) over the KV heads, plus one.
-                        scratch = try CUDAAttentionKernels.Scratch(context: backend.context, batch: 1, heads: shape.heads,
-                                                                   headDim: shape.headDim,
-                                                                   maxSplits: 2 * backend.context.multiprocessors + 1)
-                    }
-                    try fast.decode(q: CUDABackend.address(q), qF32: true, keys: c.keys(layer), values: c.values(layer),
-                                    pageTable: c.pageTable.address, pageSize: c.pageSize, maxPages: c.pageCount,
-                                    lengths: .fixed(start + 1), batch: 1, heads: shape.heads, kvHeads: shape.kvHeads,
-                                    headDim: shape.headDim, window: shape.window, out: CUDABackend.address(out),
-                                    outF32: true, scratch: scratch!)
+                    try decodeRow(layer: layer, q: CUDABackend.address(q), out: CUDABackend.address(out),
+                                  length: start + 1, shape: shape)
                 } else {
                     try fast.prefill(q: CUDABackend.address(q), qF32: true, keys: c.keys(layer), values: c.values(layer),
                                      pageTable: c.pageTable.address, pageSize: c.pageSize, rows: q.rows, start: start,
@@ -71,6 +68,22 @@ public final class CUDADenseAttention: AttentionMethod, @unchecked Sendable {
                                         .ptr(c.pageTable), .int(start), .int(shape.heads), .int(shape.kvHeads),
                                         .int(shape.headDim), .int(c.pageSize), .int(shape.window), .float(shape.scale)])
         }
+    }
+
+    /// Split-KV decode of one query row (f32, `heads × headDim` at `q`) over the first `length`
+    /// cached positions of `layer` (a fast shape only), into `out` (f32).
+    func decodeRow(layer: Int, q: CUdeviceptr, out: CUdeviceptr, length: Int, shape: AttentionShape) throws {
+        let c = gpuCache
+        if scratch == nil || scratch!.heads != shape.heads {
+            // Splits never exceed one wave (2 per SM) over the KV heads, plus one.
+            scratch = try CUDAAttentionKernels.Scratch(context: backend.context, batch: 1, heads: shape.heads,
+                                                       headDim: shape.headDim,
+                                                       maxSplits: 2 * backend.context.multiprocessors + 1)
+        }
+        try fast.decode(q: q, qF32: true, keys: c.keys(layer), values: c.values(layer),
+                        pageTable: c.pageTable.address, pageSize: c.pageSize, maxPages: c.pageCount,
+                        lengths: .fixed(length), batch: 1, heads: shape.heads, kvHeads: shape.kvHeads,
+                        headDim: shape.headDim, window: shape.window, out: out, outF32: true, scratch: scratch!)
     }
 
     public func truncate(to n: Int) { gpuCache.setLength(min(n, gpuCache.length)) }
