@@ -139,7 +139,20 @@ public final class CUDADoubleSparseAttention: SparseAwareAttention, @unchecked S
                                                      headDim: cache.headDim, channels: r, maxLength: cache.capacity)
         control = try backend.context.allocate(bytes: 8)
         kToF32 = try backend.context.kernel("ds_labels.cu", "sift_bf16_to_f32")
-        try backend.context.synchronize()
+        try warmUp(heads: heads)
+    }
+
+    /// One DS call over position 0 of layer 0 (unwritten: NaN, into scratch), so that NVRTC
+    /// compiles the kernels now and not inside the first timed decode step.
+    private func warmUp(heads: Int) throws {
+        let ctx = backend.context, c = dense.gpuCache
+        let qb = try grow(&qBF16, bytes: heads * c.headDim * 2), ob = try grow(&outBF16, bytes: heads * c.headDim * 2)
+        try ctx.memset32(control.address, word: 1, count: 2)
+        control32 = (1, 1)
+        try ds.run(q: qb.address, keys: c.keys(0), values: c.values(0), labels: labels.labels(0),
+                   channelList: labels.channels(0), pageTable: c.pageTable.address, pageSize: c.pageSize,
+                   maxPages: c.pageCount, seqLens: control.address, kPerSeq: control.address + 4, sinks: 0, out: ob.address)
+        try ctx.synchronize()
     }
 
     /// The method for `--attention double-sparse --device cuda`: the calibration resolved,

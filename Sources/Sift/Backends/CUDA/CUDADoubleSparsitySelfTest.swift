@@ -178,8 +178,10 @@ extension CUDASelfTest {
         let (gpuForced, forcedMethod) = try gpuSession(all, force: true)
         let sessions = [cpuDense, cpuDS, gpuDense, gpuDS, gpuAll, gpuForced]
         var logits = try sessions.map { try $0.evaluate(prompt, logits: .last)[0] }
-        var worst = [Double](repeating: 0, count: 4)   // dense GPU/CPU, DS GPU/CPU, all vs dense, forced vs dense
+        // dense GPU/CPU, DS GPU/CPU, all vs dense, forced vs dense, DS vs dense (GPU)
+        var worst = [Double](repeating: 0, count: 5)
         func compare() {
+            worst[4] = max(worst[4], relErr(logits[3], logits[2]))
             worst[0] = max(worst[0], relErr(logits[2], logits[0]))
             worst[1] = max(worst[1], relErr(logits[3], logits[1]))
             worst[2] = max(worst[2], relErr(logits[4], logits[2]))
@@ -196,8 +198,11 @@ extension CUDASelfTest {
         // The kernels selecting everything: bf16 queries and outputs around them.
         checks.append(GPUCheck(name: "\(mtag): DS kernels selecting all vs GPU dense", error: worst[3], tolerance: 2e-2,
                                detail: "\(forcedMethod.sparseRows) DS rows"))
-        checks.append(GPUCheck(name: "\(mtag): GPU DS vs CPU DS logits (1/16)", error: worst[1], tolerance: worst[0] + 5e-2,
-                               detail: "GPU vs CPU dense \(worst[0]); \(gpuDSMethod.sparseRows) DS rows, \(gpuDSMethod.denseRows) dense"))
+        // Selection flips (bf16 vs f16 labels, GPU vs CPU activations) move the logits by a few
+        // percent on this random model (0.041 measured, seed 1); wrong selections or outputs
+        // move them by O(1). Bound: dense GPU-CPU noise + 0.1.
+        checks.append(GPUCheck(name: "\(mtag): GPU DS vs CPU DS logits (1/16)", error: worst[1], tolerance: worst[0] + 0.1,
+                               detail: "GPU vs CPU dense \(worst[0]); GPU DS vs GPU dense \(worst[4]); \(gpuDSMethod.sparseRows) DS rows, \(gpuDSMethod.denseRows) dense"))
         if gpuDSMethod.sparseRows == 0 {
             checks.append(GPUCheck(name: "\(mtag): decode steps ran the DS kernels", error: .infinity, tolerance: 0))
         }
@@ -206,8 +211,12 @@ extension CUDASelfTest {
         let text = (0..<1024).map { _ in Int32(r.int(512)) }
         func ppl(_ s: Session) throws -> Double { try Perplexity.compute(tokens: text, bos: nil, ctx: 1024, maxChunks: 1, session: s).ppl }
         let pc = try ppl(cpuDS), pg = try ppl(gpuDS), pd = try ppl(gpuDense)
-        checks.append(GPUCheck(name: "DS sparse-aware perplexity GPU vs CPU (relative, ctx 1024, 1/16)", error: abs(pg - pc) / pc,
-                               tolerance: 2e-2, detail: "GPU \(pg), CPU \(pc), GPU dense \(pd)"))
+        // The random model's logits are large (perplexities ~1e31), so compare mean NLLs (log
+        // perplexity): the GPU-CPU gap must be small against the sparse-vs-dense gap (a GPU
+        // that silently attended densely would score 1). Measured 0.016 (seed 1).
+        let gap = abs(log(pg) - log(pc)) / max(abs(log(pd) - log(pc)), 1e-9)
+        checks.append(GPUCheck(name: "DS sparse-aware ppl: |ΔNLL GPU−CPU| / |ΔNLL dense−CPU| (ctx 1024, 1/16)", error: gap,
+                               tolerance: 0.25, detail: "ppl GPU \(pg), CPU \(pc), GPU dense \(pd)"))
         try b.checkError()
         return checks
     }
