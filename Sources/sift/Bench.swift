@@ -11,7 +11,12 @@ struct Bench: ParsableCommand {
         --attention takes a comma-separated list (e.g. dense,double-sparse) to measure methods \
         side by side in one run; --fill random fills the depth with random keys and values \
         instead of a real prefill (the work per decode step is the same; use it for long \
-        depths on small CPUs).
+        depths on small CPUs). --batch B (a list, e.g. 1,8,32) decodes B sequences together: \
+        each tg step is one forward pass of B rows, one new token per sequence, every sequence \
+        at DEPTH; the table shows the aggregate tokens/s (B tokens per step) and the \
+        per-sequence rate. B > 1 runs the decode test only (prefill stays one sequence at a \
+        time). On a GPU the KV cache must hold B × (DEPTH + N) positions (--kv-memory); a \
+        combination that does not fit is reported and skipped.
         """)
 
     @OptionGroup var options: ModelOptions
@@ -29,8 +34,13 @@ struct Bench: ParsableCommand {
     @Option(name: [.short, .customLong("repetitions")], help: "Repetitions per test.")
     var reps: Int = 3
 
-    @Option(name: .customLong("batch"), help: "Tokens per forward pass in prefill.")
-    var batch: Int = 512
+    @Option(name: .customLong("chunk"),
+            help: "Tokens per forward pass in prefill (default: 512 on the CPU, 8192 on a GPU).")
+    var chunk: Int?
+
+    @Option(name: .customLong("batch"), parsing: .singleValue,
+            help: "Sequences decoding together (one forward pass of B rows per step); comma-separate, e.g. 1,8,32.")
+    var batch: [String] = ["1"]
 
     @Option(help: "How to fill the context depth: model (a real prefill of random tokens) or random (random keys and values).")
     var fill: String = "model"
@@ -45,6 +55,10 @@ struct Bench: ParsableCommand {
         depth.flatMap { $0.split(separator: ",") }.compactMap { Int($0.filter { $0 != " " }) }
     }
 
+    var batches: [Int] {
+        batch.flatMap { $0.split(separator: ",") }.compactMap { Int($0.filter { $0 != " " }) }
+    }
+
     func validate() throws {
         guard p >= 0, n >= 0, p + n > 0 else { throw ValidationError("-p and -n must be ≥ 0, not both 0") }
         guard reps >= 1 else { throw ValidationError("-r must be ≥ 1") }
@@ -52,6 +66,14 @@ struct Bench: ParsableCommand {
         let all = depth.flatMap { $0.split(separator: ",") }
         guard !all.isEmpty, all.allSatisfy({ Int($0.filter { $0 != " " }).map { $0 >= 0 } ?? false }) else {
             throw ValidationError("-d takes non-negative integers, e.g. -d 0,4096")
+        }
+        let bs = batch.flatMap { $0.split(separator: ",") }
+        guard !bs.isEmpty, bs.allSatisfy({ Int($0.filter { $0 != " " }).map { $0 >= 1 } ?? false }) else {
+            throw ValidationError("--batch takes positive integers (sequences decoding together), e.g. --batch 1,8,32")
+        }
+        if let chunk, chunk < 1 { throw ValidationError("--chunk must be ≥ 1") }
+        if batches.contains(where: { $0 > 1 }) && n == 0 {
+            throw ValidationError("--batch > 1 measures decode: give -n > 0")
         }
     }
 
@@ -63,9 +85,13 @@ struct Bench: ParsableCommand {
         var tokensPerS: Double
         var stddev: Double
         var samples: [Double]
+        /// Sequences decoding together (tokens/s is the aggregate over them).
+        var batch: Int = 1
+        var perSequenceTokensPerS: Double?
         enum CodingKeys: String, CodingKey {
-            case attention, test, depth, tokens, stddev, samples
+            case attention, test, depth, tokens, stddev, samples, batch
             case tokensPerS = "tokens_per_s"
+            case perSequenceTokensPerS = "per_sequence_tokens_per_s"
         }
     }
 
@@ -78,8 +104,10 @@ struct Bench: ParsableCommand {
         var prefillTokensPerS: Double?
         var decodeTokensPerS: Double?
         var fill: String
+        var chunk: Int
+        var skipped: [String]
         enum CodingKeys: String, CodingKey {
-            case model, attention, threads, results, fill
+            case model, attention, threads, results, fill, chunk, skipped
             case prefillTokensPerS = "prefill_tokens_per_s", decodeTokensPerS = "decode_tokens_per_s"
         }
     }
@@ -95,10 +123,12 @@ struct Bench: ParsableCommand {
             let gpu = try CUDABackend(ordinal: ordinal, threads: options.threads)
             gpu.syntheticWeights = true
             gpu.kvMemoryBytes = try options.kvMemoryBytes()
-            model = try Architectures.load(SyntheticModels.file(synthetic), backend: gpu, maxBatch: batch)
+            model = try Architectures.load(SyntheticModels.file(synthetic), backend: gpu,
+                                           maxBatch: max(chunk ?? PrefillChunk.gpu, batches.max() ?? 1))
             modelPath = "synthetic:\(synthetic)"
         } else {
-            let m = try options.load(maxBatch: batch)
+            let device = try DeviceSpec(parsing: options.device)
+            let m = try options.load(maxBatch: max(chunk ?? PrefillChunk.default(for: device), batches.max() ?? 1))
             model = m.model
             modelPath = m.path
             loaded = m
@@ -110,7 +140,7 @@ struct Bench: ParsableCommand {
         }
         let methods = options.attention.split(separator: ",").map { String($0.filter { $0 != " " }) }
         var sessions: [Session] = []
-        for method in methods {
+        for method in methods where batches.contains(1) {
             if let loaded {
                 sessions.append(try loaded.session(contextLength: needed, attention: method, options: options.attentionOptions()))
             } else {
@@ -132,7 +162,7 @@ struct Bench: ParsableCommand {
             print("| model | \(options.device == "cpu" ? "threads" : "device") | attention | test | t/s |")
             print("| --- | ---: | --- | ---: | ---: |")
         }
-        for d in depths {
+        for d in depths where batches.contains(1) {
             for (method, session) in zip(methods, sessions) {
                 session.reset()
                 if d > 0 {
@@ -145,7 +175,7 @@ struct Bench: ParsableCommand {
                 }
                 // One untimed warm-up pass (page faults of the weights, thread start-up; on a
                 // GPU a full prompt, so cuBLAS has chosen its kernels for that shape).
-                _ = try session.evaluate(randomTokens(options.device == "cpu" ? 1 : max(1, min(p, batch))), logits: .last)
+                _ = try session.evaluate(randomTokens(options.device == "cpu" ? 1 : max(1, min(p, model.chunkSize))), logits: .last)
                 session.truncate(to: d)
                 for (test, count) in [("pp", p), ("tg", n)] where count > 0 {
                     var samples: [Double] = []
@@ -158,8 +188,14 @@ struct Bench: ParsableCommand {
                         } else {
                             var next = randomTokens(1)
                             for _ in 0..<count {
-                                let logits = try session.evaluate(next, logits: .last)[0]
-                                next = [Sampler.argmax(logits)]
+                                if let gpu = model.backend as? CUDABackend {
+                                    // Greedy on the GPU: only the id comes back (as in batched decode).
+                                    _ = try session.evaluate(next, logits: .lastOnBackend)
+                                    next = try gpu.sampling().argmax(logits: CUDABackend.address(model.logitsOnBackend), rows: 1,
+                                                                     vocab: model.config.vocabSize)
+                                } else {
+                                    next = [Sampler.argmax(try session.evaluate(next, logits: .last)[0])]
+                                }
                             }
                         }
                         samples.append(Double(count) / seconds(clock.now - t0))
@@ -185,13 +221,64 @@ struct Bench: ParsableCommand {
                 }
             }
         }
+        // Batched decode: B sequences at depth d, one forward pass of B rows per step.
+        var skipped: [String] = []
+        sessions.removeAll()  // give the single-sequence caches' memory back first
+        for b in batches where b > 1 {
+            for d in depths {
+                for method in methods {
+                    let batchSession: BatchSession
+                    do {
+                        batchSession = try BatchSession(model: model, sequences: b, contextLength: d + n, attention: method,
+                                                        options: options.attentionOptions())
+                    } catch {
+                        let why = "\(method) batch \(b) @ d\(d): \(error)"
+                        skipped.append(why)
+                        if !json { progressLine(""); print("| \(label) | skipped: \(why) |") }
+                        continue
+                    }
+                    for i in 0..<b where d > 0 {
+                        if !json { progressLine("\(method) ×\(b): filling depth \(d) of sequence \(i + 1)/\(b)…") }
+                        if fill == "random" {
+                            try batchSession.appendSyntheticPositions(sequence: i, d, seed: 7 &+ UInt64(i))
+                        } else {
+                            _ = try batchSession.prefill(sequence: i, randomTokens(d), logits: .none)
+                        }
+                    }
+                    func step(_ next: [Int32]) throws -> [Int32] {
+                        try batchSession.decodeGreedy(next)
+                    }
+                    _ = try step(randomTokens(b))  // warm-up (cuBLAS picks its kernels for B rows)
+                    var samples: [Double] = []
+                    for r in 0..<reps {
+                        if !json { progressLine("\(method) ×\(b): tg\(n) @ d\(d): repetition \(r + 1)/\(reps)") }
+                        for i in 0..<b { batchSession.truncate(sequence: i, to: d) }
+                        var next = randomTokens(b)
+                        let t0 = clock.now
+                        for _ in 0..<n { next = try step(next) }
+                        samples.append(Double(n * b) / seconds(clock.now - t0))
+                    }
+                    let mean = samples.reduce(0, +) / Double(samples.count)
+                    let sd = samples.count > 1
+                        ? (samples.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(samples.count - 1)).squareRoot() : 0
+                    let row = Row(attention: method, test: "tg\(n)", depth: d, tokens: n * b, tokensPerS: mean, stddev: sd,
+                                  samples: samples, batch: b, perSequenceTokensPerS: mean / Double(b))
+                    rows.append(row)
+                    if !json {
+                        progressLine("")
+                        let name = (d > 0 ? "tg\(n) @ d\(d)" : "tg\(n)") + " ×\(b) seqs"
+                        print("| \(label) | \(options.device == "cpu" ? "\(options.threads)" : model.backend.name) | \(method) | \(name) | \(fixed(mean, 2)) ± \(fixed(sd, 2)) (\(fixed(mean / Double(b), 2)) per sequence) |")
+                    }
+                }
+            }
+        }
         if json {
             let firstDepth = depths.first ?? 0
             try printJSON(Output(
                 model: modelPath, attention: options.attention, threads: options.threads, results: rows,
                 prefillTokensPerS: rows.first { $0.test.hasPrefix("pp") && $0.depth == firstDepth }?.tokensPerS,
-                decodeTokensPerS: rows.first { $0.test.hasPrefix("tg") && $0.depth == firstDepth }?.tokensPerS,
-                fill: fill))
+                decodeTokensPerS: rows.first { $0.test.hasPrefix("tg") && $0.depth == firstDepth && $0.batch == 1 }?.tokensPerS,
+                fill: fill, chunk: model.chunkSize, skipped: skipped))
         }
     }
 }

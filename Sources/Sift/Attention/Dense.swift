@@ -5,15 +5,49 @@ import Darwin
 #endif
 
 /// Exact softmax attention over every visible cached token (the reference the sparse methods
-/// are measured against).
-public final class DenseAttention: AttentionMethod, @unchecked Sendable {
+/// are measured against). It can hold several sequences (one f16 cache each) and decode them
+/// together (`BatchedDecodeAttention`); the single-sequence calls act on `activeSequence`.
+public final class DenseAttention: BatchedDecodeAttention, @unchecked Sendable {
     public let name = "dense"
-    public let cache: KVCache
+    /// One cache per sequence.
+    public let caches: [KVCache]
+    /// The cache of the active sequence.
+    public var cache: KVCache { caches[activeSequence] }
+    public var sequenceCount: Int { caches.count }
+    public var activeSequence = 0 {
+        didSet { precondition(activeSequence >= 0 && activeSequence < caches.count, "no sequence \(activeSequence)") }
+    }
     let pool: ThreadPool
 
     public init(cache: KVCache, pool: ThreadPool) {
-        self.cache = cache
+        caches = [cache]
         self.pool = pool
+    }
+
+    /// A method holding `caches.count` sequences (caches of the same geometry).
+    public init(caches: [KVCache], pool: ThreadPool) {
+        precondition(!caches.isEmpty)
+        self.caches = caches
+        self.pool = pool
+    }
+
+    public func attendBatch(layer: Int, q: Tensor, k: Tensor, v: Tensor, positions: [Int32], shape: AttentionShape,
+                            out: Tensor) {
+        precondition(q.rows == positions.count && q.rows <= caches.count, "batch of \(q.rows) rows, \(caches.count) sequences")
+        for (i, p) in positions.enumerated() {
+            caches[i].storeRow(layer: layer, k: k.row(i), v: v.row(i), position: Int(p))
+        }
+        out.rows = q.rows
+        let g = shape.groupSize
+        pool.parallelFor(shape.kvHeads * q.rows) { item in
+            let kvh = item % shape.kvHeads, t = item / shape.kvHeads
+            let position = Int(positions[t]), c = caches[t]
+            DenseAttention.attendGroup(
+                q: q.row(t) + kvh * g * shape.headDim, groupSize: g,
+                keys: c.keys(layer, kvh), values: c.values(layer, kvh),
+                positions: shape.firstVisible(position)...position, headDim: shape.headDim, scale: shape.scale,
+                out: out.row(t) + kvh * g * shape.headDim)
+        }
     }
 
     public func attend(layer: Int, q: Tensor, k: Tensor, v: Tensor, start: Int, shape: AttentionShape, out: Tensor) {

@@ -32,6 +32,10 @@ public struct Generator {
     public var sampling: SamplingParams
     /// Tokens that end generation (EOS, end of turn); they are not returned.
     public var stopTokens: Set<Int32>
+    /// On a CUDA backend, pick greedy and top-k (k ≤ 64) tokens on the GPU: only the id, or
+    /// the k candidates, come back instead of the whole vocabulary's logits (top-p, min-p and
+    /// temperature then run on the host over the candidates, as `Sampler` does).
+    public var deviceSampling = true
 
     public init(session: Session, sampling: SamplingParams, stopTokens: Set<Int32>) {
         self.session = session
@@ -48,24 +52,48 @@ public struct Generator {
             throw ModelError.contextOverflow(needed: needed, limit: session.contextLength)
         }
         var sampler = Sampler(sampling)
+        let gpu = deviceSampling ? Generator.deviceSampler(session.model, sampling) : nil
+        /// Runs `tokens` and samples the next token.
+        func step(_ tokens: [Int32]) throws -> Int32 {
+            if let gpu {
+                _ = try session.evaluate(tokens, logits: .lastOnBackend)
+                let logits = CUDABackend.address(session.model.logitsOnBackend), vocab = session.model.config.vocabSize
+                if sampling.temperature <= 0 { return try gpu.argmax(logits: logits, rows: 1, vocab: vocab)[0] }
+                let c = try gpu.topK(logits: logits, rows: 1, vocab: vocab, k: sampling.topK)[0]
+                return sampler.sample(candidates: c.ids, logits: c.values)
+            }
+            return sampler.sample(try session.evaluate(tokens, logits: .last)[0])
+        }
         var timings = GenerationTimings()
         let clock = ContinuousClock()
         let t0 = clock.now
-        var logits = try session.evaluate(prompt, logits: .last)[0]
+        var next = try step(prompt)
         timings.promptTokens = prompt.count
         timings.prefillSeconds = (clock.now - t0).seconds
         var out: [Int32] = []
         var stopped = false
         let t1 = clock.now
         while out.count < maxTokens {
-            let next = sampler.sample(logits)
             if stopTokens.contains(next) { stopped = true; break }
             out.append(next)
             if !onToken(next) || out.count == maxTokens { break }
-            logits = try session.evaluate([next], logits: .last)[0]
+            next = try step([next])
         }
         timings.generatedTokens = out.count
         timings.decodeSeconds = (clock.now - t1).seconds
         return GenerationResult(tokens: out, stoppedAtEnd: stopped, timings: timings)
+    }
+}
+
+extension Generator {
+    /// The GPU sampler when `model` runs on CUDA and `params` are greedy or top-k with
+    /// 1 ≤ k ≤ 64 (k = 0, all tokens, stays on the host).
+    static func deviceSampler(_ model: LanguageModel, _ params: SamplingParams) -> CUDASampling? {
+        guard let gpu = model.backend as? CUDABackend else { return nil }
+        let vocab = model.config.vocabSize
+        guard params.temperature <= 0 || ((1...CUDASampling.maxK).contains(params.topK) && params.topK <= vocab) else {
+            return nil
+        }
+        return try? gpu.sampling()
     }
 }

@@ -22,10 +22,11 @@ public final class LoadedModel {
 
     /// - Parameters:
     ///   - threads: CPU worker threads (default: every core).
-    ///   - maxBatch: tokens per forward pass in prefill.
+    ///   - maxBatch: tokens per forward pass in prefill (default: `PrefillChunk`, 512 on the
+    ///     CPU, 8192 on a GPU).
     ///   - device: where the model runs (weights are uploaded to a GPU once).
     ///   - kvMemoryBytes: GPU KV cache size limit (nil: from free memory).
-    public init(path: String, threads: Int = ThreadPool.processorCount, maxBatch: Int = 512,
+    public init(path: String, threads: Int = ThreadPool.processorCount, maxBatch: Int? = nil,
                 device: DeviceSpec = .cpu, kvMemoryBytes: Int? = nil) throws {
         self.path = path
         file = try GGUFFile(path: path)

@@ -86,9 +86,18 @@ public struct Sampler {
         } else {
             ids.sort { logits[$0] > logits[$1] }
         }
+        return sample(candidates: ids.map { Int32($0) }, logits: ids.map { logits[$0] })
+    }
+
+    /// The draw after the top-k cut: `ids` are the candidates sorted by logit, largest first
+    /// (ties: lower id first), `logits` their logits — all of the vocabulary, or the top k
+    /// from the GPU (`CUDASampling.topK`). Applies top-p, min-p, temperature and the seeded draw.
+    public mutating func sample(candidates ids: [Int32], logits: [Float]) -> Int32 {
+        precondition(!ids.isEmpty && ids.count == logits.count)
+        if params.temperature <= 0 { return ids[0] }
         // Probabilities of the candidates (untempered) for top-p and min-p.
-        let maxLogit = logits[ids[0]]
-        var probs = ids.map { expf(logits[$0] - maxLogit) }
+        let maxLogit = logits[0]
+        var probs = logits.map { expf($0 - maxLogit) }
         let total = probs.reduce(0, +)
         for i in probs.indices { probs[i] /= total }
         var keep = ids.count
@@ -107,30 +116,35 @@ public struct Sampler {
         }
         // Temperature on the survivors, then draw.
         let inv = 1 / params.temperature
-        var weights = (0..<keep).map { expf((logits[ids[$0]] - maxLogit) * inv) }
+        var weights = (0..<keep).map { expf((logits[$0] - maxLogit) * inv) }
         let sum = weights.reduce(0, +)
         for i in weights.indices { weights[i] /= sum }
         let u = Float(Double(rng.next() >> 11) * 0x1.0p-53)
         var acc: Float = 0
         for i in 0..<keep {
             acc += weights[i]
-            if u < acc { return Int32(ids[i]) }
+            if u < acc { return ids[i] }
         }
-        return Int32(ids[keep - 1])
+        return ids[keep - 1]
     }
 
-    /// Indices of the k largest values, largest first.
+    /// Indices of the k largest values, largest first; among equal values the lower index
+    /// ranks first and is the one kept at the cut (as the GPU's `sift_topk_rows`).
     static func topIndices(_ v: [Float], _ k: Int) -> [Int] {
-        // A min-heap of size k over the values.
+        // A min-heap of size k under the order (value, then higher index = smaller), so the
+        // root is the element to evict: among tied minima, the highest index.
         var heap: [(Float, Int)] = []
         heap.reserveCapacity(k)
+        @inline(__always) func less(_ a: (Float, Int), _ b: (Float, Int)) -> Bool {
+            a.0 < b.0 || (a.0 == b.0 && a.1 > b.1)
+        }
         func siftDown(_ i0: Int) {
             var i = i0
             while true {
                 let l = 2 * i + 1, r = l + 1
                 var m = i
-                if l < heap.count && heap[l].0 < heap[m].0 { m = l }
-                if r < heap.count && heap[r].0 < heap[m].0 { m = r }
+                if l < heap.count && less(heap[l], heap[m]) { m = l }
+                if r < heap.count && less(heap[r], heap[m]) { m = r }
                 if m == i { return }
                 heap.swapAt(i, m)
                 i = m
@@ -142,11 +156,12 @@ public struct Sampler {
                 var c = heap.count - 1
                 while c > 0 {
                     let p = (c - 1) / 2
-                    if heap[p].0 <= heap[c].0 { break }
+                    if !less(heap[c], heap[p]) { break }
                     heap.swapAt(p, c)
                     c = p
                 }
             } else if x > heap[0].0 {
+                // (an equal value has a higher index than every element kept: never replaces)
                 heap[0] = (x, i)
                 siftDown(0)
             }

@@ -75,6 +75,24 @@ public final class Session {
         guard tokens.count + count <= contextLength else {
             throw ModelError.contextOverflow(needed: tokens.count + count, limit: contextLength)
         }
+        try Session.appendRandomKV(count, at: tokens.count, model: model, attention: attention, seed: seed, scale: scale)
+        tokens += Array(repeating: 0, count: count)
+        attention.kv.setLength(tokens.count)
+    }
+
+    /// Stores `count` positions of random keys (uniform in ±`scale`) and values (±1) at
+    /// positions `start...` of every layer of `attention`'s (active) sequence.
+    static func appendRandomKV(_ count: Int, at start: Int, model: LanguageModel, attention: AttentionMethod,
+                               seed: UInt64, scale: Float) throws {
+        // The GPU dense cache is filled on the device (host random numbers for an 8B model at
+        // 32K positions would take most of a benchmark).
+        if let gpu = attention as? CUDADenseAttention, let backend = model.backend as? CUDABackend,
+           start % gpu.gpuCache.pageSize == 0 {
+            try gpu.gpuCache.fillRandom(sequence: gpu.activeSequence, start: start, count: count,
+                                        seed: UInt32(truncatingIfNeeded: seed &* 0x9E37_79B9), kernels: gpu.fast)
+            try backend.checkError()
+            return
+        }
         let c = model.config
         let width = c.kvHeadCount * c.headDim
         let chunk = 256
@@ -102,12 +120,10 @@ public final class Session {
                     b.write(hk.floats, rows: n, into: k)
                     b.write(hv.floats, rows: n, into: v)
                 }
-                attention.append(layer: layer, k: k, v: v, start: tokens.count + done)
+                attention.append(layer: layer, k: k, v: v, start: start + done)
             }
             done += n
         }
         try b.checkError()
-        tokens += Array(repeating: 0, count: count)
-        attention.kv.setLength(tokens.count)
     }
 }

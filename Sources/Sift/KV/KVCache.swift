@@ -62,6 +62,15 @@ public final class KVCache: @unchecked Sendable {
         }
     }
 
+    /// Writes the key and value of one token (`kvHeads * headDim` floats each) at `position`.
+    public func storeRow(layer: Int, k: UnsafePointer<Float>, v: UnsafePointer<Float>, position: Int) {
+        precondition(position >= 0 && position < capacity, "KV cache full")
+        for h in 0..<kvHeads {
+            Kernels.toHalf(k + h * headDim, keys(layer, h) + position * headDim, headDim)
+            Kernels.toHalf(v + h * headDim, values(layer, h) + position * headDim, headDim)
+        }
+    }
+
     /// Sets the filled length (after a forward pass, or to forget positions ≥ n).
     public func setLength(_ n: Int) {
         precondition(n >= 0 && n <= capacity)

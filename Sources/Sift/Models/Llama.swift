@@ -60,29 +60,43 @@ public final class LlamaModel: LanguageModel {
     }
 
     public func forward(_ tokens: [Int32], start: Int, attention: AttentionMethod, logits: LogitRows) -> [[Float]] {
-        buffers.run(tokens, start: start, logits: logits, output: output, outputNorm: outputNorm,
-                    eps: config.normEps, embed: { b, chunk, x in
-            b.embed(chunk, table: self.embedding, scale: 1, into: x)
-        }, layer: { b, l, x, positions, s in
-            let L = self.layers[l], c = self.config
-            b.rmsNorm(x, weight: L.attnNorm, groupSize: c.dim, eps: c.normEps, into: s.h)
-            b.linear(s.h, L.wq, bias: L.bq, into: s.q)
-            b.linear(s.h, L.wk, bias: L.bk, into: s.k)
-            b.linear(s.h, L.wv, bias: L.bv, into: s.v)
-            b.rope(s.q, headDim: c.headDim, positions: positions, base: c.ropeBase, scale: c.ropeScale, style: c.ropeStyle)
-            b.rope(s.k, headDim: c.headDim, positions: positions, base: c.ropeBase, scale: c.ropeScale, style: c.ropeStyle)
-            attention.attend(layer: l, q: s.q, k: s.k, v: s.v, start: Int(positions[0]),
-                             shape: self.attentionShape(layer: l), out: s.attn)
-            b.linear(s.attn, L.wo, bias: nil, into: s.h)
-            b.add(x, s.h)
+        buffers.run(tokens, start: start, logits: logits, output: output, outputNorm: outputNorm, eps: config.normEps,
+                    embed: embedTokens, layer: { self.layer($0, $1, $2, $3, $4, attention) }, attention: attention)
+    }
 
-            b.rmsNorm(x, weight: L.ffnNorm, groupSize: c.dim, eps: c.normEps, into: s.h)
-            b.linear(s.h, L.wGate, bias: nil, into: s.gate)
-            b.linear(s.h, L.wUp, bias: nil, into: s.up)
-            b.gatedActivation(s.gate, s.up, .silu)
-            b.linear(s.gate, L.wDown, bias: nil, into: s.h)
-            b.add(x, s.h)
-        }, attention: attention)
+    public func forwardBatch(_ tokens: [Int32], positions: [Int32], attention: BatchedDecodeAttention,
+                             readLogits: Bool) -> [[Float]] {
+        buffers.runBatch(tokens, positions: positions, readLogits: readLogits, output: output, outputNorm: outputNorm,
+                         eps: config.normEps,
+                         embed: embedTokens, layer: { self.layer($0, $1, $2, $3, $4, attention) }, attention: attention)
+    }
+
+    public var chunkSize: Int { buffers.maxBatch }
+    public var logitsOnBackend: Tensor { buffers.logits }
+
+    private func embedTokens(_ b: Backend, _ chunk: [Int32], _ x: Tensor) {
+        b.embed(chunk, table: embedding, scale: 1, into: x)
+    }
+
+    /// Layer `l` on the residual stream `x` (rows at `positions`).
+    private func layer(_ b: Backend, _ l: Int, _ x: Tensor, _ positions: [Int32], _ s: Buffers, _ attention: AttentionMethod) {
+        let L = self.layers[l], c = self.config
+        b.rmsNorm(x, weight: L.attnNorm, groupSize: c.dim, eps: c.normEps, into: s.h)
+        b.linear(s.h, L.wq, bias: L.bq, into: s.q)
+        b.linear(s.h, L.wk, bias: L.bk, into: s.k)
+        b.linear(s.h, L.wv, bias: L.bv, into: s.v)
+        b.rope(s.q, headDim: c.headDim, positions: positions, base: c.ropeBase, scale: c.ropeScale, style: c.ropeStyle)
+        b.rope(s.k, headDim: c.headDim, positions: positions, base: c.ropeBase, scale: c.ropeScale, style: c.ropeStyle)
+        s.attend(attention, layer: l, positions: positions, shape: self.attentionShape(layer: l))
+        b.linear(s.attn, L.wo, bias: nil, into: s.h)
+        b.add(x, s.h)
+
+        b.rmsNorm(x, weight: L.ffnNorm, groupSize: c.dim, eps: c.normEps, into: s.h)
+        b.linear(s.h, L.wGate, bias: nil, into: s.gate)
+        b.linear(s.h, L.wUp, bias: nil, into: s.up)
+        b.gatedActivation(s.gate, s.up, .silu)
+        b.linear(s.gate, L.wDown, bias: nil, into: s.h)
+        b.add(x, s.h)
     }
 }
 

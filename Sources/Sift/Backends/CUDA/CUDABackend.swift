@@ -94,7 +94,7 @@ public final class CUDABackend: Backend, @unchecked Sendable {
     private var invFreq: [String: DeviceBuffer] = [:]
 
     let kEmbed, kRMSNorm, kRoPE, kAdd, kAddBias, kGated, kToBF16, kToF16: CUDAFunction
-    let kKVStore, kAttention, kFillRandom: CUDAFunction
+    let kKVStore, kKVStoreBatch, kAttention, kFillRandom: CUDAFunction
 
     public init(ordinal: Int = 0, threads: Int = ThreadPool.processorCount, precision: GPUPrecision? = nil) throws {
         if let p = precision {
@@ -121,12 +121,22 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         kToBF16 = try m.function("sift_f32_to_bf16")
         kToF16 = try m.function("sift_f32_to_f16")
         kKVStore = try m.function("sift_kv_store")
+        kKVStoreBatch = try m.function("sift_kv_store_batch")
         kAttention = try m.function("sift_attention_dense")
         kFillRandom = try m.function("sift_fill_random")
         pool = ThreadPool(threads: max(1, threads))
     }
 
     deinit { pool.shutdown() }
+
+    private var samplingKernels: CUDASampling?
+    /// GPU-side argmax / top-k of device logits (compiled on first use).
+    public func sampling() throws -> CUDASampling {
+        if let s = samplingKernels { return s }
+        let s = try CUDASampling(context: context)
+        samplingKernels = s
+        return s
+    }
 
     /// Runs `body` unless an earlier operation failed; keeps the first failure.
     @inline(__always)
@@ -230,7 +240,7 @@ public final class CUDABackend: Backend, @unchecked Sendable {
 
     // MARK: helpers
 
-    @inline(__always) static func address(_ t: Tensor) -> CUdeviceptr { CUdeviceptr(UInt(bitPattern: t.pointer)) }
+    @inline(__always) public static func address(_ t: Tensor) -> CUdeviceptr { CUdeviceptr(UInt(bitPattern: t.pointer)) }
 
     private func grow(_ buffer: inout DeviceBuffer?, bytes: Int) throws -> DeviceBuffer {
         if let b = buffer, b.bytes >= bytes { return b }
@@ -376,15 +386,17 @@ public final class CUDABackend: Backend, @unchecked Sendable {
     // MARK: attention
 
     /// The attention method `name` on this GPU, with a paged KV cache for `contextLength`
-    /// positions (or what `kvMemoryBytes` allows).
+    /// positions (or what `kvMemoryBytes` allows); `sequences` > 1: one cache of that many
+    /// sequences (batched decode), each of `contextLength` positions.
     public func makeAttention(_ name: String, model: LanguageModel, contextLength: Int,
-                              options: AttentionOptions) throws -> AttentionMethod {
+                              options: AttentionOptions, sequences: Int = 1) throws -> AttentionMethod {
         guard let factory = CUDAAttentionMethods.factories[name] else {
             throw ModelError.invalid("attention method '\(name)' has no CUDA implementation yet (on CUDA: \(CUDAAttentionMethods.names.joined(separator: ", ")); on cpu: \(AttentionMethods.names.joined(separator: ", ")))")
         }
         let c = model.config
         let cache = try CUDAKVCache(context: context, layers: c.layerCount, kvHeads: c.kvHeadCount, headDim: c.headDim,
-                                    contextLength: contextLength, pageSize: kvPageSize, memoryBytes: kvMemoryBytes)
+                                    contextLength: contextLength, pageSize: kvPageSize, memoryBytes: kvMemoryBytes,
+                                    sequences: sequences)
         return try factory(cache, model, options, self)
     }
 }

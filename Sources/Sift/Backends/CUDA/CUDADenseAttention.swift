@@ -3,10 +3,19 @@
 /// tensor-core prefill kernel (CUDAAttentionKernels, docs/cuda-attention.md) when the shape is
 /// one they are built for (head_dim 64/128/256, 1...8 query heads per KV head); otherwise the
 /// simple `sift_attention_dense` kernel (one block per query head and row).
-public final class CUDADenseAttention: AttentionMethod, @unchecked Sendable {
+///
+/// With a cache of several sequences it decodes them together (`attendBatch`): one store
+/// kernel for the batch's new keys and values, then the split-KV kernel over the batch with
+/// the lengths on the device (`CUDAKVCache.seqLens`) and one page-table row per sequence.
+public final class CUDADenseAttention: BatchedDecodeAttention, @unchecked Sendable {
     public let name = "dense"
     public let gpuCache: CUDAKVCache
     public var kv: KVStorage { gpuCache }
+    public var sequenceCount: Int { gpuCache.sequenceCount }
+    public var activeSequence: Int {
+        get { gpuCache.activeSequence }
+        set { gpuCache.activeSequence = newValue }
+    }
     let backend: CUDABackend
 
     public init(cache: CUDAKVCache, backend: CUDABackend) throws {
@@ -20,6 +29,7 @@ public final class CUDADenseAttention: AttentionMethod, @unchecked Sendable {
 
     let fast: CUDAAttentionKernels
     private var scratch: CUDAAttentionKernels.Scratch?
+    private var batchScratch: CUDAAttentionKernels.Scratch?
 
     /// Whether the fast kernels take this shape.
     func fastShape(_ shape: AttentionShape) -> Bool {
@@ -34,7 +44,7 @@ public final class CUDADenseAttention: AttentionMethod, @unchecked Sendable {
         backend.run {
             try backend.context.launch(backend.kKVStore, grid: (k.rows, 1, 1), block: (128, 1, 1),
                                        [.ptr(k.pointer), .ptr(v.pointer), .pointer(c.keys(layer)), .pointer(c.values(layer)),
-                                        .ptr(c.pageTable), .int(start), .int(c.kvHeads), .int(c.headDim), .int(c.pageSize)])
+                                        .pointer(c.activePageTable), .int(start), .int(c.kvHeads), .int(c.headDim), .int(c.pageSize)])
         }
     }
 
@@ -55,7 +65,7 @@ public final class CUDADenseAttention: AttentionMethod, @unchecked Sendable {
                                   length: start + 1, shape: shape)
                 } else {
                     try fast.prefill(q: CUDABackend.address(q), qF32: true, keys: c.keys(layer), values: c.values(layer),
-                                     pageTable: c.pageTable.address, pageSize: c.pageSize, rows: q.rows, start: start,
+                                     pageTable: c.activePageTable, pageSize: c.pageSize, rows: q.rows, start: start,
                                      heads: shape.heads, kvHeads: shape.kvHeads, headDim: shape.headDim,
                                      window: shape.window, out: CUDABackend.address(out), outF32: true)
                 }
@@ -65,7 +75,7 @@ public final class CUDADenseAttention: AttentionMethod, @unchecked Sendable {
         backend.run {
             try backend.context.launch(backend.kAttention, grid: (shape.heads, q.rows, 1), block: (128, 1, 1),
                                        [.ptr(q.pointer), .ptr(out.pointer), .pointer(c.keys(layer)), .pointer(c.values(layer)),
-                                        .ptr(c.pageTable), .int(start), .int(shape.heads), .int(shape.kvHeads),
+                                        .pointer(c.activePageTable), .int(start), .int(shape.heads), .int(shape.kvHeads),
                                         .int(shape.headDim), .int(c.pageSize), .int(shape.window), .float(shape.scale)])
         }
     }
@@ -81,9 +91,64 @@ public final class CUDADenseAttention: AttentionMethod, @unchecked Sendable {
                                                        maxSplits: 2 * backend.context.multiprocessors + 1)
         }
         try fast.decode(q: q, qF32: true, keys: c.keys(layer), values: c.values(layer),
-                        pageTable: c.pageTable.address, pageSize: c.pageSize, maxPages: c.pageCount,
+                        pageTable: c.activePageTable, pageSize: c.pageSize, maxPages: c.pageCount,
                         lengths: .fixed(length), batch: 1, heads: shape.heads, kvHeads: shape.kvHeads,
                         headDim: shape.headDim, window: shape.window, out: out, outF32: true, scratch: scratch!)
+    }
+
+    public func attendBatch(layer: Int, q: Tensor, k: Tensor, v: Tensor, positions: [Int32], shape: AttentionShape,
+                            out: Tensor) {
+        let c = gpuCache, b = q.rows
+        precondition(b == positions.count && b <= c.sequenceCount, "batch of \(b) rows, \(c.sequenceCount) sequences")
+        precondition(positions.allSatisfy { Int($0) < c.capacity }, "GPU KV cache full")
+        out.rows = b
+        storeBatch(layer: layer, k: k, v: v, positions: positions)
+        attendBatchStored(layer: layer, q: q, positions: positions, shape: shape, out: out)
+    }
+
+    /// The batch's new keys and values (row i at `positions[i]` of sequence i); uploads the
+    /// lengths `positions + 1` to `seqLens`.
+    func storeBatch(layer: Int, k: Tensor, v: Tensor, positions: [Int32]) {
+        let c = gpuCache, b = k.rows
+        backend.run {
+            try c.uploadLengths(positions.map { $0 + 1 })
+            try backend.context.launch(backend.kKVStoreBatch, grid: (b, 1, 1), block: (128, 1, 1),
+                                       [.ptr(k.pointer), .ptr(v.pointer), .pointer(c.keys(layer)), .pointer(c.values(layer)),
+                                        .ptr(c.pageTable), .ptr(c.seqLens), .int(c.pageCount), .int(c.kvHeads),
+                                        .int(c.headDim), .int(c.pageSize)])
+        }
+    }
+
+    /// Dense decode of the batch over the stored cache (after `storeBatch`).
+    func attendBatchStored(layer: Int, q: Tensor, positions: [Int32], shape: AttentionShape, out: Tensor) {
+        let c = gpuCache, b = q.rows
+        out.rows = b
+        backend.run {
+            if fastShape(shape) {
+                if batchScratch == nil || batchScratch!.heads != shape.heads || batchScratch!.batch < b {
+                    batchScratch = try CUDAAttentionKernels.Scratch(context: backend.context, batch: c.sequenceCount,
+                                                                    heads: shape.heads, headDim: shape.headDim,
+                                                                    maxSplits: 2 * backend.context.multiprocessors + 1)
+                }
+                try fast.decode(q: CUDABackend.address(q), qF32: true, keys: c.keys(layer), values: c.values(layer),
+                                pageTable: c.pageTable.address, pageSize: c.pageSize, maxPages: c.pageCount,
+                                lengths: .device(c.seqLens.address, maxLength: Int(positions.max()!) + 1), batch: b,
+                                heads: shape.heads, kvHeads: shape.kvHeads, headDim: shape.headDim, window: shape.window,
+                                out: CUDABackend.address(out), outF32: true, scratch: batchScratch!)
+                return
+            }
+            // Other shapes: the simple kernel, one launch per sequence.
+            let width = UInt64(q.cols * 4)
+            for (i, p) in positions.enumerated() {
+                try backend.context.launch(backend.kAttention, grid: (shape.heads, 1, 1), block: (128, 1, 1),
+                                           [.pointer(CUDABackend.address(q) + UInt64(i) * width),
+                                            .pointer(CUDABackend.address(out) + UInt64(i) * width),
+                                            .pointer(c.keys(layer)), .pointer(c.values(layer)),
+                                            .pointer(c.pageTable(sequence: i)), .int(Int(p)), .int(shape.heads),
+                                            .int(shape.kvHeads), .int(shape.headDim), .int(c.pageSize), .int(shape.window),
+                                            .float(shape.scale)])
+            }
+        }
     }
 
     public func truncate(to n: Int) { gpuCache.setLength(min(n, gpuCache.length)) }

@@ -16,7 +16,7 @@ public final class CUDALabelCache: @unchecked Sendable {
     private let pools: [DeviceBuffer]
     /// `[layer][kvHead][channels]` Int32: the channel list of each layer and KV head.
     let channelList: DeviceBuffer
-    private let kStore: CUDAFunction
+    private let kStore: CUDAFunction, kStoreBatch: CUDAFunction
 
     init(cache: CUDAKVCache, channels list: [[[Int32]]]) throws {
         let c = cache.context
@@ -26,7 +26,7 @@ public final class CUDALabelCache: @unchecked Sendable {
         kvHeads = heads
         channels = r
         precondition(list.count == layers && list.allSatisfy { $0.count == heads && $0.allSatisfy { $0.count == r } })
-        let bytes = cache.pageCount * heads * cache.pageSize * r * 2
+        let bytes = cache.totalPages * heads * cache.pageSize * r * 2
         do {
             pools = try (0..<layers).map { _ in try c.allocate(bytes: bytes) }
             channelList = try c.allocate(bytes: layers * heads * r * 4)
@@ -36,6 +36,7 @@ public final class CUDALabelCache: @unchecked Sendable {
         try c.upload(list.flatMap { $0.flatMap { $0 } }, to: channelList.address)
         for p in pools { try c.memset32(p.address, word: 0x7fc0_7fc0, count: bytes / 4) }
         kStore = try c.kernel("ds_labels.cu", "sift_ds_label_store")
+        kStoreBatch = try c.kernel("ds_labels.cu", "sift_ds_label_store_batch")
     }
 
     /// The label pool of `layer`.
@@ -51,8 +52,16 @@ public final class CUDALabelCache: @unchecked Sendable {
     func store(layer: Int, k: Tensor, start: Int) throws {
         guard k.rows > 0 else { return }
         try cache.context.launch(kStore, grid: (k.rows, 1, 1), block: (min(256, (kvHeads * channels + 31) / 32 * 32), 1, 1), [
-            .pointer(CUDABackend.address(k)), .ptr(pools[layer]), .pointer(channels(layer)), .ptr(cache.pageTable),
+            .pointer(CUDABackend.address(k)), .ptr(pools[layer]), .pointer(channels(layer)), .pointer(cache.activePageTable),
             .int(start), .int(kvHeads), .int(cache.headDim), .int(channels), .int(cache.pageSize)])
+    }
+
+    /// Batched decode: row i of `k` at position `seqLens[i] - 1` of sequence i (the cache's
+    /// lengths already uploaded, as for its own batched store).
+    func storeBatch(layer: Int, k: Tensor) throws {
+        try cache.context.launch(kStoreBatch, grid: (k.rows, 1, 1), block: (min(256, (kvHeads * channels + 31) / 32 * 32), 1, 1), [
+            .pointer(CUDABackend.address(k)), .ptr(pools[layer]), .pointer(channels(layer)), .ptr(cache.pageTable),
+            .ptr(cache.seqLens), .int(cache.pageCount), .int(kvHeads), .int(cache.headDim), .int(channels), .int(cache.pageSize)])
     }
 
     /// Labels of positions 0..<count of `layer` as floats, `[position][kvHead][channels]`
@@ -60,7 +69,7 @@ public final class CUDALabelCache: @unchecked Sendable {
     public func host(layer: Int, count: Int) throws -> [Float] {
         let c = cache.context
         try c.synchronize()
-        let table = try c.download(cache.pageTable.address, count: cache.pageCount, as: Int32.self)
+        let table = try c.download(cache.activePageTable, count: cache.pageCount, as: Int32.self)
         let raw = try c.download(pools[layer].address, count: pools[layer].bytes / 2, as: UInt16.self)
         var out = [Float](repeating: 0, count: count * kvHeads * channels)
         for p in 0..<count {
@@ -90,10 +99,15 @@ public final class CUDALabelCache: @unchecked Sendable {
 ///   CUDADenseAttention.
 /// - Sparse-aware perplexity (`sparsePrefill`): each row of a chunk runs as the decode step at
 ///   its position would (one DS call per row, its length limiting what it sees).
-public final class CUDADoubleSparseAttention: SparseAwareAttention, @unchecked Sendable {
+public final class CUDADoubleSparseAttention: SparseAwareAttention, BatchedDecodeAttention, @unchecked Sendable {
     public let name = "double-sparse"
     public let dense: CUDADenseAttention
     public var kv: KVStorage { dense.gpuCache }
+    public var sequenceCount: Int { dense.sequenceCount }
+    public var activeSequence: Int {
+        get { dense.activeSequence }
+        set { dense.activeSequence = newValue }
+    }
     public let labels: CUDALabelCache
     public let options: AttentionOptions
     public var sparsePrefill: Bool
@@ -150,7 +164,7 @@ public final class CUDADoubleSparseAttention: SparseAwareAttention, @unchecked S
         try ctx.memset32(control.address, word: 1, count: 2)
         control32 = (1, 1)
         try ds.run(q: qb.address, keys: c.keys(0), values: c.values(0), labels: labels.labels(0),
-                   channelList: labels.channels(0), pageTable: c.pageTable.address, pageSize: c.pageSize,
+                   channelList: labels.channels(0), pageTable: c.activePageTable, pageSize: c.pageSize,
                    maxPages: c.pageCount, seqLens: control.address, kPerSeq: control.address + 4, sinks: 0, out: ob.address)
         try ctx.synchronize()
     }
@@ -223,7 +237,7 @@ public final class CUDADoubleSparseAttention: SparseAwareAttention, @unchecked S
                 }
                 let c = dense.gpuCache
                 try ds.run(q: qb.address + UInt64(t * width * 2), keys: c.keys(layer), values: c.values(layer),
-                           labels: labels.labels(layer), channelList: labels.channels(layer), pageTable: c.pageTable.address,
+                           labels: labels.labels(layer), channelList: labels.channels(layer), pageTable: c.activePageTable,
                            pageSize: c.pageSize, maxPages: c.pageCount, seqLens: control.address,
                            kPerSeq: control.address + 4, sinks: options.sinks, out: ob.address + UInt64(t * width * 2))
                 try ctx.launch(kToF32, grid: ((width + 255) / 256, 1, 1), block: (256, 1, 1),
@@ -232,6 +246,64 @@ public final class CUDADoubleSparseAttention: SparseAwareAttention, @unchecked S
             }
         }
     }
+
+    /// Batched decode (`BatchSession`): row i is the new token of sequence i at `positions[i]`.
+    /// Keys, values and labels are stored for the batch; if any row is sparse (length ≥
+    /// `--ds-dense-below` and k < length) one DS call covers the batch (rows that would be
+    /// dense select every token: k = length), else the batch decodes densely.
+    public func attendBatch(layer: Int, q: Tensor, k: Tensor, v: Tensor, positions: [Int32], shape: AttentionShape,
+                            out: Tensor) {
+        let b = q.rows, c = dense.gpuCache
+        dense.storeBatch(layer: layer, k: k, v: v, positions: positions)
+        backend.run { try labels.storeBatch(layer: layer, k: k) }
+        out.rows = b
+        var ks = [Int32](), anySparse = false
+        for p in positions {
+            let visible = Int(p) + 1, kk = options.budget.count(visible: visible)
+            let sparse = alwaysKernels || (kk < visible && visible >= options.denseBelow)
+            anySparse = anySparse || sparse
+            ks.append(Int32(sparse ? kk : visible))
+        }
+        guard anySparse && shape.window == 0 else {
+            dense.attendBatchStored(layer: layer, q: q, positions: positions, shape: shape, out: out)
+            denseRows += b
+            return
+        }
+        let width = shape.heads * shape.headDim
+        let ctx = backend.context
+        backend.run {
+            if batchDS == nil || batchDS!.batch < b {
+                batchDS = try CUDAAttentionKernels.DoubleSparsity(kernels: dense.fast, batch: c.sequenceCount, heads: ds.heads,
+                                                                 kvHeads: ds.kvHeads, headDim: ds.headDim, channels: ds.channels,
+                                                                 maxLength: c.capacity)
+                batchK = try ctx.allocate(bytes: c.sequenceCount * 4)
+            }
+            // Sequences past b keep length 0 and k 0 (nothing selected, nothing attended).
+            let pad = c.sequenceCount - b
+            let lens = positions.map { $0 + 1 } + [Int32](repeating: 0, count: pad)
+            try c.uploadLengths(lens)
+            let kAll = ks + [Int32](repeating: 0, count: pad)
+            if kAll != uploadedK {
+                try ctx.upload(kAll, to: batchK!.address)
+                uploadedK = kAll
+            }
+            let qb = try grow(&qBF16, bytes: c.sequenceCount * width * 2)
+            let ob = try grow(&outBF16, bytes: c.sequenceCount * width * 2)
+            try ctx.launch(backend.kToBF16, grid: ((b * width + 255) / 256, 1, 1), block: (256, 1, 1),
+                           [.pointer(CUDABackend.address(q)), .ptr(qb), .int64(Int64(b * width))])
+            try batchDS!.run(q: qb.address, keys: c.keys(layer), values: c.values(layer), labels: labels.labels(layer),
+                             channelList: labels.channels(layer), pageTable: c.pageTable.address, pageSize: c.pageSize,
+                             maxPages: c.pageCount, seqLens: c.seqLens.address, kPerSeq: batchK!.address,
+                             sinks: options.sinks, out: ob.address)
+            try ctx.launch(kToF32, grid: ((b * width + 255) / 256, 1, 1), block: (256, 1, 1),
+                           [.ptr(ob), .pointer(CUDABackend.address(out)), .int64(Int64(b * width))])
+            sparseRows += b
+        }
+    }
+
+    private var batchDS: CUDAAttentionKernels.DoubleSparsity?
+    private var batchK: DeviceBuffer?
+    private var uploadedK: [Int32] = []
 
     private func grow(_ buffer: inout DeviceBuffer?, bytes: Int) throws -> DeviceBuffer {
         if let b = buffer, b.bytes >= bytes { return b }

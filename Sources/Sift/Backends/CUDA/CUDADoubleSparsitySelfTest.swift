@@ -157,6 +157,45 @@ extension CUDASelfTest {
             checks.append(GPUCheck(name: "\(tag): output GPU vs CPU", error: relErr(go, Array(UnsafeBufferPointer(start: cpuOut.floats, count: heads * hd))), tolerance: 0.1))
         }
 
+        // MARK: batched decode: one DS call for 3 sequences of different lengths vs one call each
+        do {
+            let lens = [700, 1000, 1300], B = lens.count
+            let cache = try CUDAKVCache(context: b.context, layers: layers, kvHeads: kvHeads, headDim: hd,
+                                        contextLength: lens.max()! + 1, pageSize: 16, sequences: B)
+            let m = try CUDADoubleSparseAttention(cache: cache, backend: b, heads: heads, channels: channels(8), options: options)
+            let shape = AttentionShape(heads: heads, kvHeads: kvHeads, headDim: hd, scale: 1 / Float(hd).squareRoot())
+            var newK = [Float](), newV = [Float](), Q = [Float]()
+            for (i, n) in lens.enumerated() {
+                let K = r.floats((n + 1) * kvw, scale: 2), V = r.floats((n + 1) * kvw)
+                m.withSequence(i) {
+                    m.append(layer: layer, k: tensor(b, Array(K[..<(n * kvw)]), rows: n, cols: kvw),
+                             v: tensor(b, Array(V[..<(n * kvw)]), rows: n, cols: kvw), start: 0)
+                }
+                newK += K[(n * kvw)...]
+                newV += V[(n * kvw)...]
+                Q += r.floats(heads * hd, scale: 2)
+            }
+            let batched = poisoned(b, rows: B, cols: heads * hd)
+            m.attendBatch(layer: layer, q: tensor(b, Q, rows: B, cols: heads * hd), k: tensor(b, newK, rows: B, cols: kvw),
+                          v: tensor(b, newV, rows: B, cols: kvw), positions: lens.map { Int32($0) }, shape: shape, out: batched)
+            var single = [Float]()
+            for (i, n) in lens.enumerated() {
+                let o = poisoned(b, rows: 1, cols: heads * hd)
+                let w = heads * hd
+                m.withSequence(i) {
+                    m.attend(layer: layer, q: tensor(b, Array(Q[(i * w)..<((i + 1) * w)]), rows: 1, cols: w),
+                             k: tensor(b, Array(newK[(i * kvw)..<((i + 1) * kvw)]), rows: 1, cols: kvw),
+                             v: tensor(b, Array(newV[(i * kvw)..<((i + 1) * kvw)]), rows: 1, cols: kvw),
+                             start: n, shape: shape, out: o)
+                }
+                single += flat(b, o)
+            }
+            try b.checkError()
+            // Same selection and rows; only the split boundaries (and so the f32 merge order) differ.
+            checks.append(GPUCheck(name: "DS batched decode (3 sequences, 701/1001/1301 tokens, r=8) vs one call each",
+                                   error: relErr(flat(b, batched), single), tolerance: 1e-3))
+        }
+
         // MARK: whole model
         let prompt = (0..<1500).map { _ in Int32(r.int(512)) }
         let steps = 8, ctx = prompt.count + steps + 1

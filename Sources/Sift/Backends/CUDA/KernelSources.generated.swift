@@ -521,6 +521,24 @@ extern "C" __global__ void sift_kv_store(const float* k, const float* v, bf16_t*
     }
 }
 
+// Batched decode store: row t of k and v (kv_heads * head_dim floats) is the new token of
+// sequence t, at position seq_lens[t] - 1, through that sequence's page-table row
+// (page_table + t * max_pages).
+// grid (rows), block 128
+extern "C" __global__ void sift_kv_store_batch(const float* k, const float* v, bf16_t* kpool, bf16_t* vpool,
+                                               const int* page_table, const int* seq_lens, int max_pages,
+                                               int kv_heads, int head_dim, int page_size) {
+    int t = blockIdx.x, width = kv_heads * head_dim;
+    int pos = seq_lens[t] - 1;
+    const int* table = page_table + (size_t)t * max_pages;
+    for (int idx = threadIdx.x; idx < width; idx += blockDim.x) {
+        int h = idx / head_dim, d = idx % head_dim;
+        size_t off = kv_offset(table, pos, h, kv_heads, page_size, head_dim) + d;
+        kpool[off] = f32_to_bf16(k[(size_t)t * width + idx]);
+        vpool[off] = f32_to_bf16(v[(size_t)t * width + idx]);
+    }
+}
+
 // Dense causal attention over the paged cache, one block of 4 warps per (query head, query
 // row): warp w takes keys first+w, first+w+4, … with an online softmax (each lane holds
 // head_dim/32 output channels), then the 4 partial states are merged. Query row t is at
@@ -1016,6 +1034,20 @@ extern "C" __global__ void sift_bf16_to_f32(const bf16_t* x, float* y, long n) {
     long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) y[i] = bf16_to_f32(x[i]);
 }
+
+// Batched decode: row t of k is the new key of sequence t, at position seq_lens[t] - 1, through
+// that sequence's page-table row (page_table [B][max_pages]).   grid (B), block as above
+extern "C" __global__ void sift_ds_label_store_batch(const float* k, bf16_t* labels, const int* channels,
+                                                     const int* page_table, const int* seq_lens, int max_pages,
+                                                     int kv_heads, int head_dim, int r, int page_size) {
+    const int t = blockIdx.x, width = kv_heads * head_dim, pos = seq_lens[t] - 1;
+    const int* table = page_table + (size_t)t * max_pages;
+    for (int idx = threadIdx.x; idx < kv_heads * r; idx += blockDim.x) {
+        const int h = idx / r, c = idx % r;
+        const int ch = channels[h * r + c];
+        labels[kv_offset(table, pos, h, kv_heads, page_size, r) + c] = f32_to_bf16(k[(size_t)t * width + h * head_dim + ch]);
+    }
+}
 """##),
         ("prefill_attention.cu", ##"""
 // Causal prefill attention, FlashAttention-2 style, on bf16 tensor cores (mma.sync m16n8k16).
@@ -1196,6 +1228,142 @@ extern "C" __global__ void sift_fill_random_bf16(sift_bf16* dst, long long n, un
     h ^= h >> 16; h *= 0x7feb352du; h ^= h >> 15; h *= 0x846ca68bu; h ^= h >> 16;
     const float u = (float)(h >> 8) * (1.0f / 16777216.0f);        // [0, 1)
     dst[i] = f32_to_bf16((u * 2.f - 1.f) * 1.7320508f * scale);
+}
+"""##),
+        ("sampling.cu", ##"""
+// GPU-side sampling helpers: per row of logits (f32, [rows][vocab]) the argmax, or the k
+// largest logits (k <= 64) with their ids, sorted, so that only ids or k candidates go back
+// to the host.
+//
+// Order: larger logit first; equal logits: lower id first (so the argmax of a row with ties
+// is its lowest id, as the host Sampler). NaN ranks below every number (it is never picked
+// while a number is left); -inf ranks below every finite value. Logits are compared through
+// an order-preserving map of their bits to unsigned integers.
+#include "common.cuh"
+
+#define SIFT_SAMPLE_THREADS 1024
+#define SIFT_TOPK_MAX 64
+
+// Bits of f mapped so that unsigned comparison orders like the floats; NaN -> 0 (lowest).
+__device__ __forceinline__ unsigned sift_order_key(float f) {
+    unsigned u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return 0u;
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+// Does (ka, ia) come before (kb, ib)?
+__device__ __forceinline__ bool sift_before(unsigned ka, int ia, unsigned kb, int ib) {
+    return ka > kb || (ka == kb && ia < ib);
+}
+
+// grid (rows), block SIFT_SAMPLE_THREADS. ids[row] = argmax (lowest id among ties; a row of
+// only NaN gives 0).
+extern "C" __global__ void sift_argmax_rows(const float* __restrict__ logits, int vocab, int* __restrict__ ids) {
+    __shared__ unsigned skey[32];
+    __shared__ int sid[32];
+    const float* x = logits + (size_t)blockIdx.x * vocab;
+    unsigned best = 0u;
+    int bi = 0x7fffffff;
+    for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
+        unsigned k = sift_order_key(x[i]);
+        if (sift_before(k, i, best, bi)) { best = k; bi = i; }
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        unsigned k2 = __shfl_xor_sync(0xffffffffu, best, o);
+        int i2 = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (sift_before(k2, i2, best, bi)) { best = k2; bi = i2; }
+    }
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (lane == 0) { skey[warp] = best; sid[warp] = bi; }
+    __syncthreads();
+    if (warp == 0) {
+        int nw = blockDim.x >> 5;
+        best = lane < nw ? skey[lane] : 0u;
+        bi = lane < nw ? sid[lane] : 0x7fffffff;
+        for (int o = 16; o > 0; o >>= 1) {
+            unsigned k2 = __shfl_xor_sync(0xffffffffu, best, o);
+            int i2 = __shfl_xor_sync(0xffffffffu, bi, o);
+            if (sift_before(k2, i2, best, bi)) { best = k2; bi = i2; }
+        }
+        if (lane == 0) ids[blockIdx.x] = bi < vocab ? bi : 0;
+    }
+}
+
+// grid (rows), block SIFT_SAMPLE_THREADS. The k (1...64, k <= vocab) first logits of each row
+// in the order above: ids[row][0..<k], values[row][0..<k].
+// Radix select of the k-th key (4 passes of 8 bits over a 256-bin shared histogram), then
+// every key above it and the lowest ids among the keys equal to it, then a rank sort.
+extern "C" __global__ void sift_topk_rows(const float* __restrict__ logits, int vocab, int k,
+                                          int* __restrict__ ids, float* __restrict__ values) {
+    __shared__ unsigned hist[256];
+    __shared__ unsigned s_prefix, s_need;
+    __shared__ unsigned cand_key[SIFT_TOPK_MAX];
+    __shared__ int cand_id[SIFT_TOPK_MAX];
+    __shared__ int s_count;
+    __shared__ int warp_ties[32];
+    const float* x = logits + (size_t)blockIdx.x * vocab;
+    const int tid = threadIdx.x;
+    if (tid == 0) { s_prefix = 0u; s_need = (unsigned)k; s_count = 0; }
+    unsigned mask = 0u;
+    for (int shift = 24; shift >= 0; shift -= 8) {
+        for (int b = tid; b < 256; b += blockDim.x) hist[b] = 0u;
+        __syncthreads();
+        const unsigned prefix = s_prefix;
+        for (int i = tid; i < vocab; i += blockDim.x) {
+            unsigned key = sift_order_key(x[i]);
+            if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1u);
+        }
+        __syncthreads();
+        if (tid == 0) {
+            unsigned need = s_need, above = 0u;
+            int b = 255;
+            for (; b > 0; --b) {
+                if (above + hist[b] >= need) break;
+                above += hist[b];
+            }
+            s_need = need - above;
+            s_prefix = prefix | ((unsigned)b << shift);
+        }
+        mask |= 255u << shift;
+        __syncthreads();
+    }
+    const unsigned T = s_prefix;      // the k-th key
+    const unsigned ties = s_need;     // how many keys equal to T are taken (>= 1)
+    // Keys above T: fewer than k of them, any order.
+    for (int i = tid; i < vocab; i += blockDim.x) {
+        unsigned key = sift_order_key(x[i]);
+        if (key > T) {
+            int slot = atomicAdd(&s_count, 1);
+            cand_key[slot] = key; cand_id[slot] = i;
+        }
+    }
+    __syncthreads();
+    // Keys equal to T: the `ties` lowest ids, in id order (block-wide prefix counts per chunk).
+    const int base_slot = s_count;
+    int taken = 0;
+    const int lane = tid & 31, warp = tid >> 5, nw = blockDim.x >> 5;
+    for (int start = 0; start < vocab && taken < (int)ties; start += blockDim.x) {
+        int i = start + tid;
+        bool tie = i < vocab && sift_order_key(x[i]) == T;
+        unsigned ballot = __ballot_sync(0xffffffffu, tie);
+        if (lane == 0) warp_ties[warp] = __popc(ballot);
+        __syncthreads();
+        int before = 0, total = 0;
+        for (int w = 0; w < nw; ++w) { if (w < warp) before += warp_ties[w]; total += warp_ties[w]; }
+        int rank = taken + before + __popc(ballot & ((1u << lane) - 1u));
+        if (tie && rank < (int)ties) { cand_key[base_slot + rank] = T; cand_id[base_slot + rank] = i; }
+        taken += total;
+        __syncthreads();
+    }
+    __syncthreads();
+    // Rank sort of the k candidates.
+    if (tid < k) {
+        unsigned key = cand_key[tid];
+        int id = cand_id[tid], r = 0;
+        for (int j = 0; j < k; ++j) r += sift_before(cand_key[j], cand_id[j], key, id) ? 1 : 0;
+        ids[(size_t)blockIdx.x * k + r] = id;
+        values[(size_t)blockIdx.x * k + r] = x[id];
+    }
 }
 """##),
     ]

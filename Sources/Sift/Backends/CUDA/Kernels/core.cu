@@ -87,6 +87,24 @@ extern "C" __global__ void sift_kv_store(const float* k, const float* v, bf16_t*
     }
 }
 
+// Batched decode store: row t of k and v (kv_heads * head_dim floats) is the new token of
+// sequence t, at position seq_lens[t] - 1, through that sequence's page-table row
+// (page_table + t * max_pages).
+// grid (rows), block 128
+extern "C" __global__ void sift_kv_store_batch(const float* k, const float* v, bf16_t* kpool, bf16_t* vpool,
+                                               const int* page_table, const int* seq_lens, int max_pages,
+                                               int kv_heads, int head_dim, int page_size) {
+    int t = blockIdx.x, width = kv_heads * head_dim;
+    int pos = seq_lens[t] - 1;
+    const int* table = page_table + (size_t)t * max_pages;
+    for (int idx = threadIdx.x; idx < width; idx += blockDim.x) {
+        int h = idx / head_dim, d = idx % head_dim;
+        size_t off = kv_offset(table, pos, h, kv_heads, page_size, head_dim) + d;
+        kpool[off] = f32_to_bf16(k[(size_t)t * width + idx]);
+        vpool[off] = f32_to_bf16(v[(size_t)t * width + idx]);
+    }
+}
+
 // Dense causal attention over the paged cache, one block of 4 warps per (query head, query
 // row): warp w takes keys first+w, first+w+4, … with an online softmax (each lane holds
 // head_dim/32 output channels), then the 4 partial states are merged. Query row t is at
