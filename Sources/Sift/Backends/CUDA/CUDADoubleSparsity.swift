@@ -188,6 +188,9 @@ public final class CUDADoubleSparseAttention: SparseAwareAttention, BatchedDecod
             guard r >= 1 && r <= c.headDim else {
                 throw ModelError.invalid("--ds-channels must be in 1...\(c.headDim), got \(r)")
             }
+            if options.dsChannels == nil && !supportedChannels.contains(r) {
+                throw CUDAError.invalid("the default label channel count for this model is \(r) (\(config.defaultChannels != nil ? "the calibration's default_channels" : "head_dim/16")); the GPU Double Sparsity kernels support \(supportedChannels.map(String.init).joined(separator: " or ")): pass --ds-channels 8 or 16, or use --device cpu")
+            }
             channels = config.channels.map { $0.map { $0.prefix(r).map { Int32($0) } } }
         }
         return try CUDADoubleSparseAttention(cache: cache, backend: backend, heads: c.headCount, channels: channels,
