@@ -106,12 +106,20 @@ public final class Session {
             hk.rows = n
             hv.rows = n
             for layer in 0..<c.layerCount {
-                for i in 0..<(n * width) {
-                    hk.floats[i] = (Float(rng.next() >> 40) * 0x1p-24 * 2 - 1) * scale
-                    hv.floats[i] = Float(rng.next() >> 40) * 0x1p-24 * 2 - 1
+                if let gpu = b as? CUDABackend {
+                    // Made on the device: a host loop and upload per layer took minutes at 64K
+                    // positions of an 8B shape.
+                    let s = UInt32(truncatingIfNeeded: rng.next())
+                    gpu.fillUniform(k, rows: n, seed: s, scale: scale)
+                    gpu.fillUniform(v, rows: n, seed: s ^ 0x5bd1_e995, scale: 1)
+                } else {
+                    for i in 0..<(n * width) {
+                        hk.floats[i] = (Float(rng.next() >> 40) * 0x1p-24 * 2 - 1) * scale
+                        hv.floats[i] = Float(rng.next() >> 40) * 0x1p-24 * 2 - 1
+                    }
+                    b.write(hk.floats, rows: n, into: k)
+                    b.write(hv.floats, rows: n, into: v)
                 }
-                b.write(hk.floats, rows: n, into: k)
-                b.write(hv.floats, rows: n, into: v)
                 attention.append(layer: layer, k: k, v: v, start: start + done)
             }
             done += n

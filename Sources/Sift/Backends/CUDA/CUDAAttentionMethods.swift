@@ -5,6 +5,9 @@ public enum CUDAAttentionMethods {
 
     static let factories: [String: Factory] = [
         "dense": { cache, _, _, backend in try CUDADenseAttention(cache: cache, backend: backend) },
+        "double-sparse": { cache, model, options, backend in
+            try CUDADoubleSparseAttention.make(cache: cache, model: model, options: options, backend: backend)
+        },
     ]
 
     public static var names: [String] { factories.keys.sorted() }

@@ -372,6 +372,17 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         }
     }
 
+    /// Fills `rows` rows of `t` with uniform random values in ±`scale` made on the device
+    /// (random keys and values for `Session.appendSyntheticPositions`).
+    public func fillUniform(_ t: Tensor, rows: Int, seed: UInt32, scale: Float) {
+        t.rows = rows
+        let n = rows * t.cols
+        run {
+            try context.launch(kFillRandom, grid: (blocks(n), 1, 1), block: (256, 1, 1),
+                               [.pointer(Self.address(t)), .int64(Int64(n)), .uint32(seed), .float(0), .float(scale), .int(2)])
+        }
+    }
+
     // MARK: attention
 
     /// The attention method `name` on this GPU, with a paged KV cache for `contextLength`

@@ -50,22 +50,19 @@ public final class CUDADenseAttention: BatchedDecodeAttention, @unchecked Sendab
 
     public func attend(layer: Int, q: Tensor, k: Tensor, v: Tensor, start: Int, shape: AttentionShape, out: Tensor) {
         append(layer: layer, k: k, v: v, start: start)
+        attendStored(layer: layer, q: q, start: start, shape: shape, out: out)
+    }
+
+    /// Attention of the rows of `q` at positions start... over the cache, which already holds
+    /// their keys and values (methods that store side data compose this: CUDADoubleSparsity).
+    func attendStored(layer: Int, q: Tensor, start: Int, shape: AttentionShape, out: Tensor) {
         out.rows = q.rows
         let c = gpuCache
         if fastShape(shape) {
             backend.run {
                 if q.rows == 1 {
-                    if scratch == nil || scratch!.heads != shape.heads {
-                        // Splits never exceed one wave (2 per SM) over the KV heads, plus one.
-                        scratch = try CUDAAttentionKernels.Scratch(context: backend.context, batch: 1, heads: shape.heads,
-                                                                   headDim: shape.headDim,
-                                                                   maxSplits: 2 * backend.context.multiprocessors + 1)
-                    }
-                    try fast.decode(q: CUDABackend.address(q), qF32: true, keys: c.keys(layer), values: c.values(layer),
-                                    pageTable: c.activePageTable, pageSize: c.pageSize, maxPages: c.pageCount,
-                                    lengths: .fixed(start + 1), batch: 1, heads: shape.heads, kvHeads: shape.kvHeads,
-                                    headDim: shape.headDim, window: shape.window, out: CUDABackend.address(out),
-                                    outF32: true, scratch: scratch!)
+                    try decodeRow(layer: layer, q: CUDABackend.address(q), out: CUDABackend.address(out),
+                                  length: start + 1, shape: shape)
                 } else {
                     try fast.prefill(q: CUDABackend.address(q), qF32: true, keys: c.keys(layer), values: c.values(layer),
                                      pageTable: c.activePageTable, pageSize: c.pageSize, rows: q.rows, start: start,
@@ -83,18 +80,50 @@ public final class CUDADenseAttention: BatchedDecodeAttention, @unchecked Sendab
         }
     }
 
+    /// Split-KV decode of one query row (f32, `heads × headDim` at `q`) over the first `length`
+    /// cached positions of `layer` (a fast shape only), into `out` (f32).
+    func decodeRow(layer: Int, q: CUdeviceptr, out: CUdeviceptr, length: Int, shape: AttentionShape) throws {
+        let c = gpuCache
+        if scratch == nil || scratch!.heads != shape.heads {
+            // Splits never exceed one wave (2 per SM) over the KV heads, plus one.
+            scratch = try CUDAAttentionKernels.Scratch(context: backend.context, batch: 1, heads: shape.heads,
+                                                       headDim: shape.headDim,
+                                                       maxSplits: 2 * backend.context.multiprocessors + 1)
+        }
+        try fast.decode(q: q, qF32: true, keys: c.keys(layer), values: c.values(layer),
+                        pageTable: c.activePageTable, pageSize: c.pageSize, maxPages: c.pageCount,
+                        lengths: .fixed(length), batch: 1, heads: shape.heads, kvHeads: shape.kvHeads,
+                        headDim: shape.headDim, window: shape.window, out: out, outF32: true, scratch: scratch!)
+    }
+
     public func attendBatch(layer: Int, q: Tensor, k: Tensor, v: Tensor, positions: [Int32], shape: AttentionShape,
                             out: Tensor) {
         let c = gpuCache, b = q.rows
         precondition(b == positions.count && b <= c.sequenceCount, "batch of \(b) rows, \(c.sequenceCount) sequences")
         precondition(positions.allSatisfy { Int($0) < c.capacity }, "GPU KV cache full")
         out.rows = b
+        storeBatch(layer: layer, k: k, v: v, positions: positions)
+        attendBatchStored(layer: layer, q: q, positions: positions, shape: shape, out: out)
+    }
+
+    /// The batch's new keys and values (row i at `positions[i]` of sequence i); uploads the
+    /// lengths `positions + 1` to `seqLens`.
+    func storeBatch(layer: Int, k: Tensor, v: Tensor, positions: [Int32]) {
+        let c = gpuCache, b = k.rows
         backend.run {
             try c.uploadLengths(positions.map { $0 + 1 })
             try backend.context.launch(backend.kKVStoreBatch, grid: (b, 1, 1), block: (128, 1, 1),
                                        [.ptr(k.pointer), .ptr(v.pointer), .pointer(c.keys(layer)), .pointer(c.values(layer)),
                                         .ptr(c.pageTable), .ptr(c.seqLens), .int(c.pageCount), .int(c.kvHeads),
                                         .int(c.headDim), .int(c.pageSize)])
+        }
+    }
+
+    /// Dense decode of the batch over the stored cache (after `storeBatch`).
+    func attendBatchStored(layer: Int, q: Tensor, positions: [Int32], shape: AttentionShape, out: Tensor) {
+        let c = gpuCache, b = q.rows
+        out.rows = b
+        backend.run {
             if fastShape(shape) {
                 if batchScratch == nil || batchScratch!.heads != shape.heads || batchScratch!.batch < b {
                     batchScratch = try CUDAAttentionKernels.Scratch(context: backend.context, batch: c.sequenceCount,

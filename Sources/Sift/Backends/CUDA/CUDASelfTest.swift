@@ -246,11 +246,14 @@ public enum CUDASelfTest {
 
     /// A random model of architecture `arch` (qwen2 with biases, or gemma3 with a sliding
     /// window smaller than the test sequence), f32 weights, in memory.
-    public static func syntheticModel(arch: String, seed: UInt64) throws -> GGUFFile {
+    /// `heads`, `kvHeads`, `headDim`, `layers` override the shape (nil: the defaults below).
+    public static func syntheticModel(arch: String, seed: UInt64, heads: Int? = nil, kvHeads: Int? = nil,
+                                      headDim: Int? = nil, layers: Int? = nil, context: Int = 1024) throws -> GGUFFile {
         var r = Rand(seed: seed)
         let gemma = arch == "gemma3"
-        let vocab = 512, dim = 256, heads = 4, kvHeads = gemma ? 1 : 2, hd = gemma ? 128 : 64, ffn = 512
-        let layers = gemma ? 6 : 3
+        let vocab = 512, dim = 256, heads = heads ?? 4, kvHeads = kvHeads ?? (gemma ? 1 : 2), hd = headDim ?? (gemma ? 128 : 64)
+        let ffn = 512
+        let layers = layers ?? (gemma ? 6 : 3)
         var w = GGUFWriter()
         w.set("general.architecture", .string(arch))
         w.set("\(arch).embedding_length", .uint32(UInt32(dim)))
@@ -259,7 +262,7 @@ public enum CUDASelfTest {
         w.set("\(arch).attention.head_count_kv", .uint32(UInt32(kvHeads)))
         w.set("\(arch).attention.key_length", .uint32(UInt32(hd)))
         w.set("\(arch).feed_forward_length", .uint32(UInt32(ffn)))
-        w.set("\(arch).context_length", .uint32(1024))
+        w.set("\(arch).context_length", .uint32(UInt32(context)))
         w.set("\(arch).attention.layer_norm_rms_epsilon", .float32(1e-6))
         w.set("\(arch).vocab_size", .uint32(UInt32(vocab)))
         w.set("\(arch).rope.freq_base", .float32(gemma ? 1_000_000 : 10_000))

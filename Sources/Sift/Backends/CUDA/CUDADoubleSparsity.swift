@@ -1,0 +1,332 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Double Sparsity's label cache on the GPU: per layer a pool paged exactly like the KV cache
+/// (`[page][kvHead][pageSize][r]` bf16, read through the same page table), holding for every
+/// stored position the r calibrated channels of its post-RoPE key. Written by
+/// `sift_ds_label_store` (Kernels/ds_labels.cu) next to every KV store; unwritten rows are NaN.
+public final class CUDALabelCache: @unchecked Sendable {
+    public let layerCount: Int
+    public let kvHeads: Int
+    public let channels: Int
+    let cache: CUDAKVCache
+    private let pools: [DeviceBuffer]
+    /// `[layer][kvHead][channels]` Int32: the channel list of each layer and KV head.
+    let channelList: DeviceBuffer
+    private let kStore: CUDAFunction, kStoreBatch: CUDAFunction
+
+    init(cache: CUDAKVCache, channels list: [[[Int32]]]) throws {
+        let c = cache.context
+        self.cache = cache
+        let layers = cache.layerCount, heads = cache.kvHeads, r = list.first?.first?.count ?? 0
+        layerCount = layers
+        kvHeads = heads
+        channels = r
+        precondition(list.count == layers && list.allSatisfy { $0.count == heads && $0.allSatisfy { $0.count == r } })
+        let bytes = cache.totalPages * heads * cache.pageSize * r * 2
+        do {
+            pools = try (0..<layers).map { _ in try c.allocate(bytes: bytes) }
+            channelList = try c.allocate(bytes: layers * heads * r * 4)
+        } catch {
+            throw CUDAError.invalid("GPU Double Sparsity: no room for the label cache (\(layers * bytes >> 20) MiB next to the KV cache): lower -c or set --kv-memory (\(error))")
+        }
+        try c.upload(list.flatMap { $0.flatMap { $0 } }, to: channelList.address)
+        for p in pools { try c.memset32(p.address, word: 0x7fc0_7fc0, count: bytes / 4) }
+        kStore = try c.kernel("ds_labels.cu", "sift_ds_label_store")
+        kStoreBatch = try c.kernel("ds_labels.cu", "sift_ds_label_store_batch")
+    }
+
+    /// The label pool of `layer`.
+    public func labels(_ layer: Int) -> CUdeviceptr { pools[layer].address }
+    /// The channel list of `layer` (`[kvHead][channels]` Int32).
+    func channels(_ layer: Int) -> CUdeviceptr { channelList.address + UInt64(layer * kvHeads * channels * 4) }
+
+    /// Bytes the pools take.
+    public var reservedBytes: Int { pools.reduce(0) { $0 + $1.bytes } }
+
+    /// Stores the labels of the rows of `k` (f32 `[rows][kvHeads × headDim]`, post-RoPE) at
+    /// positions start... of `layer`.
+    func store(layer: Int, k: Tensor, start: Int) throws {
+        guard k.rows > 0 else { return }
+        try cache.context.launch(kStore, grid: (k.rows, 1, 1), block: (min(256, (kvHeads * channels + 31) / 32 * 32), 1, 1), [
+            .pointer(CUDABackend.address(k)), .ptr(pools[layer]), .pointer(channels(layer)), .pointer(cache.activePageTable),
+            .int(start), .int(kvHeads), .int(cache.headDim), .int(channels), .int(cache.pageSize)])
+    }
+
+    /// Batched decode: row i of `k` at position `seqLens[i] - 1` of sequence i (the cache's
+    /// lengths already uploaded, as for its own batched store).
+    func storeBatch(layer: Int, k: Tensor) throws {
+        try cache.context.launch(kStoreBatch, grid: (k.rows, 1, 1), block: (min(256, (kvHeads * channels + 31) / 32 * 32), 1, 1), [
+            .pointer(CUDABackend.address(k)), .ptr(pools[layer]), .pointer(channels(layer)), .ptr(cache.pageTable),
+            .ptr(cache.seqLens), .int(cache.pageCount), .int(kvHeads), .int(cache.headDim), .int(channels), .int(cache.pageSize)])
+    }
+
+    /// Labels of positions 0..<count of `layer` as floats, `[position][kvHead][channels]`
+    /// (through the page table; for checks).
+    public func host(layer: Int, count: Int) throws -> [Float] {
+        let c = cache.context
+        try c.synchronize()
+        let table = try c.download(cache.activePageTable, count: cache.pageCount, as: Int32.self)
+        let raw = try c.download(pools[layer].address, count: pools[layer].bytes / 2, as: UInt16.self)
+        var out = [Float](repeating: 0, count: count * kvHeads * channels)
+        for p in 0..<count {
+            for h in 0..<kvHeads {
+                let row = (Int(table[p / cache.pageSize]) * kvHeads + h) * cache.pageSize + p % cache.pageSize
+                for ch in 0..<channels {
+                    out[(p * kvHeads + h) * channels + ch] = Float(bitPattern: UInt32(raw[row * channels + ch]) << 16)
+                }
+            }
+        }
+        return out
+    }
+}
+
+/// Double Sparsity (Attention/DoubleSparsity.swift) on the GPU: the same method, the same
+/// settings (`--ds-config`, `--ds-channels`, `--budget`/`--ds-tokens`, `--sinks`,
+/// `--ds-dense-below`), one selection per KV group from the group's summed query.
+///
+/// - Every stored row (prefill chunks, decode steps, `append`) goes to the paged bf16 KV cache
+///   (CUDADenseAttention's store) and its labels to `CUDALabelCache`.
+/// - Decode steps (one query row) with `length ≥ --ds-dense-below` and `k = budget(length) <
+///   length` run the DS kernels of Kernels/double_sparsity.cu (`CUDAAttentionKernels.DoubleSparsity`):
+///   label scores → exact top-k threshold → gather-attention → split combine. The kernels read
+///   bf16 queries and write bf16 outputs (converted around them) and take the length and k from
+///   a device word pair written with memset (no host→device copy, no synchronisation).
+/// - Other decode steps, prefill chunks and sliding-window layers attend densely through
+///   CUDADenseAttention.
+/// - Sparse-aware perplexity (`sparsePrefill`): each row of a chunk runs as the decode step at
+///   its position would (one DS call per row, its length limiting what it sees).
+public final class CUDADoubleSparseAttention: SparseAwareAttention, BatchedDecodeAttention, @unchecked Sendable {
+    public let name = "double-sparse"
+    public let dense: CUDADenseAttention
+    public var kv: KVStorage { dense.gpuCache }
+    public var sequenceCount: Int { dense.sequenceCount }
+    public var activeSequence: Int {
+        get { dense.activeSequence }
+        set { dense.activeSequence = newValue }
+    }
+    public let labels: CUDALabelCache
+    public let options: AttentionOptions
+    public var sparsePrefill: Bool
+    /// Run the DS kernels even where the budget covers every visible token (checks: the kernels
+    /// then select everything and must agree with dense attention).
+    public var alwaysKernels = false
+    /// Decode rows attended through the DS kernels and densely (for checks and reports).
+    public private(set) var sparseRows = 0, denseRows = 0
+    let backend: CUDABackend
+    let ds: CUDAAttentionKernels.DoubleSparsity
+    /// Device words: [0] the visible length, [1] k (written with memset per step).
+    private let control: DeviceBuffer
+    private var control32 = (-1, -1)
+    private var qBF16: DeviceBuffer?, outBF16: DeviceBuffer?
+    private let kToF32: CUDAFunction
+
+    /// Label channels the GPU kernels are built for.
+    public static let supportedChannels = [8, 16]
+
+    /// - Parameter channels: per layer and KV head the channels to label (r = 8 or 16 each).
+    public init(cache: CUDAKVCache, backend: CUDABackend, heads: Int, channels: [[[Int32]]], options: AttentionOptions) throws {
+        let r = channels.first?.first?.count ?? 0
+        guard Self.supportedChannels.contains(r) else {
+            throw CUDAError.invalid("--ds-channels \(r): the GPU Double Sparsity kernels support \(Self.supportedChannels.map(String.init).joined(separator: " or ")) label channels (pass --ds-channels 8 or 16, or use --device cpu)")
+        }
+        guard !options.dsPerHead else {
+            throw CUDAError.invalid("--ds-group per-head is not supported on the GPU (its selection is shared per KV group, the CPU default): drop --ds-group or use --device cpu")
+        }
+        guard !options.measureRecall else {
+            throw CUDAError.invalid("recall is not measured by GPU Double Sparsity: use --device cpu for --recall")
+        }
+        do {
+            try CUDAAttentionKernels.validate(heads: heads, kvHeads: cache.kvHeads, headDim: cache.headDim, pageSize: cache.pageSize)
+        } catch {
+            throw CUDAError.invalid("GPU Double Sparsity: \(error) (use --device cpu)")
+        }
+        dense = try CUDADenseAttention(cache: cache, backend: backend)
+        labels = try CUDALabelCache(cache: cache, channels: channels)
+        self.backend = backend
+        self.options = options
+        sparsePrefill = options.sparsePrefill
+        ds = try CUDAAttentionKernels.DoubleSparsity(kernels: dense.fast, batch: 1, heads: heads, kvHeads: cache.kvHeads,
+                                                     headDim: cache.headDim, channels: r, maxLength: cache.capacity)
+        control = try backend.context.allocate(bytes: 8)
+        kToF32 = try backend.context.kernel("ds_labels.cu", "sift_bf16_to_f32")
+        try warmUp(heads: heads)
+    }
+
+    /// One DS call over position 0 of layer 0 (unwritten: NaN, into scratch), so that NVRTC
+    /// compiles the kernels now and not inside the first timed decode step.
+    private func warmUp(heads: Int) throws {
+        let ctx = backend.context, c = dense.gpuCache
+        let qb = try grow(&qBF16, bytes: heads * c.headDim * 2), ob = try grow(&outBF16, bytes: heads * c.headDim * 2)
+        try ctx.memset32(control.address, word: 1, count: 2)
+        control32 = (1, 1)
+        try ds.run(q: qb.address, keys: c.keys(0), values: c.values(0), labels: labels.labels(0),
+                   channelList: labels.channels(0), pageTable: c.activePageTable, pageSize: c.pageSize,
+                   maxPages: c.pageCount, seqLens: control.address, kPerSeq: control.address + 4, sinks: 0, out: ob.address)
+        try ctx.synchronize()
+    }
+
+    /// The method for `--attention double-sparse --device cuda`: the calibration resolved,
+    /// loaded and checked as on the CPU (AttentionMethods); synthetic benchmark models (random
+    /// weights, no calibration) label channels 0..<r of every head.
+    static func make(cache: CUDAKVCache, model: LanguageModel, options: AttentionOptions,
+                     backend: CUDABackend) throws -> CUDADoubleSparseAttention {
+        let c = model.config
+        let channels: [[[Int32]]]
+        if backend.syntheticWeights {
+            let r = options.dsChannels ?? max(1, c.headDim / 16)
+            channels = Array(repeating: Array(repeating: (0..<Int32(r)).map { $0 }, count: c.kvHeadCount), count: c.layerCount)
+            fputs("sift: double-sparse on a synthetic model: label channels 0..<\(r) of every head, a speed-only calibration (selections are not meaningful)\n", stderr)
+        } else {
+            let path = try DoubleSparsityConfig.resolvePath(options)
+            let config = try DoubleSparsityConfig.load(path: path)
+            try config.check(against: c, fileSHA256: options.modelSHA256, path: path)
+            let r = options.dsChannels ?? config.defaultChannels ?? max(1, c.headDim / 16)
+            guard r >= 1 && r <= c.headDim else {
+                throw ModelError.invalid("--ds-channels must be in 1...\(c.headDim), got \(r)")
+            }
+            if options.dsChannels == nil && !supportedChannels.contains(r) {
+                throw CUDAError.invalid("the default label channel count for this model is \(r) (\(config.defaultChannels != nil ? "the calibration's default_channels" : "head_dim/16")); the GPU Double Sparsity kernels support \(supportedChannels.map(String.init).joined(separator: " or ")): pass --ds-channels 8 or 16, or use --device cpu")
+            }
+            channels = config.channels.map { $0.map { $0.prefix(r).map { Int32($0) } } }
+        }
+        return try CUDADoubleSparseAttention(cache: cache, backend: backend, heads: c.headCount, channels: channels,
+                                             options: options)
+    }
+
+    public func append(layer: Int, k: Tensor, v: Tensor, start: Int) {
+        dense.append(layer: layer, k: k, v: v, start: start)
+        backend.run { try labels.store(layer: layer, k: k, start: start) }
+    }
+
+    public func attend(layer: Int, q: Tensor, k: Tensor, v: Tensor, start: Int, shape: AttentionShape, out: Tensor) {
+        append(layer: layer, k: k, v: v, start: start)
+        out.rows = q.rows
+        // Sliding-window layers (Gemma 3's local layers) stay dense, as on the CPU.
+        guard (q.rows == 1 || sparsePrefill) && shape.window == 0 else {
+            dense.attendStored(layer: layer, q: q, start: start, shape: shape, out: out)
+            return
+        }
+        precondition(shape.heads == ds.heads && shape.kvHeads == ds.kvHeads && shape.headDim == ds.headDim,
+                     "GPU Double Sparsity was built for \(ds.heads)/\(ds.kvHeads) heads of \(ds.headDim)")
+        let width = shape.heads * shape.headDim
+        let ctx = backend.context
+        backend.run {
+            let qb = try grow(&qBF16, bytes: q.rows * width * 2)
+            let ob = try grow(&outBF16, bytes: q.rows * width * 2)
+            var converted = false
+            for t in 0..<q.rows {
+                let visible = start + t + 1
+                let k = options.budget.count(visible: visible)
+                let qRow = CUDABackend.address(q) + UInt64(t * width * 4)
+                let oRow = CUDABackend.address(out) + UInt64(t * width * 4)
+                if !alwaysKernels && (k >= visible || visible < options.denseBelow) {
+                    try dense.decodeRow(layer: layer, q: qRow, out: oRow, length: visible, shape: shape)
+                    denseRows += 1
+                    continue
+                }
+                if !converted {
+                    try ctx.launch(backend.kToBF16, grid: ((q.rows * width + 255) / 256, 1, 1), block: (256, 1, 1),
+                                   [.pointer(CUDABackend.address(q)), .ptr(qb), .int64(Int64(q.rows * width))])
+                    converted = true
+                }
+                if control32 != (visible, k) {   // the same for every layer of a step: set once
+                    try ctx.memset32(control.address, word: UInt32(visible), count: 1)
+                    try ctx.memset32(control.address + 4, word: UInt32(k), count: 1)
+                    control32 = (visible, k)
+                }
+                let c = dense.gpuCache
+                try ds.run(q: qb.address + UInt64(t * width * 2), keys: c.keys(layer), values: c.values(layer),
+                           labels: labels.labels(layer), channelList: labels.channels(layer), pageTable: c.activePageTable,
+                           pageSize: c.pageSize, maxPages: c.pageCount, seqLens: control.address,
+                           kPerSeq: control.address + 4, sinks: options.sinks, out: ob.address + UInt64(t * width * 2))
+                try ctx.launch(kToF32, grid: ((width + 255) / 256, 1, 1), block: (256, 1, 1),
+                               [.pointer(ob.address + UInt64(t * width * 2)), .pointer(oRow), .int64(Int64(width))])
+                sparseRows += 1
+            }
+        }
+    }
+
+    /// Batched decode (`BatchSession`): row i is the new token of sequence i at `positions[i]`.
+    /// Keys, values and labels are stored for the batch; if any row is sparse (length ≥
+    /// `--ds-dense-below` and k < length) one DS call covers the batch (rows that would be
+    /// dense select every token: k = length), else the batch decodes densely.
+    public func attendBatch(layer: Int, q: Tensor, k: Tensor, v: Tensor, positions: [Int32], shape: AttentionShape,
+                            out: Tensor) {
+        let b = q.rows, c = dense.gpuCache
+        dense.storeBatch(layer: layer, k: k, v: v, positions: positions)
+        backend.run { try labels.storeBatch(layer: layer, k: k) }
+        out.rows = b
+        var ks = [Int32](), anySparse = false
+        for p in positions {
+            let visible = Int(p) + 1, kk = options.budget.count(visible: visible)
+            let sparse = alwaysKernels || (kk < visible && visible >= options.denseBelow)
+            anySparse = anySparse || sparse
+            ks.append(Int32(sparse ? kk : visible))
+        }
+        guard anySparse && shape.window == 0 else {
+            dense.attendBatchStored(layer: layer, q: q, positions: positions, shape: shape, out: out)
+            denseRows += b
+            return
+        }
+        let width = shape.heads * shape.headDim
+        let ctx = backend.context
+        backend.run {
+            if batchDS == nil || batchDS!.batch < b {
+                batchDS = try CUDAAttentionKernels.DoubleSparsity(kernels: dense.fast, batch: c.sequenceCount, heads: ds.heads,
+                                                                 kvHeads: ds.kvHeads, headDim: ds.headDim, channels: ds.channels,
+                                                                 maxLength: c.capacity)
+                batchK = try ctx.allocate(bytes: c.sequenceCount * 4)
+            }
+            // Sequences past b keep length 0 and k 0 (nothing selected, nothing attended).
+            let pad = c.sequenceCount - b
+            let lens = positions.map { $0 + 1 } + [Int32](repeating: 0, count: pad)
+            try c.uploadLengths(lens)
+            let kAll = ks + [Int32](repeating: 0, count: pad)
+            if kAll != uploadedK {
+                try ctx.upload(kAll, to: batchK!.address)
+                uploadedK = kAll
+            }
+            let qb = try grow(&qBF16, bytes: c.sequenceCount * width * 2)
+            let ob = try grow(&outBF16, bytes: c.sequenceCount * width * 2)
+            try ctx.launch(backend.kToBF16, grid: ((b * width + 255) / 256, 1, 1), block: (256, 1, 1),
+                           [.pointer(CUDABackend.address(q)), .ptr(qb), .int64(Int64(b * width))])
+            try batchDS!.run(q: qb.address, keys: c.keys(layer), values: c.values(layer), labels: labels.labels(layer),
+                             channelList: labels.channels(layer), pageTable: c.pageTable.address, pageSize: c.pageSize,
+                             maxPages: c.pageCount, seqLens: c.seqLens.address, kPerSeq: batchK!.address,
+                             sinks: options.sinks, out: ob.address)
+            try ctx.launch(kToF32, grid: ((b * width + 255) / 256, 1, 1), block: (256, 1, 1),
+                           [.ptr(ob), .pointer(CUDABackend.address(out)), .int64(Int64(b * width))])
+            sparseRows += b
+        }
+    }
+
+    private var batchDS: CUDAAttentionKernels.DoubleSparsity?
+    private var batchK: DeviceBuffer?
+    private var uploadedK: [Int32] = []
+
+    private func grow(_ buffer: inout DeviceBuffer?, bytes: Int) throws -> DeviceBuffer {
+        if let b = buffer, b.bytes >= bytes { return b }
+        buffer = nil
+        let b = try backend.context.allocate(bytes: max(bytes, 4096))
+        buffer = b
+        return b
+    }
+
+    public func truncate(to n: Int) { dense.truncate(to: n) }
+
+    /// The positions the last DS kernel call selected for each KV head (ascending), from the
+    /// kernels' keys and threshold (for checks).
+    public func lastSelection(length n: Int) throws -> [[Int]] {
+        try backend.synchronize()
+        let keys = try ds.keysHost(), thr = try ds.thresholdsHost()
+        return (0..<ds.kvHeads).map { h in
+            let T = thr[2 * h], cut = Int(Int32(bitPattern: thr[2 * h + 1]))
+            let row = h * ds.keyRowStride
+            return (0..<n).filter { j in keys[row + j] > T || (keys[row + j] == T && j <= cut) }
+        }
+    }
+}
