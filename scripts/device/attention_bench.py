@@ -58,6 +58,15 @@ def load_module():
     return Modules(mods)
 
 
+def load_prefill_variant(defines):
+    """prefill_attention.cu compiled again with extra -D options (tuning variants, timed beside the default)."""
+    cc = torch.cuda.get_device_capability()
+    src = open(os.path.join(KDIR, "prefill_attention.cu")).read()
+    m = cp.RawModule(code=src, options=(f"--gpu-architecture=sm_{cc[0]}{cc[1]}", "-std=c++17", f"-I{KDIR}") + tuple(defines))
+    m.compile()
+    return Modules([m])
+
+
 def cpa(t):
     """A raw device pointer for a kernel argument (no DLPack exchange, so it is safe inside graph capture)."""
     assert t.is_cuda and t.is_contiguous()
@@ -499,19 +508,33 @@ def ref_prefill(q, k, v, window, q0):
     return (torch.softmax(s, -1) @ vv).permute(1, 0, 2)
 
 
-def run_prefill(mod, q, k, v, window, q0, out, paged=None):
+PF_ROWS, PF_THREADS = 128, 256          # sift_prefill_d*: as CUDAAttentionKernels.prefill launches it
+
+
+def pf_key_tile(d):
+    return 32 if d == 256 else 64
+
+
+def run_prefill(mod, q, k, v, window, q0, out, paged=None, kernel="sift_prefill", warps=PF_THREADS // 32):
+    """kernel: "sift_prefill" (the engine's) or "sift_prefill_v1" (the previous one, while it is kept for comparison)."""
     T, hq, d = q.shape
     if paged is not None:
         kc, vc, pt, shift, N, kvh = paged
     else:
         N, kvh, _ = k.shape
         kc, vc, pt, shift = k, v, None, 0
-    f = mod.get_function(f"sift_prefill_d{d}")
+    f = mod.get_function(f"{kernel}_d{d}")
+    args = (cpa(q), I(q.dtype == torch.float32), cpa(kc), cpa(vc), np.uint64(0) if pt is None else cpa(pt), I(shift), cpa(out),
+            I(out.dtype == torch.float32), I(T), I(N), I(hq), I(kvh), I(q0), I(window), F(1.0 / math.sqrt(d)))
     stream = cp.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
     with stream:
-        f((-(-T // 64), hq), (128,), (cpa(q), I(q.dtype == torch.float32), cpa(kc), cpa(vc),
-                                     np.uint64(0) if pt is None else cpa(pt), I(shift), cpa(out), I(out.dtype == torch.float32),
-                                     I(T), I(N), I(hq), I(kvh), I(q0), I(window), F(1.0 / math.sqrt(d))))
+        if kernel == "sift_prefill_v1":
+            f((-(-T // 64), hq), (128,), args)
+        else:
+            smem = 2 * 2 * pf_key_tile(d) * d * 2
+            if f.max_dynamic_shared_size_bytes < smem:      # set once, outside any graph capture
+                f.max_dynamic_shared_size_bytes = smem
+            f((-(-T // (16 * warps)) * hq,), (32 * warps,), args, shared_mem=smem)
     return out
 
 
@@ -519,11 +542,13 @@ def test_prefill(mod, gen):
     ok = True
     for (hq, kvh, d, T, q0, window) in [(32, 8, 128, 300, 0, 0), (12, 2, 128, 1000, 0, 0), (4, 1, 256, 200, 0, 0),
                                          (8, 2, 64, 513, 0, 0), (32, 8, 128, 700, 0, 128), (4, 1, 256, 333, 100, 64),
-                                         (14, 2, 64, 129, 1000, 0)]:
+                                         (14, 2, 64, 129, 1000, 0), (12, 2, 128, 1, 0, 0), (12, 2, 128, 17, 40, 0),
+                                         (12, 2, 128, 640, 2000, 0), (4, 1, 256, 700, 300, 512), (8, 2, 64, 900, 77, 200),
+                                         (12, 2, 128, 2048, 4096, 512)]:
         N = q0 + T
         q = torch.randn(T, hq, d, device=dev).bfloat16(); k = torch.randn(N, kvh, d, device=dev).bfloat16()
         v = torch.randn_like(k)
-        out = torch.empty(T, hq, d, device=dev, dtype=torch.bfloat16)
+        out = torch.full((T, hq, d), float("nan"), device=dev, dtype=torch.bfloat16)   # poisoned: every element must be written
         run_prefill(mod, q, k, v, window, q0, out); torch.cuda.synchronize()
         ref = ref_prefill(q, k, v, window, q0)
         ok &= check(f"prefill hq{hq} kvh{kvh} d{d} T{T} q0{q0} window{window}", out, ref, 1e-2)
@@ -534,21 +559,30 @@ def test_prefill(mod, gen):
         vv = torch.zeros_like(kk); vv[:N] = v
         cache.k[pages] = kk.view(len(pages), cache.P, kvh, d).permute(0, 2, 1, 3)
         cache.v[pages] = vv.view(len(pages), cache.P, kvh, d).permute(0, 2, 1, 3)
-        out32 = torch.empty(T, hq, d, device=dev, dtype=torch.float32)
+        out32 = torch.full((T, hq, d), float("nan"), device=dev, dtype=torch.float32)
         run_prefill(mod, q.float(), None, None, window, q0, out32, paged=(cache.k, cache.v, cache.page_table, cache.shift, N, kvh))
         torch.cuda.synchronize()
         ok &= check(f"prefill paged f32 hq{hq} kvh{kvh} d{d} T{T} q0{q0} window{window}", out32, ref, 1e-2)
     return ok
 
 
+VARIANTS = {}   # name -> (module, warps), from --prefill-variants
+
+
 def bench_prefill(mod, quick):
     from torch.nn.attention import sdpa_kernel, SDPBackend
-    for (name, hq, kvh, d, T, window) in [("llama3-8b", 32, 8, 128, 4096, 0), ("llama3-8b", 32, 8, 128, 16384, 0),
-                                          ("llama3-8b", 32, 8, 128, 32768, 0), ("gemma3-270m local", 4, 1, 256, 8192, 512)][: 2 if quick else 4]:
+    try:
+        mod.get_function("sift_prefill_v1_d128"); have_v1 = True
+    except KeyError:
+        have_v1 = False
+    shapes = [("llama3-8b", 32, 8, 128, T, 0) for T in (4096, 8192, 16384, 32768)] + \
+             [("qwen2.5-1.5b", 12, 2, 128, T, 0) for T in (4096, 8192, 16384, 32768)] + [("gemma3-270m local", 4, 1, 256, 8192, 512)]
+    for (name, hq, kvh, d, T, window) in (shapes[:2] if quick else shapes):
         q = torch.randn(T, hq, d, device=dev).bfloat16(); k = torch.randn(T, kvh, d, device=dev).bfloat16()
         v = torch.randn_like(k)
         out = torch.empty_like(q)
         t = bench(lambda: run_prefill(mod, q, k, v, window, 0, out), reps=5, warm=1)
+        t1 = bench(lambda: run_prefill(mod, q, k, v, window, 0, out, kernel="sift_prefill_v1"), reps=5, warm=1) if have_v1 else float("nan")
         qs, ks, vs = (x.permute(1, 0, 2).unsqueeze(0) for x in (q, k, v))
         if window == 0:
             def sd():
@@ -564,10 +598,15 @@ def bench_prefill(mod, quick):
         except Exception as e:
             ts = float("nan"); log("sdpa prefill failed", e)
         causal_flops = 4 * hq * d * T * (T + 1) / 2 if window == 0 else 4 * hq * d * T * window
-        row = {"model": name, "T": T, "window": window, "sift_ms": t, "sdpa_ms": ts, "ratio_vs_sdpa": t / ts,
-               "sift_TFLOPs": causal_flops / (t * 1e-3) / 1e12}
+        row = {"model": name, "T": T, "window": window, "sift_ms": t, "v1_ms": t1, "sdpa_ms": ts, "ratio_vs_sdpa": t / ts,
+               "speedup_vs_v1": t1 / t, "sift_TFLOPs": causal_flops / (t * 1e-3) / 1e12}
+        for vname, (vmod, warps) in VARIANTS.items():
+            if window == 0 and T in (8192, 32768):
+                row[vname + "_ms"] = bench(lambda: run_prefill(vmod, q, k, v, window, 0, out, warps=warps), reps=5, warm=1)
+                log(f"  variant {vname}: {row[vname + '_ms']:.3f} ms")
         RESULTS["prefill"].append(row)
-        log(f"prefill {name} T={T} window={window}: sift {t:.3f} ms, sdpa {ts:.3f} ms, ratio {t / ts:.2f}, {row['sift_TFLOPs']:.1f} TFLOP/s")
+        log(f"prefill {name} T={T} window={window}: sift {t:.3f} ms (v1 {t1:.3f} ms, {t1 / t:.2f}x), sdpa {ts:.3f} ms, "
+            f"ratio {t / ts:.2f}, {row['sift_TFLOPs']:.1f} TFLOP/s")
 
 
 def write():
@@ -588,9 +627,11 @@ def write():
                       f"{r['speedup']:.2f}x | {r['score_ms']:.4f} | {r['topk_ms']:.4f} | {r['gather_attend_ms']:.4f} |")
         md.append("")
     if RESULTS["prefill"]:
-        md += ["| prefill shape | T | window | sift ms | SDPA ms | sift/SDPA | sift TFLOP/s |", "|---|---|---|---|---|---|---|"]
+        md += ["| prefill shape | T | window | sift ms | previous kernel ms | speedup | SDPA ms | sift/SDPA | sift TFLOP/s |",
+               "|---|---|---|---|---|---|---|---|---|"]
         for r in RESULTS["prefill"]:
-            md.append(f"| {r['model']} | {r['T']} | {r['window']} | {r['sift_ms']:.3f} | {r['sdpa_ms']:.3f} | {r['ratio_vs_sdpa']:.2f} | {r['sift_TFLOPs']:.1f} |")
+            md.append(f"| {r['model']} | {r['T']} | {r['window']} | {r['sift_ms']:.3f} | {r['v1_ms']:.3f} | {r['speedup_vs_v1']:.2f}x | "
+                      f"{r['sdpa_ms']:.3f} | {r['ratio_vs_sdpa']:.2f} | {r['sift_TFLOPs']:.1f} |")
         md.append("")
     md += ["## checks", ""] + [f"- {'PASS' if c['ok'] else 'FAIL'} {c['name']}" for c in RESULTS["checks"]]
     with open(os.path.join(OUT, "attention_bench.md"), "w") as f:
@@ -602,9 +643,16 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", default="decode,ds,prefill")
     ap.add_argument("--no-bench", action="store_true")
+    ap.add_argument("--prefill-variants", default="",
+                    help="tuning variants timed beside the prefill kernel: NAME=-DX=1:-DY=2,NAME2=... (SIFT_PF_WARPS sets the launch)")
     a = ap.parse_args()
     parts = a.only.split(",")
     mod = load_module()
+    for spec in filter(None, a.prefill_variants.split(",")):
+        vname, defs = spec.split("=", 1)
+        defs = defs.split(":")
+        warps = next((int(d.split("=")[1]) for d in defs if d.startswith("-DSIFT_PF_WARPS=")), PF_THREADS // 32)
+        VARIANTS[vname] = (load_prefill_variant(defs), warps)
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     gen = torch.Generator().manual_seed(int(time.time()))
     bw = copy_bandwidth()
