@@ -517,26 +517,22 @@ def pf_key_tile(d):
     return 32 if d == 256 else 64
 
 
-def run_prefill(mod, q, k, v, window, q0, out, paged=None, kernel="sift_prefill", warps=PF_THREADS // 32):
-    """kernel: "sift_prefill" (the engine's) or "sift_prefill_v1" (the previous one, while it is kept for comparison)."""
+def run_prefill(mod, q, k, v, window, q0, out, paged=None, warps=PF_THREADS // 32):
     T, hq, d = q.shape
     if paged is not None:
         kc, vc, pt, shift, N, kvh = paged
     else:
         N, kvh, _ = k.shape
         kc, vc, pt, shift = k, v, None, 0
-    f = mod.get_function(f"{kernel}_d{d}")
+    f = mod.get_function(f"sift_prefill_d{d}")
     args = (cpa(q), I(q.dtype == torch.float32), cpa(kc), cpa(vc), np.uint64(0) if pt is None else cpa(pt), I(shift), cpa(out),
             I(out.dtype == torch.float32), I(T), I(N), I(hq), I(kvh), I(q0), I(window), F(1.0 / math.sqrt(d)))
     stream = cp.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
     with stream:
-        if kernel == "sift_prefill_v1":
-            f((-(-T // 64), hq), (128,), args)
-        else:
-            smem = 2 * 2 * pf_key_tile(d) * d * 2
-            if f.max_dynamic_shared_size_bytes < smem:      # set once, outside any graph capture
-                f.max_dynamic_shared_size_bytes = smem
-            f((-(-T // (16 * warps)) * hq,), (32 * warps,), args, shared_mem=smem)
+        smem = 2 * 2 * pf_key_tile(d) * d * 2
+        if f.max_dynamic_shared_size_bytes < smem:      # set once, outside any graph capture
+            f.max_dynamic_shared_size_bytes = smem
+        f((-(-T // (16 * warps)) * hq,), (32 * warps,), args, shared_mem=smem)
     return out
 
 
@@ -573,10 +569,6 @@ VARIANTS = {}   # name -> (module, warps), from --prefill-variants
 
 def bench_prefill(mod, quick):
     from torch.nn.attention import sdpa_kernel, SDPBackend
-    try:
-        mod.get_function("sift_prefill_v1_d128"); have_v1 = True
-    except KeyError:
-        have_v1 = False
     shapes = [("llama3-8b", 32, 8, 128, T, 0) for T in (4096, 8192, 16384, 32768)] + \
              [("qwen2.5-1.5b", 12, 2, 128, T, 0) for T in (4096, 8192, 16384, 32768)] + [("gemma3-270m local", 4, 1, 256, 8192, 512)]
     for (name, hq, kvh, d, T, window) in (shapes[:2] if quick else shapes):
@@ -584,7 +576,6 @@ def bench_prefill(mod, quick):
         v = torch.randn_like(k)
         out = torch.empty_like(q)
         t = bench(lambda: run_prefill(mod, q, k, v, window, 0, out), reps=5, warm=1)
-        t1 = bench(lambda: run_prefill(mod, q, k, v, window, 0, out, kernel="sift_prefill_v1"), reps=5, warm=1) if have_v1 else float("nan")
         qs, ks, vs = (x.permute(1, 0, 2).unsqueeze(0) for x in (q, k, v))
         if window == 0:
             def sd():
@@ -600,15 +591,15 @@ def bench_prefill(mod, quick):
         except Exception as e:
             ts = float("nan"); log("sdpa prefill failed", e)
         causal_flops = 4 * hq * d * T * (T + 1) / 2 if window == 0 else 4 * hq * d * T * window
-        row = {"model": name, "T": T, "window": window, "sift_ms": t, "v1_ms": t1, "sdpa_ms": ts, "ratio_vs_sdpa": t / ts,
-               "speedup_vs_v1": t1 / t, "sift_TFLOPs": causal_flops / (t * 1e-3) / 1e12}
+        row = {"model": name, "T": T, "window": window, "sift_ms": t, "sdpa_ms": ts, "ratio_vs_sdpa": t / ts,
+               "sift_TFLOPs": causal_flops / (t * 1e-3) / 1e12}
         for vname, (vmod, warps) in VARIANTS.items():
             if window == 0 and T in (8192, 32768):
                 row[vname + "_ms"] = bench(lambda: run_prefill(vmod, q, k, v, window, 0, out, warps=warps), reps=5, warm=1)
                 log(f"  variant {vname}: {row[vname + '_ms']:.3f} ms")
         RESULTS["prefill"].append(row)
-        log(f"prefill {name} T={T} window={window}: sift {t:.3f} ms (v1 {t1:.3f} ms, {t1 / t:.2f}x), sdpa {ts:.3f} ms, "
-            f"ratio {t / ts:.2f}, {row['sift_TFLOPs']:.1f} TFLOP/s")
+        log(f"prefill {name} T={T} window={window}: sift {t:.3f} ms, sdpa {ts:.3f} ms, ratio {t / ts:.2f}, "
+            f"{row['sift_TFLOPs']:.1f} TFLOP/s")
 
 
 def write():
@@ -629,11 +620,12 @@ def write():
                       f"{r['speedup']:.2f}x | {r['score_ms']:.4f} | {r['topk_ms']:.4f} | {r['gather_attend_ms']:.4f} |")
         md.append("")
     if RESULTS["prefill"]:
-        md += ["| prefill shape | T | window | sift ms | previous kernel ms | speedup | SDPA ms | sift/SDPA | sift TFLOP/s |",
-               "|---|---|---|---|---|---|---|---|---|"]
+        vn = list(VARIANTS)
+        md += ["| prefill shape | T | window | sift ms | SDPA ms | sift/SDPA | sift TFLOP/s |" + "".join(f" {v} ms |" for v in vn),
+               "|---|---|---|---|---|---|---|" + "---|" * len(vn)]
         for r in RESULTS["prefill"]:
-            md.append(f"| {r['model']} | {r['T']} | {r['window']} | {r['sift_ms']:.3f} | {r['v1_ms']:.3f} | {r['speedup_vs_v1']:.2f}x | "
-                      f"{r['sdpa_ms']:.3f} | {r['ratio_vs_sdpa']:.2f} | {r['sift_TFLOPs']:.1f} |")
+            md.append(f"| {r['model']} | {r['T']} | {r['window']} | {r['sift_ms']:.3f} | {r['sdpa_ms']:.3f} | {r['ratio_vs_sdpa']:.2f} | "
+                      f"{r['sift_TFLOPs']:.1f} |" + "".join(f" {r.get(v + '_ms', float('nan')):.3f} |" for v in vn))
         md.append("")
     md += ["## checks", ""] + [f"- {'PASS' if c['ok'] else 'FAIL'} {c['name']}" for c in RESULTS["checks"]]
     with open(os.path.join(OUT, "attention_bench.md"), "w") as f:

@@ -115,7 +115,6 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
     /// The prefill kernel's launch shape (prefill_attention.cu, sift_prefill_d*): 128 query rows
     /// per block (8 warps × 16 rows), a 1-D grid of ceil(rows / 128) × heads blocks, and two
     /// shared-memory stages of one K and one V tile of `prefillKeyTile` keys each.
-    static let useV1 = FS.env("SIFT_PREFILL_V1") != nil
     public static let prefillRows = 128
     public static let prefillThreads = 256
     public static func prefillKeyTile(headDim: Int) -> Int { headDim == 256 ? 32 : 64 }
@@ -126,14 +125,6 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
     public func prefill(q: CUdeviceptr, qF32: Bool, keys: CUdeviceptr, values: CUdeviceptr, pageTable: CUdeviceptr,
                         pageSize: Int, rows: Int, start: Int, heads: Int, kvHeads: Int, headDim: Int, window: Int,
                         out: CUdeviceptr, outF32: Bool) throws {
-        if Self.useV1 {   // TEMPORARY (measuring only): the previous kernel, removed before merge
-            let f = try function("prefill_attention.cu", "sift_prefill_v1_d\(headDim)")
-            try context.launch(f, grid: ((rows + 63) / 64, heads, 1), block: (128, 1, 1), [
-                .pointer(q), .int(qF32 ? 1 : 0), .pointer(keys), .pointer(values), .pointer(pageTable), .int(Self.log2(pageSize)),
-                .pointer(out), .int(outF32 ? 1 : 0), .int(rows), .int(start + rows), .int(heads), .int(kvHeads), .int(start),
-                .int(window), .float(1 / Float(headDim).squareRoot())])
-            return
-        }
         let f = try function("prefill_attention.cu", "sift_prefill_d\(headDim)")
         let blocks = (rows + Self.prefillRows - 1) / Self.prefillRows * heads
         try context.launch(f, grid: (blocks, 1, 1), block: (Self.prefillThreads, 1, 1),
