@@ -8,6 +8,7 @@ each timed call (a decode step sees a cold cache), each call replayed from a CUD
 Writes attention_bench.json and attention_bench.md to $OUT (or the current folder).
 
 Usage: python3 scripts/device/attention_bench.py [--quick] [--only decode,ds,prefill]
+       [--prefill-variants NAME=-DSIFT_PF_KT128=32:-DSIFT_PF_MIN_BLOCKS=2,...]  (tuning builds timed beside)
 """
 import argparse, json, math, os, sys, time
 import numpy as np
