@@ -45,7 +45,7 @@ struct KernelCheck {
         func row(_ b: Int, _ t: Int, _ h: Int) -> Int { ((Int(table[b * maxPages + t / P]) * KVH + h) * P + t % P) * D }
         let kd = try ctx.allocate(bytes: kh.count * 2), vd = try ctx.allocate(bytes: vh.count * 2)
         let pt = try ctx.allocate(bytes: table.count * 4), qd = try ctx.allocate(bytes: B * H * D * 4)
-        let od = try ctx.allocate(bytes: max(B * H * D, 300 * H * D) * 4), ld = try ctx.allocate(bytes: B * 4)
+        let od = try ctx.allocate(bytes: max(B * H * D, 700 * H * D) * 4), ld = try ctx.allocate(bytes: B * 4)
         try ctx.upload(kh, to: kd.address); try ctx.upload(vh, to: vd.address); try ctx.upload(table, to: pt.address)
         try ctx.upload(qh, to: qd.address); try ctx.upload(lens.map { Int32($0) }, to: ld.address)
         let scratch = try CUDAAttentionKernels.Scratch(context: ctx, batch: B, heads: H, headDim: D, maxSplits: 2 * ctx.multiprocessors + 1)
@@ -184,12 +184,14 @@ struct KernelCheck {
             ok = report("DS attention over the selection, \(what)", err, scale) && ok
         }
 
-        // 4. causal prefill over the paged cache (sequence 0), f32 in/out
-        let T = 300, start = 200
-        for window in [0, 128] {
+        // 4. causal prefill over the paged cache (sequence 0), f32 in/out: a chunk after a prefix
+        // (with and without a window), a prompt from position 0 (several 128-row blocks, full
+        // tiles off the diagonal), a window wider than a key tile. Output poisoned with NaN.
+        for (T, start, window) in [(300, 200, 0), (300, 200, 128), (700, 0, 0), (517, 900, 512)] {
             let qf = (0..<(T * H * D)).map { _ in rnd() }
             let qp = try ctx.allocate(bytes: qf.count * 4)
             try ctx.upload(qf, to: qp.address)
+            try ctx.upload([Float](repeating: .nan, count: T * H * D), to: od.address)
             try kernels.prefill(q: qp.address, qF32: true, keys: kd.address, values: vd.address, pageTable: pt.address,
                                 pageSize: P, rows: T, start: start, heads: H, kvHeads: KVH, headDim: D, window: window,
                                 out: od.address, outF32: true)
@@ -202,6 +204,9 @@ struct KernelCheck {
                 let r = attend(q, 0, h, Array(first...pos))
                 for i in 0..<D { err = max(err, abs(r[i] - Double(got[(t * H + h) * D + i]))); scale = max(scale, abs(r[i])) }
             } }
+            // every element written and finite (Swift's max skips NaN, so count them apart)
+            let unwritten = got.reduce(0) { $0 + ($1.isFinite ? 0 : 1) }
+            if unwritten > 0 { print("FAIL \(name) prefill T=\(T) start \(start) window \(window): \(unwritten) outputs not finite"); ok = false }
             ok = report("prefill T=\(T) start \(start) window \(window) (paged, f32 q/out)", err, scale, tol: 2e-2) && ok
         }
         return ok

@@ -45,4 +45,23 @@ final class CUDAAttentionKernelsTests: XCTestCase {
         let decode = KernelSources.units.first { $0.name == "decode_attention.cu" }!.source
         for d in [64, 128, 256] { XCTAssertTrue(decode.contains("SIFT_DECODE_KERNELS(\(d))")) }
     }
+
+    /// The Swift launcher sizes the prefill grid and shared memory from its own constants; they
+    /// must match the tiles the kernel source instantiates (a mismatch reads past shared memory).
+    func testPrefillLaunchShapeMatchesTheKernelSource() {
+        let src = KernelSources.units.first { $0.name == "prefill_attention.cu" }!.source
+        XCTAssertEqual(CUDAAttentionKernels.prefillThreads, 32 * 8)
+        XCTAssertEqual(CUDAAttentionKernels.prefillRows, 16 * 8)
+        XCTAssertTrue(src.contains("#define SIFT_PF_WARPS 8\n"))
+        XCTAssertTrue(src.contains("#define SIFT_PF_KT128 64\n"))
+        XCTAssertTrue(src.contains("SIFT_PREFILL_KERNEL(64, 64)"))
+        XCTAssertTrue(src.contains("SIFT_PREFILL_KERNEL(128, SIFT_PF_KT128)"))
+        XCTAssertTrue(src.contains("SIFT_PREFILL_KERNEL(256, 32)"))
+        for (d, kt) in [(64, 64), (128, 64), (256, 32)] {
+            XCTAssertEqual(CUDAAttentionKernels.prefillKeyTile(headDim: d), kt)
+            // two stages of one K and one V tile of kt × d bf16
+            XCTAssertEqual(CUDAAttentionKernels.prefillSharedBytes(headDim: d), 2 * 2 * kt * d * 2)
+        }
+        XCTAssertLessThanOrEqual(CUDAAttentionKernels.prefillSharedBytes(headDim: 256), 227 * 1024)   // sm_90 per-block limit
+    }
 }

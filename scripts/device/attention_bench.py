@@ -8,6 +8,7 @@ each timed call (a decode step sees a cold cache), each call replayed from a CUD
 Writes attention_bench.json and attention_bench.md to $OUT (or the current folder).
 
 Usage: python3 scripts/device/attention_bench.py [--quick] [--only decode,ds,prefill]
+       [--prefill-variants NAME=-DSIFT_PF_KT128=32:-DSIFT_PF_MIN_BLOCKS=2,...]  (tuning builds timed beside)
 """
 import argparse, json, math, os, sys, time
 import numpy as np
@@ -45,17 +46,28 @@ class Modules:
         raise KeyError(name)
 
 
-def load_module():
+def load_module(parts=("decode", "ds", "prefill")):
     cc = torch.cuda.get_device_capability()
     t = time.time()
     mods = []
-    for f in ["decode_attention.cu", "double_sparsity.cu", "prefill_attention.cu"]:
+    # only the units the run needs (decode_attention.cu alone takes ~30 s of NVRTC)
+    units = {"decode": ["decode_attention.cu"], "ds": ["decode_attention.cu", "double_sparsity.cu"], "prefill": ["prefill_attention.cu"]}
+    for f in dict.fromkeys(u for p in parts for u in units.get(p, [])):
         src = open(os.path.join(KDIR, f)).read()
         m = cp.RawModule(code=src, options=(f"--gpu-architecture=sm_{cc[0]}{cc[1]}", "-std=c++17", f"-I{KDIR}"))
         m.compile()
         mods.append(m)
     log(f"NVRTC compile {time.time() - t:.2f}s")
     return Modules(mods)
+
+
+def load_prefill_variant(defines):
+    """prefill_attention.cu compiled again with extra -D options (tuning variants, timed beside the default)."""
+    cc = torch.cuda.get_device_capability()
+    src = open(os.path.join(KDIR, "prefill_attention.cu")).read()
+    m = cp.RawModule(code=src, options=(f"--gpu-architecture=sm_{cc[0]}{cc[1]}", "-std=c++17", f"-I{KDIR}") + tuple(defines))
+    m.compile()
+    return Modules([m])
 
 
 def cpa(t):
@@ -506,7 +518,14 @@ def ref_prefill(q, k, v, window, q0):
     return (torch.softmax(s, -1) @ vv).permute(1, 0, 2)
 
 
-def run_prefill(mod, q, k, v, window, q0, out, paged=None):
+PF_ROWS, PF_THREADS = 128, 256          # sift_prefill_d*: as CUDAAttentionKernels.prefill launches it
+
+
+def pf_key_tile(d):
+    return 32 if d == 256 else 64
+
+
+def run_prefill(mod, q, k, v, window, q0, out, paged=None, warps=PF_THREADS // 32):
     T, hq, d = q.shape
     if paged is not None:
         kc, vc, pt, shift, N, kvh = paged
@@ -514,11 +533,14 @@ def run_prefill(mod, q, k, v, window, q0, out, paged=None):
         N, kvh, _ = k.shape
         kc, vc, pt, shift = k, v, None, 0
     f = mod.get_function(f"sift_prefill_d{d}")
+    args = (cpa(q), I(q.dtype == torch.float32), cpa(kc), cpa(vc), np.uint64(0) if pt is None else cpa(pt), I(shift), cpa(out),
+            I(out.dtype == torch.float32), I(T), I(N), I(hq), I(kvh), I(q0), I(window), F(1.0 / math.sqrt(d)))
     stream = cp.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
     with stream:
-        f((-(-T // 64), hq), (128,), (cpa(q), I(q.dtype == torch.float32), cpa(kc), cpa(vc),
-                                     np.uint64(0) if pt is None else cpa(pt), I(shift), cpa(out), I(out.dtype == torch.float32),
-                                     I(T), I(N), I(hq), I(kvh), I(q0), I(window), F(1.0 / math.sqrt(d))))
+        smem = 2 * 2 * pf_key_tile(d) * d * 2
+        if f.max_dynamic_shared_size_bytes < smem:      # set once, outside any graph capture
+            f.max_dynamic_shared_size_bytes = smem
+        f((-(-T // (16 * warps)) * hq,), (32 * warps,), args, shared_mem=smem)
     return out
 
 
@@ -526,11 +548,13 @@ def test_prefill(mod, gen):
     ok = True
     for (hq, kvh, d, T, q0, window) in [(32, 8, 128, 300, 0, 0), (12, 2, 128, 1000, 0, 0), (4, 1, 256, 200, 0, 0),
                                          (8, 2, 64, 513, 0, 0), (32, 8, 128, 700, 0, 128), (4, 1, 256, 333, 100, 64),
-                                         (14, 2, 64, 129, 1000, 0)]:
+                                         (14, 2, 64, 129, 1000, 0), (12, 2, 128, 1, 0, 0), (12, 2, 128, 17, 40, 0),
+                                         (12, 2, 128, 640, 2000, 0), (4, 1, 256, 700, 300, 512), (8, 2, 64, 900, 77, 200),
+                                         (12, 2, 128, 2048, 4096, 512)]:
         N = q0 + T
         q = torch.randn(T, hq, d, device=dev).bfloat16(); k = torch.randn(N, kvh, d, device=dev).bfloat16()
         v = torch.randn_like(k)
-        out = torch.empty(T, hq, d, device=dev, dtype=torch.bfloat16)
+        out = torch.full((T, hq, d), float("nan"), device=dev, dtype=torch.bfloat16)   # poisoned: every element must be written
         run_prefill(mod, q, k, v, window, q0, out); torch.cuda.synchronize()
         ref = ref_prefill(q, k, v, window, q0)
         ok &= check(f"prefill hq{hq} kvh{kvh} d{d} T{T} q0{q0} window{window}", out, ref, 1e-2)
@@ -541,17 +565,21 @@ def test_prefill(mod, gen):
         vv = torch.zeros_like(kk); vv[:N] = v
         cache.k[pages] = kk.view(len(pages), cache.P, kvh, d).permute(0, 2, 1, 3)
         cache.v[pages] = vv.view(len(pages), cache.P, kvh, d).permute(0, 2, 1, 3)
-        out32 = torch.empty(T, hq, d, device=dev, dtype=torch.float32)
+        out32 = torch.full((T, hq, d), float("nan"), device=dev, dtype=torch.float32)
         run_prefill(mod, q.float(), None, None, window, q0, out32, paged=(cache.k, cache.v, cache.page_table, cache.shift, N, kvh))
         torch.cuda.synchronize()
         ok &= check(f"prefill paged f32 hq{hq} kvh{kvh} d{d} T{T} q0{q0} window{window}", out32, ref, 1e-2)
     return ok
 
 
+VARIANTS = {}   # name -> (module, warps), from --prefill-variants
+
+
 def bench_prefill(mod, quick):
     from torch.nn.attention import sdpa_kernel, SDPBackend
-    for (name, hq, kvh, d, T, window) in [("llama3-8b", 32, 8, 128, 4096, 0), ("llama3-8b", 32, 8, 128, 16384, 0),
-                                          ("llama3-8b", 32, 8, 128, 32768, 0), ("gemma3-270m local", 4, 1, 256, 8192, 512)][: 2 if quick else 4]:
+    shapes = [("llama3-8b", 32, 8, 128, T, 0) for T in (4096, 8192, 16384, 32768)] + \
+             [("qwen2.5-1.5b", 12, 2, 128, T, 0) for T in (4096, 8192, 16384, 32768)] + [("gemma3-270m local", 4, 1, 256, 8192, 512)]
+    for (name, hq, kvh, d, T, window) in (shapes[:2] if quick else shapes):
         q = torch.randn(T, hq, d, device=dev).bfloat16(); k = torch.randn(T, kvh, d, device=dev).bfloat16()
         v = torch.randn_like(k)
         out = torch.empty_like(q)
@@ -573,8 +601,13 @@ def bench_prefill(mod, quick):
         causal_flops = 4 * hq * d * T * (T + 1) / 2 if window == 0 else 4 * hq * d * T * window
         row = {"model": name, "T": T, "window": window, "sift_ms": t, "sdpa_ms": ts, "ratio_vs_sdpa": t / ts,
                "sift_TFLOPs": causal_flops / (t * 1e-3) / 1e12}
+        for vname, (vmod, warps) in VARIANTS.items():
+            if window == 0 and T in (8192, 32768):
+                row[vname + "_ms"] = bench(lambda: run_prefill(vmod, q, k, v, window, 0, out, warps=warps), reps=5, warm=1)
+                log(f"  variant {vname}: {row[vname + '_ms']:.3f} ms")
         RESULTS["prefill"].append(row)
-        log(f"prefill {name} T={T} window={window}: sift {t:.3f} ms, sdpa {ts:.3f} ms, ratio {t / ts:.2f}, {row['sift_TFLOPs']:.1f} TFLOP/s")
+        log(f"prefill {name} T={T} window={window}: sift {t:.3f} ms, sdpa {ts:.3f} ms, ratio {t / ts:.2f}, "
+            f"{row['sift_TFLOPs']:.1f} TFLOP/s")
 
 
 def write():
@@ -595,9 +628,12 @@ def write():
                       f"{r['speedup']:.2f}x | {r['score_ms']:.4f} | {r['topk_ms']:.4f} | {r['gather_attend_ms']:.4f} |")
         md.append("")
     if RESULTS["prefill"]:
-        md += ["| prefill shape | T | window | sift ms | SDPA ms | sift/SDPA | sift TFLOP/s |", "|---|---|---|---|---|---|---|"]
+        vn = list(VARIANTS)
+        md += ["| prefill shape | T | window | sift ms | SDPA ms | sift/SDPA | sift TFLOP/s |" + "".join(f" {v} ms |" for v in vn),
+               "|---|---|---|---|---|---|---|" + "---|" * len(vn)]
         for r in RESULTS["prefill"]:
-            md.append(f"| {r['model']} | {r['T']} | {r['window']} | {r['sift_ms']:.3f} | {r['sdpa_ms']:.3f} | {r['ratio_vs_sdpa']:.2f} | {r['sift_TFLOPs']:.1f} |")
+            md.append(f"| {r['model']} | {r['T']} | {r['window']} | {r['sift_ms']:.3f} | {r['sdpa_ms']:.3f} | {r['ratio_vs_sdpa']:.2f} | "
+                      f"{r['sift_TFLOPs']:.1f} |" + "".join(f" {r.get(v + '_ms', float('nan')):.3f} |" for v in vn))
         md.append("")
     md += ["## checks", ""] + [f"- {'PASS' if c['ok'] else 'FAIL'} {c['name']}" for c in RESULTS["checks"]]
     with open(os.path.join(OUT, "attention_bench.md"), "w") as f:
@@ -609,9 +645,16 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", default="decode,ds,prefill")
     ap.add_argument("--no-bench", action="store_true")
+    ap.add_argument("--prefill-variants", default="",
+                    help="tuning variants timed beside the prefill kernel: NAME=-DX=1:-DY=2,NAME2=... (SIFT_PF_WARPS sets the launch)")
     a = ap.parse_args()
     parts = a.only.split(",")
-    mod = load_module()
+    mod = load_module(parts)
+    for spec in filter(None, a.prefill_variants.split(",")):
+        vname, defs = spec.split("=", 1)
+        defs = defs.split(":")
+        warps = next((int(d.split("=")[1]) for d in defs if d.startswith("-DSIFT_PF_WARPS=")), PF_THREADS // 32)
+        VARIANTS[vname] = (load_prefill_variant(defs), warps)
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     gen = torch.Generator().manual_seed(int(time.time()))
     bw = copy_bandwidth()

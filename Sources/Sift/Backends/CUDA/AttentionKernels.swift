@@ -112,13 +112,23 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
             .int(scratch.maxSplits), .pointer(out), .int(fixed), .int(window), .int(outF32 ? 1 : 0)])
     }
 
+    /// The prefill kernel's launch shape (prefill_attention.cu, sift_prefill_d*): 128 query rows
+    /// per block (8 warps × 16 rows), a 1-D grid of ceil(rows / 128) × heads blocks, and two
+    /// shared-memory stages of one K and one V tile of `prefillKeyTile` keys each.
+    public static let prefillRows = 128
+    public static let prefillThreads = 256
+    public static func prefillKeyTile(headDim: Int) -> Int { headDim == 256 ? 32 : 64 }
+    public static func prefillSharedBytes(headDim: Int) -> Int { 2 * 2 * prefillKeyTile(headDim: headDim) * headDim * 2 }
+
     /// Causal prefill of `rows` query rows at positions `start...` over the paged cache (which
     /// already holds positions 0..<start+rows): `q` `[rows][heads][headDim]`, `out` likewise.
     public func prefill(q: CUdeviceptr, qF32: Bool, keys: CUdeviceptr, values: CUdeviceptr, pageTable: CUdeviceptr,
                         pageSize: Int, rows: Int, start: Int, heads: Int, kvHeads: Int, headDim: Int, window: Int,
                         out: CUdeviceptr, outF32: Bool) throws {
         let f = try function("prefill_attention.cu", "sift_prefill_d\(headDim)")
-        try context.launch(f, grid: ((rows + 63) / 64, heads, 1), block: (128, 1, 1), [
+        let blocks = (rows + Self.prefillRows - 1) / Self.prefillRows * heads
+        try context.launch(f, grid: (blocks, 1, 1), block: (Self.prefillThreads, 1, 1),
+                           sharedBytes: Self.prefillSharedBytes(headDim: headDim), [
             .pointer(q), .int(qF32 ? 1 : 0), .pointer(keys), .pointer(values), .pointer(pageTable), .int(Self.log2(pageSize)),
             .pointer(out), .int(outF32 ? 1 : 0), .int(rows), .int(start + rows), .int(heads), .int(kvHeads), .int(start),
             .int(window), .float(1 / Float(headDim).squareRoot())])

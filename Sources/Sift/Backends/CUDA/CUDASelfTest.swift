@@ -193,7 +193,10 @@ public enum CUDASelfTest {
         var checks: [GPUCheck] = []
         // (heads, kvHeads, headDim, prefix, rows, window)
         let cases = [(4, 2, 64, 0, 37, 0), (14, 2, 64, 45, 20, 0), (8, 1, 256, 50, 20, 16), (12, 2, 128, 300, 1, 0),
-                     (4, 1, 256, 600, 1, 512), (16, 8, 128, 3, 5, 0), (4, 4, 32, 0, 1, 0)]
+                     (4, 1, 256, 600, 1, 512), (16, 8, 128, 3, 5, 0), (4, 4, 32, 0, 1, 0),
+                     // the tensor-core prefill: two 128-row blocks, key tiles off and on the diagonal,
+                     // a window edge inside a tile
+                     (12, 2, 128, 130, 200, 0), (4, 1, 256, 200, 150, 96), (14, 2, 64, 0, 160, 100)]
         for (heads, kvHeads, hd, prefix, rows, window) in cases {
             let total = prefix + rows
             let cache = try CUDAKVCache(context: b.context, layers: 2, kvHeads: kvHeads, headDim: hd, contextLength: total + 10, pageSize: 16)
