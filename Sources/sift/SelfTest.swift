@@ -72,6 +72,7 @@ struct SelfTest: ParsableCommand {
         if !modelsOnly {
             report(try CUDASelfTest.kernelChecks(gpu, seed: seed))
             report(try CUDASelfTest.syntheticChecks(gpu, cpuThreads: threads, seed: seed &+ 7))
+            report(try CUDASelfTest.sparseMethodChecks(gpu, cpuThreads: threads, seed: seed &+ 11))
         }
         if !models.isEmpty {
             let text = try String(contentsOfFile: golden, encoding: .utf8)

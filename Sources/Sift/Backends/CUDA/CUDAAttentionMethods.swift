@@ -5,6 +5,8 @@ public enum CUDAAttentionMethods {
 
     static let factories: [String: Factory] = [
         "dense": { cache, _, _, backend in try CUDADenseAttention(cache: cache, backend: backend) },
+        "quest": { cache, model, options, backend in try CUDAQuestAttention(cache: cache, model: model, options: options, backend: backend) },
+        "tidal": { cache, model, options, backend in try CUDATidalAttention(cache: cache, model: model, options: options, backend: backend) },
     ]
 
     public static var names: [String] { factories.keys.sorted() }

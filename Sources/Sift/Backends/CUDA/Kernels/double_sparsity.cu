@@ -17,12 +17,7 @@
 //   s_j = (Σ_{h∈group} q_h[C]) · label_j.  The first `sinks` tokens always win (key 0xffffffff).
 
 #include "decode_core.cuh"
-
-// Larger float -> larger unsigned key.
-__device__ __forceinline__ sift_u32 float_key(float f) {
-    const sift_u32 u = __float_as_uint(f);
-    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
+#include "select_common.cuh"   // float_key, block_scan (shared with sparse_select.cu)
 
 // Grid (ceil(maxLen / (rounds*256*DS_TPT)), KVH, B), 256 threads, each thread DS_TPT tokens a
 // round; the block flushes its histogram once. HIST_MATCH: lanes with equal bins add once
@@ -102,33 +97,6 @@ __device__ __forceinline__ void ds_scores(
     __syncthreads();
     int* gh = hist + (sift_size)(b * KVH + kvh) * 4096;
     for (int i = threadIdx.x; i < 4096; i += blockDim.x) if (sh[i]) atomicAdd(&gh[i], sh[i]);
-}
-
-// Block-wide inclusive scan of one int per thread (1024 threads max). Returns the inclusive prefix;
-// *total gets the block sum.
-__device__ __forceinline__ int block_scan(int v, int* sm, int* total) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
-#pragma unroll
-    for (int off = 1; off < 32; off <<= 1) {
-        const int o = __shfl_up_sync(0xffffffffu, v, off);
-        if (lane >= off) v += o;
-    }
-    if (lane == 31) sm[warp] = v;
-    __syncthreads();
-    if (warp == 0) {
-        int w = lane < nw ? sm[lane] : 0;
-#pragma unroll
-        for (int off = 1; off < 32; off <<= 1) {
-            const int o = __shfl_up_sync(0xffffffffu, w, off);
-            if (lane >= off) w += o;
-        }
-        sm[lane] = w;   // inclusive warp totals
-    }
-    __syncthreads();
-    const int r = v + (warp > 0 ? sm[warp - 1] : 0);
-    *total = sm[nw - 1];
-    __syncthreads();
-    return r;
 }
 
 #define TOPK_THREADS 1024
