@@ -48,29 +48,38 @@ extension CUDASelfTest {
                 o.tidalReselect = 1       // (the selection layer itself: no second selection)
                 let sc = try Session(model: mc, contextLength: ctx, attention: method, options: o)
                 let sg = try Session(model: mg, contextLength: ctx, attention: method, options: o)
-                var overlap: (() throws -> Double)? = nil
-                if let ct = sc.attention as? TidalAttention, let gt = sg.attention as? CUDATidalAttention {
-                    let kvh = mg.config.kvHeadCount
-                    overlap = {
-                        let g = try gt.lastSelection()
+                // Fraction of the GPU's attended positions the CPU attended to as well (last sparse layer).
+                let kvh = mg.config.kvHeadCount
+                func overlapOf(_ gpu: @escaping () throws -> [[Int32]], _ cpu: @escaping (Int) -> [Int32]) -> () throws -> Double {
+                    {
+                        let g = try gpu()
                         var hit = 0, n = 0
                         for h in 0..<kvh {
-                            let c = Set(ct.selected(row: 0, kvHead: h, kvHeads: kvh))
+                            let c = Set(cpu(h))
                             hit += g[h].filter { c.contains($0) }.count
                             n += max(c.count, g[h].count)
                         }
                         return n == 0 ? 1 : Double(hit) / Double(n)
                     }
                 }
+                var overlap: (() throws -> Double)? = nil
+                if let ct = sc.attention as? TidalAttention, let gt = sg.attention as? CUDATidalAttention {
+                    overlap = overlapOf({ try gt.lastSelection() }, { ct.selected(row: 0, kvHead: $0, kvHeads: kvh) })
+                }
+                if let cq = sc.attention as? QuestAttention, let gq = sg.attention as? CUDAQuestAttention {
+                    cq.recordSelection = true
+                    overlap = overlapOf({ try gq.lastSelection() }, { cq.lastSelection(kvHead: $0) })
+                }
                 let s = try compareSessions(sc, sg, prompt: prompt, steps: steps, overlap: overlap)
                 var detail = "argmax agrees \(s.agree)/\(steps)"
                 if overlap != nil { detail += ", selection overlap GPU vs CPU \(Int((s.overlap * 100).rounded()))%" }
+                // Quest picks 4 pages of 4 tokens here: one page swapped at a near-tie of the bounds
+                // (the CPU's activations are 8-bit, its cache f16, the GPU's bf16) replaces a
+                // quarter of what a head attends to, which moves a random model's logits by ~0.1.
                 checks.append(GPUCheck(name: "synthetic \(arch) \(method) 1/16: worst decode-step logits GPU vs CPU",
-                                       error: s.worst, tolerance: 5e-2, detail: detail))
-                if overlap != nil {
-                    checks.append(GPUCheck(name: "synthetic \(arch) tidal 1/16: 1 − selection overlap GPU vs CPU",
-                                           error: 1 - s.overlap, tolerance: 0.2))
-                }
+                                       error: s.worst, tolerance: method == "quest" ? 0.25 : 5e-2, detail: detail))
+                checks.append(GPUCheck(name: "synthetic \(arch) \(method) 1/16: 1 − selection overlap GPU vs CPU (mean of \(steps) steps)",
+                                       error: 1 - s.overlap, tolerance: 0.2))
             }
         }
         return checks
