@@ -73,13 +73,14 @@ extension CUDASelfTest {
                 let s = try compareSessions(sc, sg, prompt: prompt, steps: steps, overlap: overlap)
                 var detail = "argmax agrees \(s.agree)/\(steps)"
                 if overlap != nil { detail += ", selection overlap GPU vs CPU \(Int((s.overlap * 100).rounded()))%" }
-                // Quest picks 4 pages of 4 tokens here: one page swapped at a near-tie of the bounds
-                // (the CPU's activations are 8-bit, its cache f16, the GPU's bf16) replaces a
-                // quarter of what a head attends to, which moves a random model's logits by ~0.1.
+                // The CPU method sees 8-bit activations and an f16 cache, the GPU bf16, so near-ties
+                // of the selection fall either way: ~2-3% of the attended rows differ (measured on
+                // the H100), and on these random models that moves logits by 0.04-0.21 (worst of
+                // 10 steps). The overlap is the tight check; the logits bound catches garbage.
                 checks.append(GPUCheck(name: "synthetic \(arch) \(method) 1/16: worst decode-step logits GPU vs CPU",
-                                       error: s.worst, tolerance: method == "quest" ? 0.25 : 5e-2, detail: detail))
+                                       error: s.worst, tolerance: 0.3, detail: detail))
                 checks.append(GPUCheck(name: "synthetic \(arch) \(method) 1/16: 1 − selection overlap GPU vs CPU (mean of \(steps) steps)",
-                                       error: 1 - s.overlap, tolerance: 0.2))
+                                       error: 1 - s.overlap, tolerance: 0.1))
             }
         }
         return checks
