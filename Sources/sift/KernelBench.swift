@@ -25,6 +25,8 @@ struct KernelBench: ParsableCommand {
     @Flag(help: "Check every kernel against a float64 CPU reference before timing.") var check = false
     @Flag(help: "Only run the checks.") var checkOnly = false
     @Flag(help: "Also time Double Sparsity's attend variants 0, 1, 3, 5 and split sizes for every shape.") var dsSweep = false
+    @Flag(help: "Time the attention methods side by side at 1/16 (dense, Double Sparsity, Quest, TidalDecode) instead of the dense-vs-DS table.")
+    var methods = false
 
     static let shapes: [String: (heads: Int, kvHeads: Int, headDim: Int)] = [
         "llama3-8b": (32, 8, 128), "qwen2.5-1.5b": (12, 2, 128), "qwen2.5-0.5b": (14, 2, 64), "gemma3-270m": (4, 1, 256)]
@@ -52,7 +54,9 @@ struct KernelBench: ParsableCommand {
             var ok = true
             for n in names {
                 let s = Self.shapes[n]!
-                ok = try KernelCheck(kernels: k, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim, pageSize: pageSize, name: n).run() && ok
+                let c = KernelCheck(kernels: k, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim, pageSize: pageSize, name: n)
+                ok = try c.run() && ok
+                ok = try c.runSparse() && ok
             }
             print(ok ? "ALL CHECKS PASS" : "SOME CHECKS FAILED")
             if !ok { throw ExitCode(1) }
@@ -61,6 +65,7 @@ struct KernelBench: ParsableCommand {
         let flush = try ctx.allocate(bytes: 256 << 20)
         let copyGBps = try copyBandwidth(ctx)
         print("device-to-device copy: \(fixed(copyGBps, 0)) GB/s (read + write)\n")
+        if methods { return try methodsTable(ctx: ctx, kernels: k, flush: flush, names: names) }
         print("| shape | B | L | dense ms | GB/s | of copy | DS ms (1/16 tokens, r=d/16) | DS speedup | scores | threshold | attend | DS ideal bytes at copy BW |")
         print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for n in names {

@@ -310,6 +310,39 @@ final class BaselineMethodsTests: XCTestCase {
         XCTAssertThrowsError(try { var o = AttentionOptions(); o.questPage = 0; return try QuestAttention(cache: cache(c), options: o, pool: pool) }())
     }
 
+    /// `recordSelection` (the GPU selftest's view of the CPU Quest): recording changes no output,
+    /// and the last decode row's recorded positions are the tokens of the float64 top pages by
+    /// the group's summed bound, ascending.
+    func testQuestRecordsItsDecodeSelection() throws {
+        let c = Geometry(heads: 4, kvHeads: 2, d: 16, length: 61, prefill: 30)
+        let x = inputs(c)
+        var o = options(.tokens(12))
+        o.questPage = 4
+        let m = try QuestAttention(cache: cache(c), options: o, pool: pool)
+        m.recordSelection = true
+        let got = run(m, c, x, layer: 2, batch: false)
+        assertClose(got, questReference(x, c, budget: .tokens(12), page: 4, perHead: false), "quest recording")
+        let p = c.length - 1, L = c.length, P = 4
+        for kvh in 0..<c.kvHeads {
+            var u: [Double] = []
+            for pg in 0..<((L + P - 1) / P) {
+                let keys = (pg * P..<min(L, pg * P + P)).map { key(x, c, $0, kvh) }
+                var b = 0.0
+                for h in (kvh * c.g)..<((kvh + 1) * c.g) {
+                    let q = query(x, c, p, h)
+                    for ch in 0..<c.d {
+                        let lo = keys.map { $0[ch] }.min()!, hi = keys.map { $0[ch] }.max()!
+                        b += max(q[ch] * lo, q[ch] * hi)
+                    }
+                }
+                u.append(b)
+            }
+            let top = (0..<u.count).sorted { u[$0] > u[$1] }.prefix(3).sorted()
+            let want = top.flatMap { Array(($0 * P)..<min(L, $0 * P + P)) }.map { Int32($0) }
+            XCTAssertEqual(m.lastSelection(kvHead: kvh), want, "KV head \(kvh)")
+        }
+    }
+
     // MARK: SparQ
 
     /// Float64 SparQ: i1 = top-r |q| (group-summed if shared), γ = sqrt(Σ_i1|q|/Σ|q|),

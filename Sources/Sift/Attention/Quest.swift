@@ -49,7 +49,30 @@ public final class QuestAttention: SparseAwareAttention, RecallReporting, @unche
         bounds.initialize(repeating: 0, count: n)
     }
 
-    deinit { bounds.deallocate() }
+    deinit {
+        bounds.deallocate()
+        recorded?.deallocate()
+    }
+
+    /// When set, each decode step's sparse layers record the positions every KV head attended
+    /// to (shared GQA), read back with `lastSelection` (tests: the GPU method's selection vs this one).
+    public var recordSelection = false {
+        didSet {
+            if recordSelection && recorded == nil {
+                recorded = .allocate(capacity: cache.kvHeads * (cache.capacity + 1))
+                recordedCounts = Array(repeating: 0, count: cache.kvHeads)
+            }
+        }
+    }
+    private var recorded: UnsafeMutablePointer<Int32>?
+    private var recordedCounts: [Int] = []
+
+    /// The positions KV head `kvHead` attended to in the last sparse decode layer (`recordSelection`).
+    public func lastSelection(kvHead: Int) -> [Int32] {
+        guard let recorded, kvHead < recordedCounts.count else { return [] }
+        let base = recorded + kvHead * (cache.capacity + 1)
+        return Array(UnsafeBufferPointer(start: base + 1, count: Int(base[0])))
+    }
 
     @inline(__always) func pageBounds(_ layer: Int, _ kvh: Int, _ page: Int) -> UnsafeMutablePointer<Float> {
         bounds + ((layer * cache.kvHeads + kvh) * pagesPerHead + page) * 2 * cache.headDim
@@ -131,6 +154,11 @@ public final class QuestAttention: SparseAwareAttention, RecallReporting, @unche
                         DenseAttention.attendGroup(q: qh, groupSize: heads, keys: keys, values: cache.values(layer, kvh),
                                                    first: 0, count: n, rows: rows, headDim: d, scale: shape.scale,
                                                    out: og + sel * heads * d)
+                        if let rec = recorded, q.rows == 1, !perHead {   // one item per KV head: no races
+                            let base = rec + kvh * (cache.capacity + 1)
+                            base[0] = Int32(n)
+                            (base + 1).update(from: rows, count: n)
+                        }
                         var one = shape
                         one.heads = heads * shape.kvHeads
                         recall?.measure(layer: layer, q: qh, shape: one, keys: keys, first: 0, count: visible,

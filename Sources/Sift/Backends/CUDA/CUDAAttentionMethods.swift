@@ -8,6 +8,8 @@ public enum CUDAAttentionMethods {
         "double-sparse": { cache, model, options, backend in
             try CUDADoubleSparseAttention.make(cache: cache, model: model, options: options, backend: backend)
         },
+        "quest": { cache, model, options, backend in try CUDAQuestAttention(cache: cache, model: model, options: options, backend: backend) },
+        "tidal": { cache, model, options, backend in try CUDATidalAttention(cache: cache, model: model, options: options, backend: backend) },
     ]
 
     public static var names: [String] { factories.keys.sorted() }

@@ -23,38 +23,8 @@
 // candidates kernel's last block of each (b, KV head) resets both).
 #define DS_META 4
 
-// Larger float -> larger unsigned key.
-__device__ __forceinline__ sift_u32 float_key(float f) {
-    const sift_u32 u = __float_as_uint(f);
-    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-
-// Block-wide inclusive scan of one int per thread (1024 threads max). Returns the inclusive prefix;
-// *total gets the block sum.
-__device__ __forceinline__ int block_scan(int v, int* sm, int* total) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
-#pragma unroll
-    for (int off = 1; off < 32; off <<= 1) {
-        const int o = __shfl_up_sync(0xffffffffu, v, off);
-        if (lane >= off) v += o;
-    }
-    if (lane == 31) sm[warp] = v;
-    __syncthreads();
-    if (warp == 0) {
-        int w = lane < nw ? sm[lane] : 0;
-#pragma unroll
-        for (int off = 1; off < 32; off <<= 1) {
-            const int o = __shfl_up_sync(0xffffffffu, w, off);
-            if (lane >= off) w += o;
-        }
-        sm[lane] = w;   // inclusive warp totals
-    }
-    __syncthreads();
-    const int r = v + (warp > 0 ? sm[warp - 1] : 0);
-    *total = sm[nw - 1];
-    __syncthreads();
-    return r;
-}
+// float_key and block_scan live in select_common.cuh (shared with sparse_select.cu).
+#include "select_common.cuh"
 
 // Bin containing the `remaining`-th largest of hist[0..nb) (counted from the top), for the whole
 // block (blockDim.x a multiple of 32 dividing nb, or nb <= blockDim.x): sets *digit and *rem (how
@@ -318,6 +288,131 @@ __device__ __forceinline__ void ds_candidates(
     for (int i = tid; i < 4096; i += DS_CAND_THREADS) gh[i] = 0;
     if (tid == 0) { mt[0] = 0; mt[1] = 0; }
 }
+
+// The single-block exact threshold (one 1024-thread block per (b, KV head)): Double Sparsity now
+// uses the multi-block candidates kernel above; Quest and TidalDecode (sparse_select.cu,
+// SparseSelectKernels.swift) still select through this one.
+#define TOPK_THREADS 1024
+#define TOPK_CAP 3072
+
+// Grid (KVH, B), TOPK_THREADS threads.
+__device__ __forceinline__ void ds_threshold(
+    const sift_u32* __restrict__ keys, int key_stride, int* __restrict__ hist, const int* __restrict__ seq_lens,
+    const int* __restrict__ k_per_seq, sift_u32* __restrict__ thr)
+{
+    const int kvh = blockIdx.x, b = blockIdx.y, KVH = gridDim.x, tid = threadIdx.x;
+    const int n = seq_lens[b];
+    const int k = min(k_per_seq[b], n);
+    const sift_u32* kp = keys + (sift_size)(b * KVH + kvh) * key_stride;
+    int* gh = hist + (sift_size)(b * KVH + kvh) * 4096;
+    sift_u32* out = thr + (sift_size)(b * KVH + kvh) * 2;
+    __shared__ int sh[4096];
+    __shared__ sift_u32 ckey[TOPK_CAP];
+    __shared__ int cidx[TOPK_CAP];
+    __shared__ int scan_sm[32];
+    __shared__ int s_digit, s_rem, s_count, s_cut;
+    for (int i = tid; i < 4096; i += blockDim.x) { sh[i] = gh[i]; gh[i] = 0; }
+    if (tid == 0) { s_count = 0; s_cut = -1; }
+    __syncthreads();
+    if (k >= n || k <= 0) {                      // everything (or nothing) is selected
+        if (tid == 0) { out[0] = k <= 0 ? 0xffffffffu : 0u; out[1] = k <= 0 ? 0xffffffffu : 0x7fffffffu; }
+        return;
+    }
+    pick_bin(sh, 4096, k, scan_sm, &s_digit, &s_rem);
+    sift_u32 prefix = (sift_u32)s_digit << 20;
+    int remaining = s_rem;
+    // Gather the keys with this 12-bit prefix (positions ascending inside each thread's quad).
+    const int lane = tid & 31;
+    constexpr int QPT = 8;   // 16-byte loads in flight per thread
+    for (int base0 = 0; base0 < n; base0 += blockDim.x * 4 * QPT) {   // uniform trip count: full-warp votes
+        uint4 w[QPT];
+#pragma unroll
+        for (int qd = 0; qd < QPT; qd++) {
+            const int i0 = base0 + (qd * blockDim.x + tid) * 4;
+            w[qd] = make_uint4(0, 0, 0, 0);
+            if (i0 + 3 < n) w[qd] = *(const uint4*)(kp + i0);
+            else if (i0 < n) { w[qd].x = kp[i0]; if (i0 + 1 < n) w[qd].y = kp[i0 + 1]; if (i0 + 2 < n) w[qd].z = kp[i0 + 2]; }
+        }
+#pragma unroll
+        for (int qd = 0; qd < QPT; qd++) {
+            const int i0 = base0 + (qd * blockDim.x + tid) * 4;
+            const sift_u32 v[4] = {w[qd].x, w[qd].y, w[qd].z, w[qd].w};
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const bool hit = i0 + j < n && (v[j] >> 20) == (prefix >> 20);
+                const unsigned bal = __ballot_sync(0xffffffffu, hit);
+                if (bal) {
+                    int base = 0;
+                    const int leader = __ffs(bal) - 1;
+                    if (lane == leader) base = atomicAdd(&s_count, __popc(bal));
+                    base = __shfl_sync(0xffffffffu, base, leader);
+                    if (hit) {
+                        const int pos = base + __popc(bal & ((1u << lane) - 1u));
+                        if (pos < TOPK_CAP) { ckey[pos] = v[j]; cidx[pos] = i0 + j; }
+                    }
+                }
+            }
+        }
+    }
+    __syncthreads();
+    const int cnt = s_count;
+    const bool fits = cnt <= TOPK_CAP;
+    const int shifts[2] = {8, 0}, widths[2] = {12, 8};
+    int s_digit_last = 0;
+    sift_u32 mask = 0xfff00000u;
+    for (int pass = 0; pass < 2; pass++) {
+        const int shift = shifts[pass], nb = 1 << widths[pass];
+        for (int i = tid; i < nb; i += blockDim.x) sh[i] = 0;
+        __syncthreads();
+        if (fits) {
+            for (int i = tid; i < cnt; i += blockDim.x)
+                if ((ckey[i] & mask) == prefix) atomicAdd(&sh[(ckey[i] >> shift) & (nb - 1)], 1);
+        } else {
+            for (int i = tid; i < n; i += blockDim.x) {
+                const sift_u32 key = kp[i];
+                if ((key & mask) == prefix) atomicAdd(&sh[(key >> shift) & (nb - 1)], 1);
+            }
+        }
+        __syncthreads();
+        pick_bin(sh, nb, remaining, scan_sm, &s_digit, &s_rem);
+        prefix |= (sift_u32)s_digit << shift;
+        remaining = s_rem;
+        s_digit_last = s_digit;
+        mask |= (sift_u32)(nb - 1) << shift;
+        if (pass == 0) __syncthreads();   // the last pass keeps sh for the tie count
+    }
+    const sift_u32 T = prefix;
+    // Tie cut: the position of the remaining-th key equal to T, in position order. The last pass's
+    // bin count is the number of keys equal to T; when all of them are taken no cut is needed.
+    const int ties = sh[s_digit_last];
+    if (ties == remaining) {
+        if (tid == 0) s_cut = 0x7fffffff;
+    } else if (fits) {
+        for (int i = tid; i < cnt; i += blockDim.x) {
+            if (ckey[i] != T) continue;
+            int rank = 0;
+            for (int j = 0; j < cnt; j++) rank += (ckey[j] == T && cidx[j] < cidx[i]) ? 1 : 0;
+            if (rank == remaining - 1) s_cut = cidx[i];
+        }
+    } else {
+        int carry = 0;
+        for (int chunk = 0; chunk < n; chunk += blockDim.x) {
+            const int i = chunk + tid;
+            const int tie = (i < n && kp[i] == T) ? 1 : 0;
+            int total;
+            const int incl = block_scan(tie, scan_sm, &total) + carry;
+            if (tie && incl == remaining) s_cut = i;
+            carry += total;
+            if (carry >= remaining) break;
+        }
+    }
+    __syncthreads();
+    if (tid == 0) { out[0] = T; out[1] = (sift_u32)s_cut; }
+}
+
+extern "C" __global__ void __launch_bounds__(TOPK_THREADS) sift_ds_threshold(const sift_u32* keys, int key_stride,
+    int* hist, const int* seq_lens, const int* k_per_seq, sift_u32* thr)
+{ ds_threshold(keys, key_stride, hist, seq_lens, k_per_seq, thr); }
 
 // Grid (ceil(maxLen / split_pos), KVH, B), 128 threads; split_pos a multiple of 4, at most DS_LIST. Each block attends over the selected positions of its range.
 #define DS_LIST 4096
