@@ -85,6 +85,10 @@ struct SelfTest: ParsableCommand {
                 let mine = cases.filter { $0.model == name }
                 guard !mine.isEmpty else { throw ValidationError("no golden cases for model '\(name)' in \(golden)") }
                 let cpu = try LoadedModel(path: path, threads: threads, maxBatch: 64)
+                // The criterion (GPU vs CPU < 2e-2) against the CPU in f32 arithmetic:
+                // the default CPU path rounds activations to 8 bits (llama.cpp's scheme).
+                let cpuExact = try LoadedModel(path: path, threads: threads, maxBatch: 64)
+                (cpuExact.backend as? CPUBackend)?.exactActivations = true
                 setenv("SIFT_CUDA_PRECISION", prec.rawValue, 1)
                 let gm = try LoadedModel(path: path, threads: threads, maxBatch: 64, device: spec)
                 setenv("SIFT_CUDA_PRECISION", "f32", 1)
@@ -110,6 +114,8 @@ struct SelfTest: ParsableCommand {
                         report(try CUDASelfTest.compareModels(cpu: cpu.model, gpu: gm.model, prompt: c.promptIds, steps: 8,
                                                               label: label, tolerance: .infinity, what: "GPU f32 vs CPU (CPU noise)"))
                     }
+                    report(try CUDASelfTest.compareModels(cpu: cpuExact.model, gpu: gm.model, prompt: c.promptIds, steps: 8,
+                                                          label: label, what: "GPU \(prec) vs CPU with f32 activations"))
                     report(try greedy(gm, c, name: name))
                 }
             }

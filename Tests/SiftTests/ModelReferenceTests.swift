@@ -215,10 +215,12 @@ final class ModelReferenceTests: XCTestCase {
 
     /// Runs the engine on `tokens` two ways — one batch, and a prefill followed by one-token
     /// decode steps — and compares every position's logits with the reference.
-    func check(_ bytes: [UInt8], reference: [[Double]], tokens: [Int], maxBatch: Int = 512,
-               file: StaticString = #filePath, line: UInt = #line) throws {
+    @discardableResult
+    func check(_ bytes: [UInt8], reference: [[Double]], tokens: [Int], maxBatch: Int = 512, exact: Bool = false,
+               file: StaticString = #filePath, line: UInt = #line) throws -> Double {
         let gguf = try GGUFFile(file: MappedFile(copying: bytes))
         let backend = CPUBackend(threads: 2)
+        backend.exactActivations = exact
         let model = try Architectures.load(gguf, backend: backend, maxBatch: maxBatch)
         let ids = tokens.map(Int32.init)
 
@@ -229,6 +231,7 @@ final class ModelReferenceTests: XCTestCase {
         var steps = try stepwise.evaluate(Array(ids[0..<3]), logits: .all)
         for t in ids[3...] { steps += try stepwise.evaluate([t], logits: .all) }
 
+        var worstOfAll = 0.0
         for (name, got) in [("batch", all), ("stepwise", steps)] {
             XCTAssertEqual(got.count, tokens.count, file: file, line: line)
             var worst = 0.0
@@ -237,7 +240,21 @@ final class ModelReferenceTests: XCTestCase {
             }
             // The KV cache holds f16, so allow f16-level error, nothing more.
             XCTAssertLessThan(worst, 5e-3, "\(name): worst relative logit error \(worst)", file: file, line: line)
+            worstOfAll = max(worstOfAll, worst)
         }
+        return worstOfAll
+    }
+
+    func testExactActivationsMatchReferenceAtLeastAsClosely() throws {
+        // The f32 reference mode (no 8-bit activation rounding) used by the GPU selftest.
+        let d = Dims()
+        let w = Self.makeQwen2(d, seed: 13)
+        let tokens = [4, 9, 1, 33, 2, 60, 7, 7, 21]
+        let bytes = w.gguf(arch: "qwen2", d: d, extra: [("qwen2.rope.freq_base", .float32(10_000))])
+        let ref = qwen2Reference(w, d, tokens: tokens)
+        let quantized = try check(bytes, reference: ref, tokens: tokens)
+        let exact = try check(bytes, reference: ref, tokens: tokens, exact: true)
+        XCTAssertLessThanOrEqual(exact, quantized, "exact \(exact) vs 8-bit activations \(quantized)")
     }
 
     func testQwen2MatchesFloat64Reference() throws {

@@ -39,6 +39,10 @@ public final class CPUWeight: Weight, @unchecked Sendable {
 /// The CPU backend: SIMD kernels split across a thread pool.
 public final class CPUBackend: Backend, @unchecked Sendable {
     public let name = "cpu"
+    /// Matrix products in f32 on dequantized weight rows instead of the 8-bit-activation dot
+    /// products (llama.cpp's scheme, the default). Slow; a reference for checks of other
+    /// backends, which would otherwise be measured against the CPU's activation rounding.
+    public var exactActivations = false
     public let pool: ThreadPool
     /// Activations quantized for the current matrix product (grown on demand).
     private var scratch = UnsafeMutableRawPointer.allocate(byteCount: 1, alignment: 64)
@@ -117,6 +121,21 @@ public final class CPUBackend: Backend, @unchecked Sendable {
         out.rows = tokens
         if tokens == 0 { return }
         let type = w.type
+        if exactActivations {
+            let o = out.floats
+            pool.parallelRanges(m, grain: 16) { rows in
+                withUnsafeTemporaryAllocation(of: Float.self, capacity: n) { tmp in
+                    for r in rows {
+                        Dequantize.row(type, w.row(r), tmp.baseAddress!, count: n)
+                        for t in 0..<tokens { o[t * m + r] = Kernels.dot(x.row(t), UnsafePointer(tmp.baseAddress!), n) }
+                    }
+                }
+            }
+            if let b = bias.map({ cpu($0).floats! }) {
+                for t in 0..<tokens { Kernels.add(o + t * m, b, m) }
+            }
+            return
+        }
         let aBytes = QuantDot.activationRowBytes(for: type, count: n)
         let acts = UnsafeRawPointer(scratch(aBytes * tokens))
         pool.parallelRanges(tokens, grain: 4) { range in
