@@ -76,9 +76,8 @@ public final class BatchSession {
         return out
     }
 
-    /// One decode step: `next[i]` is appended to sequence i (for i < next.count; fewer tokens
-    /// than sequences decode the first ones only). Returns the logits of each row.
-    public func decode(_ next: [Int32]) throws -> [[Float]] {
+    /// Checks a decode step's tokens and returns the position each row is written at.
+    private func stepPositions(_ next: [Int32]) throws -> [Int32] {
         guard !next.isEmpty, next.count <= sequenceCount else {
             throw ModelError.invalid("a decode step takes 1...\(sequenceCount) tokens, not \(next.count)")
         }
@@ -86,7 +85,13 @@ public final class BatchSession {
         for i in next.indices where tokens[i].count + 1 > contextLength {
             throw attention.withSequence(i) { attention.kv.overflowError(needed: tokens[i].count + 1) }
         }
-        let positions = next.indices.map { Int32(tokens[$0].count) }
+        return next.indices.map { Int32(tokens[$0].count) }
+    }
+
+    /// One decode step: `next[i]` is appended to sequence i (for i < next.count; fewer tokens
+    /// than sequences decode the first ones only). Returns the logits of each row.
+    public func decode(_ next: [Int32]) throws -> [[Float]] {
+        let positions = try stepPositions(next)
         let out = model.forwardBatch(next, positions: positions, attention: attention)
         try model.backend.checkError()
         for (i, t) in next.enumerated() { tokens[i].append(t) }
@@ -98,14 +103,7 @@ public final class BatchSession {
     /// come back.
     public func decodeGreedy(_ next: [Int32]) throws -> [Int32] {
         guard let gpu = model.backend as? CUDABackend else { return try decode(next).map { Sampler.argmax($0) } }
-        guard !next.isEmpty, next.count <= sequenceCount else {
-            throw ModelError.invalid("a decode step takes 1...\(sequenceCount) tokens, not \(next.count)")
-        }
-        try checkTokens(next)
-        for i in next.indices where tokens[i].count + 1 > contextLength {
-            throw attention.withSequence(i) { attention.kv.overflowError(needed: tokens[i].count + 1) }
-        }
-        let positions = next.indices.map { Int32(tokens[$0].count) }
+        let positions = try stepPositions(next)
         _ = model.forwardBatch(next, positions: positions, attention: attention, readLogits: false)
         try model.backend.checkError()
         for (i, t) in next.enumerated() { tokens[i].append(t) }
