@@ -24,7 +24,7 @@ struct KernelBench: ParsableCommand {
     @Option(help: "Page size of the synthetic cache (power of two).") var pageSize = 64
     @Flag(help: "Check every kernel against a float64 CPU reference before timing.") var check = false
     @Flag(help: "Only run the checks.") var checkOnly = false
-    @Flag(help: "Also time Double Sparsity's attend variants 0, 1, 3, 5 and split sizes for every shape.") var dsSweep = false
+    @Flag(help: "Also time Double Sparsity's attend variants 0 and 5 with split sizes, threshold blocks of 1, 2, 4 chunks and the __match_any histogram for every shape.") var dsSweep = false
     @Flag(help: "Time the attention methods side by side at 1/16 (dense, Double Sparsity, Quest, TidalDecode) instead of the dense-vs-DS table.")
     var methods = false
 
@@ -91,7 +91,7 @@ struct KernelBench: ParsableCommand {
                           + "\(fixed(tS, 4)) | \(fixed(tST - tS, 4)) | \(fixed(tA, 4)) | \(fixed(ideal, 4)) |")
                     if dsSweep {
                         var cells: [String] = []
-                        for v in [0, 1, 3, 5] {
+                        for v in [0, 5] {
                             for sp in [1024, 2048, 4096] where sp <= l {
                                 let d2 = try CUDAAttentionKernels.DoubleSparsity(
                                     kernels: k, batch: b, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim,
@@ -102,6 +102,22 @@ struct KernelBench: ParsableCommand {
                             }
                         }
                         print("|   sweep (variant/split: DS ms) | \(b) | \(l) | " + cells.joined(separator: ", ") + " |")
+                        var more: [String] = []
+                        for cpb in [1, 2, 4] {
+                            syn.ds.thresholdChunksPerBlock = cpb
+                            let full = try time(ctx, flush) { try syn.doubleSparsity() }
+                            let st = try time(ctx, flush) { try syn.doubleSparsity(parts: "st") }
+                            more.append("threshold blocks of \(cpb) chunks: \(fixed(full, 4)) (scores+threshold \(fixed(st, 4)))")
+                        }
+                        syn.ds.thresholdChunksPerBlock = nil
+                        syn.ds.histogramMatch = true
+                        try syn.ds.clearState()
+                        let sm = try time(ctx, flush) { try syn.doubleSparsity(parts: "s") }
+                        try syn.ds.clearState()
+                        let fm = try time(ctx, flush) { try syn.doubleSparsity() }
+                        syn.ds.histogramMatch = false
+                        more.append("scores with __match_any histogram: \(fixed(sm, 4)) (full \(fixed(fm, 4)))")
+                        print("|   sweep | \(b) | \(l) | " + more.joined(separator: ", ") + " |")
                     }
                 }
             }

@@ -134,16 +134,23 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
             .int(window), .float(1 / Float(headDim).squareRoot())])
     }
 
-    /// Double Sparsity decode state for a batch: keys, histogram, thresholds, partials.
-    /// One selection per KV group from the summed group query (as the CPU path), exact top-k.
+    /// Double Sparsity decode state for a batch: 16-bit keys, histogram, thresholds, selection
+    /// lists, partials. One selection per KV group from the summed group query (as the CPU path),
+    /// exactly the top-k by 16-bit key (the score truncated to bf16, ordered), ties to the lowest
+    /// position, sinks always in.
     public final class DoubleSparsity: @unchecked Sendable {
         public let batch: Int, heads: Int, kvHeads: Int, headDim: Int, channels: Int, maxLength: Int
         public let splitPositions: Int
         let keyStride: Int
         let keys: DeviceBuffer, hist: DeviceBuffer, thresholds: DeviceBuffer
-        /// The threshold pass's candidate list `[batch][kvHeads][candidateCap]` of (key, position)
-        /// and its counters `[batch][kvHeads][4]` (count, ticket; zero between calls).
-        let candidates: DeviceBuffer, meta: DeviceBuffer
+        /// The selection lists `[batch][kvHeads][listStride]` UInt32 (split s's list at
+        /// s·splitPositions: the pool rows above the threshold's top-12-bit bin, then that bin's
+        /// candidates as key << 16 | position in the split), their counts `[batch][kvHeads][maxSplits]`
+        /// of (rows, candidates), and the threshold pass's counters `[batch][kvHeads][4]` (ticket;
+        /// zero between calls).
+        let lists: DeviceBuffer, counts: DeviceBuffer, meta: DeviceBuffer
+        let listStride: Int
+        /// The most candidates the threshold pass's last block resolves in shared memory (more: exact passes over the keys).
         let candidateCap: Int
         /// Per (sequence, KV head) count of finished attend blocks, for the fused combine (zero between calls).
         let counters: DeviceBuffer
@@ -151,13 +158,19 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
         let rounds: Int
         let kernels: CUDAAttentionKernels
 
+        /// Chunks (splits) each block of the threshold pass covers: 1, 2 or 4 (nil: by size; for
+        /// benchmarks). Fewer blocks read the histogram fewer times.
+        public var thresholdChunksPerBlock: Int? = nil
+        /// The scores kernel's histogram: lanes with equal bins add once (`__match_any_sync`) (for benchmarks).
+        public var histogramMatch = false
+
         /// The attend kernel: 0 the default; 1...5 experimental variants (8 dims a lane, more rows
         /// in flight, more blocks per SM; 4 and 5 fuse the split combine) for benchmarks.
         public let attendVariant: Int
 
         /// `splitPositions` (a multiple of 4, at most 4096) and `attendVariant` override the
-        /// defaults, for benchmarks; `candidateCapacity` shrinks the threshold pass's candidate
-        /// list, for checks of its overflow path.
+        /// defaults, for benchmarks; `candidateCapacity` (at most 4096) shrinks how many
+        /// candidates the threshold pass resolves in shared memory, for checks of its fallback path.
         public init(kernels: CUDAAttentionKernels, batch: Int, heads: Int, kvHeads: Int, headDim: Int, channels: Int,
                     maxLength: Int, splitPositions: Int? = nil, attendVariant: Int = 0,
                     candidateCapacity: Int? = nil) throws {
@@ -176,14 +189,13 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
             self.channels = channels; self.maxLength = maxLength
             let c = kernels.context
             keyStride = (maxLength + 3) / 4 * 4
-            keys = try c.allocate(bytes: batch * kvHeads * keyStride * 4)
+            keys = try c.allocate(bytes: batch * kvHeads * keyStride * 2)
             hist = try c.allocate(bytes: batch * kvHeads * 4096 * 4)
             try c.memset(hist.address, byte: 0, bytes: hist.bytes)
             thresholds = try c.allocate(bytes: batch * kvHeads * 2 * 4)
-            // ~1-3% of the keys share the top 12 bits of the k-th largest; longer lists take the
-            // (exact, slower) pass over all keys.
-            candidateCap = max(1, candidateCapacity ?? min(keyStride, max(8192, keyStride / 8)))
-            candidates = try c.allocate(bytes: batch * kvHeads * candidateCap * 8)
+            // ~1-3% of the keys share the top 12 bits of the k-th largest; more than the cap take
+            // the (exact, slower) passes over all keys.
+            candidateCap = max(1, min(4096, candidateCapacity ?? 4096))
             meta = try c.allocate(bytes: batch * kvHeads * 4 * 4)
             try c.memset(meta.address, byte: 0, bytes: meta.bytes)
             counters = try c.allocate(bytes: batch * kvHeads * 4)
@@ -191,8 +203,11 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
             let sms = c.multiprocessors
             let per = (maxLength * batch * kvHeads + 2 * sms - 1) / (2 * sms)
             self.splitPositions = splitPositions ?? min(4096, max(1024, (per + 1023) / 1024 * 1024))
-            scratch = try Scratch(context: c, batch: batch, heads: heads, headDim: headDim,
-                                  maxSplits: (maxLength + self.splitPositions - 1) / self.splitPositions)
+            let maxSplits = (maxLength + self.splitPositions - 1) / self.splitPositions
+            scratch = try Scratch(context: c, batch: batch, heads: heads, headDim: headDim, maxSplits: maxSplits)
+            listStride = maxSplits * self.splitPositions
+            lists = try c.allocate(bytes: batch * kvHeads * listStride * 4)
+            counts = try c.allocate(bytes: batch * kvHeads * maxSplits * 8)
             let blocks = (maxLength + 2047) / 2048 * batch * kvHeads
             rounds = max(1, min(8, blocks / (4 * sms)))
         }
@@ -206,24 +221,30 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
                         parts: String = "sta") throws {
             let c = kernels.context, g = heads / kvHeads, shift = CUDAAttentionKernels.log2(pageSize)
             if parts.contains("s") {
-                let f = try kernels.function("double_sparsity.cu", headDim: headDim, group: g, "sift_ds_scores_r\(channels)")
+                let f = try kernels.function("double_sparsity.cu", headDim: headDim, group: g,
+                                             histogramMatch ? "sift_ds_scores_match_r\(channels)" : "sift_ds_scores_r\(channels)")
                 try c.launch(f, grid: ((maxLength + 2048 * rounds - 1) / (2048 * rounds), kvHeads, batch), block: (256, 1, 1), [
                     .pointer(q), .pointer(labels), .pointer(channelList), .pointer(pageTable), .pointer(seqLens),
                     .int(g), .int(headDim), .int(shift), .int(maxPages), .int(sinks), .ptr(keys), .int(keyStride),
                     .ptr(hist), .int(rounds)])
             }
             if parts.contains("t") {
-                let f = try kernels.function("double_sparsity.cu", headDim: headDim, group: g, "sift_ds_candidates")
-                try c.launch(f, grid: ((maxLength + 4095) / 4096, kvHeads, batch), block: (256, 1, 1), [
-                    .ptr(keys), .int(keyStride), .ptr(hist), .pointer(seqLens), .pointer(kPerSeq),
-                    .ptr(candidates), .int(candidateCap), .ptr(meta), .ptr(thresholds)])
+                // About 8 blocks an SM at most: beyond, blocks cover 2 or 4 chunks.
+                let chunkBlocks = scratch.maxSplits * kvHeads * batch, sms = c.multiprocessors
+                let cpb = thresholdChunksPerBlock ?? (chunkBlocks >= 32 * sms ? 4 : chunkBlocks >= 16 * sms ? 2 : 1)
+                guard [1, 2, 4].contains(cpb) else { throw CUDAError.invalid("threshold chunks per block \(cpb): have 1, 2, 4") }
+                let f = try kernels.function("double_sparsity.cu", headDim: headDim, group: g, "sift_ds_candidates_c\(cpb)")
+                try c.launch(f, grid: ((scratch.maxSplits + cpb - 1) / cpb, kvHeads, batch), block: (256, 1, 1), [
+                    .ptr(keys), .int(keyStride), .ptr(hist), .pointer(seqLens), .pointer(kPerSeq), .pointer(pageTable),
+                    .int(shift), .int(maxPages), .int(splitPositions), .ptr(lists), .int(listStride), .ptr(counts),
+                    .int(scratch.maxSplits), .int(candidateCap), .ptr(meta), .ptr(thresholds)])
             }
             if parts.contains("a") {
                 let v = attendVariant == 0 ? "" : "v\(attendVariant)_"
                 let f = try kernels.function("double_sparsity.cu", headDim: headDim, group: g, "sift_ds_attend_\(v)d\(headDim)_g\(g)")
                 try c.launch(f, grid: (scratch.maxSplits, kvHeads, batch), block: (128, 1, 1), [
-                    .pointer(q), .pointer(kc), .pointer(vc), .pointer(pageTable), .pointer(seqLens), .ptr(keys),
-                    .int(keyStride), .ptr(thresholds), .ptr(scratch.partO), .ptr(scratch.partLSE), .int(shift),
+                    .pointer(q), .pointer(kc), .pointer(vc), .pointer(pageTable), .pointer(seqLens), .ptr(lists),
+                    .int(listStride), .ptr(counts), .ptr(thresholds), .ptr(scratch.partO), .ptr(scratch.partLSE), .int(shift),
                     .int(maxPages), .int(splitPositions), .int(scratch.maxSplits), .float(1 / Float(headDim).squareRoot()),
                     .ptr(counters), .pointer(out)])
                 if attendVariant >= 4 { return }   // the last block of each (b, KV head) combined
@@ -245,8 +266,34 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
         public func thresholdsHost() throws -> [UInt32] {
             try kernels.context.download(thresholds.address, count: batch * kvHeads * 2, as: UInt32.self)
         }
+        /// The 16-bit keys of the last run (widened), `[batch][kvHeads][keyRowStride]`.
         public func keysHost() throws -> [UInt32] {
-            try kernels.context.download(keys.address, count: batch * kvHeads * keyStride, as: UInt32.self)
+            try kernels.context.download(keys.address, count: batch * kvHeads * keyStride, as: UInt16.self).map { UInt32($0) }
+        }
+        /// What each (sequence, KV head) attends over after the last run, as the attend kernel
+        /// reads it from the selection lists: the pool rows listed above the threshold's bin, and
+        /// the positions of the candidates it takes (key > T, or key == T at a position <= the tie
+        /// cut); nil for a row whose counts are out of range. For checks.
+        public func selectionListsHost() throws -> [(rows: [Int], positions: [Int])?] {
+            let c = kernels.context, ms = scratch.maxSplits
+            let l = try c.download(lists.address, count: batch * kvHeads * listStride, as: UInt32.self)
+            let n = try c.download(counts.address, count: batch * kvHeads * ms * 2, as: Int32.self)
+            let thr = try thresholdsHost()
+            return (0..<(batch * kvHeads)).map { bh -> (rows: [Int], positions: [Int])? in
+                var rows: [Int] = [], positions: [Int] = []
+                let T = thr[2 * bh], cut = Int(Int32(bitPattern: thr[2 * bh + 1]))
+                for s in 0..<ms {
+                    let base = bh * listStride + s * splitPositions
+                    let above = Int(n[2 * (bh * ms + s)]), cand = Int(n[2 * (bh * ms + s) + 1])
+                    guard above >= 0, cand >= 0, above + cand <= splitPositions else { return nil }
+                    rows += l[base..<(base + above)].map { Int($0) }
+                    for x in l[(base + above)..<(base + above + cand)] {
+                        let key = x >> 16, pos = s * splitPositions + Int(x & 0xffff)
+                        if key > T || (key == T && pos <= cut) { positions.append(pos) }
+                    }
+                }
+                return (rows, positions)
+            }
         }
         public var keyRowStride: Int { keyStride }
     }

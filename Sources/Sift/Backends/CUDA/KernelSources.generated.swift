@@ -740,11 +740,15 @@ __device__ __forceinline__ void pick_bin(const int* hist, int nb, int remaining,
 // round; the block flushes its histogram once. HIST_MATCH: lanes with equal bins add once
 // (__match_any_sync) instead of each lane adding (smem atomics on few hot bins).
 #define DS_TPT 8
+// The 16-bit selection key of a score: the top half of its order-preserving uint32 key, i.e. the
+// score truncated (toward zero) to bf16 precision, ordered. The labels are bf16 already; the
+// selection is exactly the top-k by this key, ties to the lowest position.
+__device__ __forceinline__ sift_u32 ds_key16(float s) { return float_key(s) >> 16; }
 template <int R, bool HIST_MATCH>
 __device__ __forceinline__ void ds_scores(
     const sift_bf16* __restrict__ q, const sift_bf16* __restrict__ labels, const int* __restrict__ channels,
     const int* __restrict__ page_table, const int* __restrict__ seq_lens, int G, int D,
-    int page_shift, int max_pages, int sinks, sift_u32* __restrict__ keys, int key_stride, int* __restrict__ hist,
+    int page_shift, int max_pages, int sinks, unsigned short* __restrict__ keys, int key_stride, int* __restrict__ hist,
     int rounds)
 {
     const int kvh = blockIdx.y, b = blockIdx.z, KVH = gridDim.y, Hq = KVH * G;
@@ -752,7 +756,7 @@ __device__ __forceinline__ void ds_scores(
     __shared__ float qs[R];
     const int* pt = page_table + (sift_size)b * max_pages;
     const int pmask = (1 << page_shift) - 1;
-    sift_u32* kout = keys + (sift_size)(b * KVH + kvh) * key_stride;
+    unsigned short* kout = keys + (sift_size)(b * KVH + kvh) * key_stride;
     __shared__ int sh[4096];
     for (int i = threadIdx.x; i < 4096; i += blockDim.x) sh[i] = 0;
     const unsigned lane = threadIdx.x & 31;
@@ -792,8 +796,8 @@ __device__ __forceinline__ void ds_scores(
 #pragma unroll
                 for (int e = 0; e < 8; e++) s = fmaf(qs[c * 8 + e], f[e], s);
             }
-            key[u] = t < sinks ? 0xffffffffu : float_key(s);
-            kout[t] = key[u];
+            key[u] = t < sinks ? 0xffffu : ds_key16(s);
+            kout[t] = (unsigned short)key[u];
         }
     }
     // Top-12-bit histogram: lanes with equal bins add once (scores bunch into few bins).
@@ -802,7 +806,7 @@ __device__ __forceinline__ void ds_scores(
         const bool live = t0 + u * (int)blockDim.x < n;
         const unsigned act = __ballot_sync(0xffffffffu, live);
         if (live) {
-            const unsigned bin = key[u] >> 20;
+            const unsigned bin = key[u] >> 4;
             if (HIST_MATCH) {
                 const unsigned peers = __match_any_sync(act, bin);
                 if (lane == (unsigned)(__ffs(peers) - 1)) atomicAdd(&sh[bin], __popc(peers));
@@ -817,84 +821,138 @@ __device__ __forceinline__ void ds_scores(
     for (int i = threadIdx.x; i < 4096; i += blockDim.x) if (sh[i]) atomicAdd(&gh[i], sh[i]);
 }
 
-// 2. The exact threshold, spread over the grid (ceil(maxLen / DS_CHUNK), KVH, B) of DS_CAND_THREADS
-// threads. Every block reads the 12-bit histogram of its (b, KV head) and picks the bin D1 holding
-// the k-th largest key (redundantly; its own keys are already in flight), then appends the keys of
-// its chunk whose top 12 bits are D1 (the candidates, ~1-3% of the keys) with their positions to a
-// global list. The last block of each (b, KV head) to finish (ticket in meta[1]) resolves the
-// candidates: two radix passes (bits 19..8, 7..0) give the exact k-th key T, then the tie cut (the
-// position of the remaining-th key equal to T, by position). It writes thr, and leaves the
-// histogram and meta zero for the next call. A candidate list longer than `cand_cap` (or more
-// than DS_TIE_SMALL keys equal to T) falls back to passes over all keys of the row in that block:
-// slow but exact. (Picking D1 once in the scores kernel's last block instead, with a ticket there,
-// made the scores kernel 2.5x slower on an H100: docs/cuda-attention.md.)
-//   cand  [B][KVH][cand_cap] (key, position)
+// 2. The exact threshold and the selection lists, over the grid (ceil(chunks / CPB), KVH, B) of
+// DS_CAND_THREADS threads, each block CPB consecutive chunks; chunk = the attend kernel's split
+// (a multiple of 4, at most DS_CHUNK). Every block puts its keys in flight, reads the 12-bit
+// histogram of its (b, KV head) into registers and picks the bin D1 holding the k-th largest key
+// (redundantly), then writes each chunk's list in position order: first the pool rows of the
+// keys whose top 12 bits are above D1 (all selected), then the candidates (top 12 bits = D1) as
+// key << 16 | position in the chunk. The last block of each (b, KV head) to finish (ticket in
+// meta[1]) gathers every chunk's candidates into shared memory in position order, resolves the
+// low 4 bits of the k-th key T and the tie cut (the position of the remaining-th key equal to
+// T), writes (T, cut), and leaves the histogram and meta zero for the next call. The attend
+// kernel reads only its chunk's list (k·4 bytes in all), never the keys. More than `cand_cap`
+// candidates (at most DS_CHUNK) fall back to passes over the row's keys in that block: exact.
+//   lists  [B][KVH][list_stride] u32, chunk c's list at c·chunk
+//   counts [B][KVH][max_chunks] int2: (rows above D1, candidates)
 #define DS_CAND_THREADS 256
 #define DS_CHUNK 4096
-#define DS_TIE_SMALL 512
+#define DS_KPT (DS_CHUNK / DS_CAND_THREADS)   // keys a thread owns in a chunk (consecutive positions)
+#define DS_MAX_CHUNKS 2048
+
+// Bin of the `remaining`-th largest of a 4096-bin global histogram, 256 threads, 16 bins a thread
+// held in registers (the winning thread resolves its bin without reloading).
+__device__ __forceinline__ void pick_bin4096(const int* hist, int remaining, int* scan_sm, int* digit, int* rem) {
+    const int tid = threadIdx.x;
+    const int4* hp = (const int4*)(hist + 4096 - 16 * (tid + 1));   // bins 4096-16(tid+1) .. 4095-16 tid
+    const int4 a = hp[0], b = hp[1], c = hp[2], d = hp[3];
+    const int h[16] = {d.w, d.z, d.y, d.x, c.w, c.z, c.y, c.x, b.w, b.z, b.y, b.x, a.w, a.z, a.y, a.x};   // descending bins
+    int local = 0;
+#pragma unroll
+    for (int j = 0; j < 16; j++) local += h[j];
+    int total;
+    const int incl = block_scan(local, scan_sm, &total);
+    const int excl = incl - local;
+    if (excl < remaining && remaining <= incl) {
+        int above = excl, dg = 0, rm = 0;
+        bool found = false;
+#pragma unroll
+        for (int j = 0; j < 16; j++) {
+            if (!found && above + h[j] >= remaining) { found = true; dg = 4095 - (tid * 16 + j); rm = remaining - above; }
+            above += h[j];
+        }
+        *digit = dg; *rem = rm;
+    }
+    __syncthreads();
+}
+
+template <int CPB>
 __device__ __forceinline__ void ds_candidates(
-    const sift_u32* __restrict__ keys, int key_stride, int* __restrict__ hist, const int* __restrict__ seq_lens,
-    const int* __restrict__ k_per_seq, uint2* __restrict__ cand, int cand_cap, int* __restrict__ meta,
-    sift_u32* __restrict__ thr)
+    const unsigned short* __restrict__ keys, int key_stride, int* __restrict__ hist, const int* __restrict__ seq_lens,
+    const int* __restrict__ k_per_seq, const int* __restrict__ page_table, int page_shift, int max_pages,
+    int chunk, sift_u32* __restrict__ lists, int list_stride, int2* __restrict__ counts, int max_chunks,
+    int cand_cap, int* __restrict__ meta, sift_u32* __restrict__ thr)
 {
-    constexpr int QPT = DS_CHUNK / (4 * DS_CAND_THREADS);   // 16-byte loads a thread
-    const int kvh = blockIdx.y, b = blockIdx.z, KVH = gridDim.y, tid = threadIdx.x, lane = tid & 31;
+    const int kvh = blockIdx.y, b = blockIdx.z, KVH = gridDim.y, tid = threadIdx.x;
     const int bh = b * KVH + kvh;
     const int n = seq_lens[b];
     const int k = min(k_per_seq[b], n);
-    const sift_u32* kp = keys + (sift_size)bh * key_stride;
+    const unsigned short* kp = keys + (sift_size)bh * key_stride;
     int* gh = hist + (sift_size)bh * 4096;
     int* mt = meta + (sift_size)bh * DS_META;
-    uint2* cp = cand + (sift_size)bh * cand_cap;
-    __shared__ sift_u32 sm[2 * DS_CHUNK];   // this block's candidates (keys | positions); the tail's bins | tie positions
+    const int* pt = page_table + (sift_size)b * max_pages;
+    const int pmask = (1 << page_shift) - 1;
+    __shared__ sift_u32 sm[DS_CHUNK];       // the last block's candidates: low 4 key bits << 28 | position
+    __shared__ int pre[DS_MAX_CHUNKS + 1];  // the last block's candidate prefix per chunk
+    __shared__ int sab[DS_MAX_CHUNKS];      // and each chunk's count of rows above D1
     __shared__ int scan_sm[32];
-    __shared__ int s_digit, s_rem, s_count, s_base, s_last, s_cut;
+    __shared__ int s_digit, s_rem, s_last, s_cut, s_h16[16];
     const bool partial = k > 0 && k < n;    // else everything (or nothing) is selected
-    const int start = blockIdx.x * DS_CHUNK;
-    uint4 w[QPT];
+    // Keys in flight first (packed pairs), with the page-table entries of this thread's positions.
+    sift_u32 w[CPB][DS_KPT / 2];
+    int pg0[CPB], pg1[CPB];
+    const bool two = page_shift >= 4;       // a thread's 16 positions touch at most two pages
 #pragma unroll
-    for (int qd = 0; qd < QPT; qd++) {
-        const int i0 = start + (qd * DS_CAND_THREADS + tid) * 4;
-        w[qd] = make_uint4(0, 0, 0, 0);
-        if (!partial) continue;
-        if (i0 + 3 < n) w[qd] = *(const uint4*)(kp + i0);
-        else if (i0 < n) { w[qd].x = kp[i0]; if (i0 + 1 < n) w[qd].y = kp[i0 + 1]; if (i0 + 2 < n) w[qd].z = kp[i0 + 2]; }
-    }
-    if (tid == 0) { s_count = 0; s_digit = 0; s_rem = 0; }
-    __syncthreads();
-    if (partial) pick_bin(gh, 4096, k, scan_sm, &s_digit, &s_rem);
-    const sift_u32 d1 = (sift_u32)s_digit;
-    if (partial) {
+    for (int cb = 0; cb < CPB; cb++) {
+        const int start = (blockIdx.x * CPB + cb) * chunk, end = min(n, start + chunk);
+        const int i0 = start + tid * DS_KPT;
 #pragma unroll
-        for (int qd = 0; qd < QPT; qd++) {
-            const int i0 = start + (qd * DS_CAND_THREADS + tid) * 4;
-            const sift_u32 v[4] = {w[qd].x, w[qd].y, w[qd].z, w[qd].w};
+        for (int c = 0; c < DS_KPT / 4; c++) {
+            const int i = i0 + 4 * c;
+            if (partial && i + 3 < end) {
+                const uint2 a = *(const uint2*)(kp + i);
+                w[cb][2 * c] = a.x; w[cb][2 * c + 1] = a.y;
+            } else {
+                sift_u32 x[4];
 #pragma unroll
-            for (int j = 0; j < 4; j++) {
-                const bool hit = i0 + j < n && (v[j] >> 20) == d1;
-                const unsigned bal = __ballot_sync(0xffffffffu, hit);
-                if (bal) {
-                    int base = 0;
-                    const int leader = __ffs(bal) - 1;
-                    if (lane == leader) base = atomicAdd(&s_count, __popc(bal));
-                    base = __shfl_sync(0xffffffffu, base, leader);
-                    if (hit) {
-                        const int pos = base + __popc(bal & ((1u << lane) - 1u));
-                        sm[pos] = v[j]; sm[DS_CHUNK + pos] = (sift_u32)(i0 + j);
-                    }
-                }
+                for (int j = 0; j < 4; j++) x[j] = partial && i + j < end ? kp[i + j] : 0u;
+                w[cb][2 * c] = x[0] | (x[1] << 16); w[cb][2 * c + 1] = x[2] | (x[3] << 16);
             }
         }
+        const bool any = k > 0 && i0 < end && tid * DS_KPT < chunk;
+        pg0[cb] = any && two ? pt[i0 >> page_shift] : 0;
+        pg1[cb] = any && two ? pt[(min(i0 + DS_KPT, end) - 1) >> page_shift] : 0;
     }
+    if (tid == 0) { s_digit = 0; s_rem = 0; }
     __syncthreads();
-    const int lc = s_count;
-    if (lc > 0) {
-        if (tid == 0) s_base = atomicAdd(&mt[0], lc);
-        __syncthreads();
-        for (int i = tid; i < lc; i += DS_CAND_THREADS) {
-            const int at = s_base + i;
-            if (at < cand_cap) cp[at] = make_uint2(sm[i], sm[DS_CHUNK + i]);
+    if (partial) pick_bin4096(gh, k, scan_sm, &s_digit, &s_rem);
+    const sift_u32 d1 = (sift_u32)s_digit;
+#pragma unroll
+    for (int cb = 0; cb < CPB; cb++) {
+        const int ci = blockIdx.x * CPB + cb;
+        if (ci >= max_chunks) break;   // uniform
+        const int start = ci * chunk, end = min(n, start + chunk);
+        const int i0 = start + tid * DS_KPT;
+        // Classify: bit j of `above` / `cand` for position i0 + j.
+        unsigned above = 0, cand = 0;
+#pragma unroll
+        for (int j = 0; j < DS_KPT; j++) {
+            const sift_u32 v = (w[cb][j >> 1] >> (16 * (j & 1))) & 0xffffu;
+            if (i0 + j < end && tid * DS_KPT + j < chunk && k > 0) {
+                if (!partial || (v >> 4) > d1) above |= 1u << j;
+                else if ((v >> 4) == d1) cand |= 1u << j;
+            }
         }
+        const int na = __popc(above), nc = __popc(cand);
+        int tot;
+        const int incl = block_scan(na | (nc << 16), scan_sm, &tot);
+        const int ta = tot & 0xffff, tc = tot >> 16;
+        int pa = (incl & 0xffff) - na, pc = ta + (incl >> 16) - nc;
+        sift_u32* lp = lists + (sift_size)bh * list_stride + (sift_size)ci * chunk;
+        while (above) {
+            const int j = __ffs(above) - 1;
+            above &= above - 1;
+            const int t = i0 + j;
+            const int pg = !two ? pt[t >> page_shift] : (t >> page_shift) == (i0 >> page_shift) ? pg0[cb] : pg1[cb];
+            lp[pa++] = (((sift_u32)pg * KVH + kvh) << page_shift) + (t & pmask);
+        }
+        while (cand) {
+            const int j = __ffs(cand) - 1;
+            cand &= cand - 1;
+            const sift_u32 v = (w[cb][j >> 1] >> (16 * (j & 1))) & 0xffffu;
+            lp[pc++] = (v << 16) | (sift_u32)(tid * DS_KPT + j);
+        }
+        if (tid == 0) counts[(sift_size)bh * max_chunks + ci] = make_int2(ta, tc);
     }
     // Ticket: the last block of this (b, KV head) resolves.
     __threadfence();
@@ -907,69 +965,69 @@ __device__ __forceinline__ void ds_candidates(
     if (!partial) {
         if (tid == 0) { out[0] = k <= 0 ? 0xffffffffu : 0u; out[1] = k <= 0 ? 0xffffffffu : 0x7fffffffu; }
     } else {
-        const int total = __ldcg(&mt[0]);
-        const bool fits = total <= cand_cap;
-        int* sh = (int*)sm;                 // bins
-        int* tpos = (int*)sm + DS_CHUNK;    // tie positions
-        sift_u32 prefix = d1 << 20, mask = 0xfff00000u;
-        int remaining = s_rem, last_digit = 0;
-        const int shifts[2] = {8, 0}, widths[2] = {12, 8};
-        for (int pass = 0; pass < 2; pass++) {
-            const int shift = shifts[pass], nb = 1 << widths[pass];
-            for (int i = tid; i < nb; i += DS_CAND_THREADS) sh[i] = 0;
-            __syncthreads();
-            if (fits) {
-                for (int i = tid; i < total; i += DS_CAND_THREADS) {
-                    const sift_u32 key = __ldcg(&cp[i]).x;
-                    if ((key & mask) == prefix) atomicAdd(&sh[(key >> shift) & (nb - 1)], 1);
-                }
-            } else {
-                for (int i = tid; i < n; i += DS_CAND_THREADS) {
-                    const sift_u32 key = kp[i];
-                    if ((key & mask) == prefix) atomicAdd(&sh[(key >> shift) & (nb - 1)], 1);
-                }
+        // Candidate prefix over the chunks (in chunk order = position order).
+        const int nch = max_chunks;
+        int carry = 0;
+        bool fits = nch <= DS_MAX_CHUNKS;
+        if (fits) {
+            for (int c0 = 0; c0 < nch; c0 += DS_CAND_THREADS) {
+                const int c = c0 + tid;
+                const int2 cc = c < nch ? __ldcg(&counts[(sift_size)bh * max_chunks + c]) : make_int2(0, 0);
+                int t2;
+                const int inc = block_scan(cc.y, scan_sm, &t2);
+                if (c < nch) { pre[c] = carry + inc - cc.y; sab[c] = cc.x; }
+                carry += t2;
             }
-            __syncthreads();
-            pick_bin(sh, nb, remaining, scan_sm, &s_digit, &s_rem);
-            prefix |= (sift_u32)s_digit << shift;
-            remaining = s_rem;
-            last_digit = s_digit;
-            mask |= (sift_u32)(nb - 1) << shift;
-            __syncthreads();
+            if (tid == 0) pre[nch] = carry;
+            fits = carry <= cand_cap;
         }
-        const sift_u32 T = prefix;
-        // Tie cut: the position of the remaining-th key equal to T in position order (the last
-        // pass's bin holds exactly the keys equal to T); none when all of them are taken.
-        const int ties = sh[last_digit];
-        if (tid == 0) { s_cut = -1; s_count = 0; }
+        if (tid < 16) s_h16[tid] = 0;
         __syncthreads();
-        if (ties == remaining) {
-            if (tid == 0) s_cut = 0x7fffffff;
-        } else if (fits && ties <= DS_TIE_SMALL) {
-            for (int i = tid; i < total; i += DS_CAND_THREADS) {
-                const uint2 c = __ldcg(&cp[i]);
-                if (c.x == T) tpos[atomicAdd(&s_count, 1)] = (int)c.y;
-            }
-            __syncthreads();
-            for (int i = tid; i < ties; i += DS_CAND_THREADS) {
-                const int p = tpos[i];
-                int rank = 0;
-                for (int j = 0; j < ties; j++) rank += tpos[j] < p ? 1 : 0;
-                if (rank == remaining - 1) s_cut = p;
+        const int total = carry;
+        if (fits) {
+            // Gather in position order: entry e belongs to the chunk c with pre[c] <= e < pre[c+1].
+            for (int e = tid; e < total; e += DS_CAND_THREADS) {
+                int lo = 0, hi = nch - 1;
+                while (lo < hi) { const int mid = (lo + hi + 1) >> 1; if (pre[mid] <= e) lo = mid; else hi = mid - 1; }
+                const sift_u32 x = __ldcg(&lists[(sift_size)bh * list_stride + (sift_size)lo * chunk + sab[lo] + (e - pre[lo])]);
+                const sift_u32 low = (x >> 16) & 15u;
+                sm[e] = (low << 28) | (sift_u32)(lo * chunk + (int)(x & 0xffffu));
+                atomicAdd(&s_h16[low], 1);
             }
         } else {
-            int carry = 0;
-            for (int chunk = 0; chunk < n; chunk += DS_CAND_THREADS) {
-                const int i = chunk + tid;
-                const int tie = (i < n && kp[i] == T) ? 1 : 0;
-                int tot;
-                const int incl = block_scan(tie, scan_sm, &tot) + carry;
-                if (tie && incl == remaining) s_cut = i;
-                carry += tot;
-                if (carry >= remaining) break;
+            for (int i = tid; i < n; i += DS_CAND_THREADS) {
+                const sift_u32 key = kp[i];
+                if ((key >> 4) == d1) atomicAdd(&s_h16[key & 15u], 1);
             }
         }
         __syncthreads();
+        if (tid == 0) {   // the bin of the remaining-th largest among the 16 low digits
+            int rem = s_rem, dg = 15;
+            while (dg > 0 && s_h16[dg] < rem) { rem -= s_h16[dg]; dg--; }
+            s_digit = dg; s_rem = rem;
+            s_cut = s_h16[dg] == rem ? 0x7fffffff : -1;
+        }
+        __syncthreads();
+        const sift_u32 low = (sift_u32)s_digit, T = (d1 << 4) | low;
+        const int remaining = s_rem;
+        if (s_cut < 0) {   // tie cut: the remaining-th key equal to T, by position
+            int acc = 0;
+            const int len = fits ? total : n;
+            for (int c0 = 0; c0 < len; c0 += DS_CAND_THREADS) {
+                const int i = c0 + tid;
+                int pos = 0, tie = 0;
+                if (i < len) {
+                    if (fits) { const sift_u32 x = sm[i]; tie = (x >> 28) == low; pos = (int)(x & 0x0fffffffu); }
+                    else { tie = kp[i] == T; pos = i; }
+                }
+                int t2;
+                const int inc = block_scan(tie, scan_sm, &t2) + acc;
+                if (tie && inc == remaining) s_cut = pos;
+                acc += t2;
+                if (acc >= remaining) break;
+            }
+            __syncthreads();
+        }
         if (tid == 0) { out[0] = T; out[1] = (sift_u32)s_cut; }
     }
     for (int i = tid; i < 4096; i += DS_CAND_THREADS) gh[i] = 0;
@@ -1101,13 +1159,16 @@ extern "C" __global__ void __launch_bounds__(TOPK_THREADS) sift_ds_threshold(con
     int* hist, const int* seq_lens, const int* k_per_seq, sift_u32* thr)
 { ds_threshold(keys, key_stride, hist, seq_lens, k_per_seq, thr); }
 
-// Grid (ceil(maxLen / split_pos), KVH, B), 128 threads; split_pos a multiple of 4, at most DS_LIST. Each block attends over the selected positions of its range.
+// Grid (ceil(maxLen / split_pos), KVH, B), 128 threads; split_pos = the candidates kernel's chunk.
+// Each block takes its chunk's list: the rows above D1 as they are, then the candidates with
+// key > T, or key == T at a position <= cut (in position order), and attends over those rows.
 #define DS_LIST 4096
+#define DS_ATTEND_PAGES 256
 template <int D, int G, int DPL, int UF, bool FUSED>
 __device__ __forceinline__ void ds_attend(
     const sift_bf16* __restrict__ q, const sift_bf16* __restrict__ kc, const sift_bf16* __restrict__ vc,
     const int* __restrict__ page_table, const int* __restrict__ seq_lens,
-    const sift_u32* __restrict__ keys, int key_stride, const sift_u32* __restrict__ thr,
+    const sift_u32* __restrict__ lists, int list_stride, const int2* __restrict__ counts, const sift_u32* __restrict__ thr,
     float* __restrict__ part_o, float* __restrict__ part_lse,
     int page_shift, int max_pages, int split_pos, int max_splits, float scale, int* counters, sift_bf16* out)
 {
@@ -1115,57 +1176,51 @@ __device__ __forceinline__ void ds_attend(
     const int n = seq_lens[b];
     const int start = split * split_pos;
     if (start >= n) return;
-    const int end = min(n, start + split_pos);
     constexpr int SCRATCH = DEC_WARPS * G * (D + 2);
     constexpr int WORDS = SCRATCH > DS_LIST ? SCRATCH : DS_LIST;
     __shared__ float smem[WORDS];
     __shared__ int scan_sm[32];
     int* list = (int*)smem;
-    const sift_u32* kp = keys + (sift_size)(b * KVH + kvh) * key_stride;
+    __shared__ int spt[DS_ATTEND_PAGES];   // the page-table entries of this chunk (when they fit)
+    const int bh = b * KVH + kvh;
+    const sift_u32* lp = lists + (sift_size)bh * list_stride + (sift_size)split * split_pos;
     const int* pt = page_table + (sift_size)b * max_pages;
     const int pmask = (1 << page_shift) - 1;
-    const sift_u32 T = thr[(b * KVH + kvh) * 2];
-    const int cut = (int)thr[(b * KVH + kvh) * 2 + 1];
-    int count = 0;
-    constexpr int KPT = 32;   // keys per thread per round: a round covers 4096 positions
-    for (int r0 = start; r0 < end; r0 += blockDim.x * KPT) {
-        const int i0 = r0 + threadIdx.x * KPT;
-        sift_u32 v[KPT];
+    // Counts, threshold and this chunk's page-table entries in flight together; then one pass
+    // over the list (rows above the bin, then candidates: the one more page-table hop is in smem).
+    const int2 cnt = counts[(sift_size)bh * max_splits + split];
+    const sift_u32 T = thr[bh * 2];
+    const int cut = (int)thr[bh * 2 + 1];
+    const int p0 = start >> page_shift, np = ((min(n, start + split_pos) - 1) >> page_shift) - p0 + 1;
+    const bool cached = np <= DS_ATTEND_PAGES;
+    if (cached) for (int i = threadIdx.x; i < np; i += blockDim.x) spt[i] = pt[p0 + i];
+    __syncthreads();
+    const int tid = threadIdx.x, nt = blockDim.x;
+    const sift_u32 xc = tid < cnt.y ? lp[cnt.x + tid] : 0u;   // the first candidate pass, in flight with the rows
+    for (int r0 = 0; r0 < cnt.x; r0 += 4 * nt) {
+        sift_u32 v[4];
 #pragma unroll
-        for (int c = 0; c < KPT / 4; c++) {
-            if (i0 + 4 * c + 3 < end) {
-                const uint4 a = *(const uint4*)(kp + i0 + 4 * c);
-                v[4 * c] = a.x; v[4 * c + 1] = a.y; v[4 * c + 2] = a.z; v[4 * c + 3] = a.w;
-            } else {
+        for (int u = 0; u < 4; u++) { const int i = r0 + u * nt + tid; v[u] = i < cnt.x ? lp[i] : 0u; }
 #pragma unroll
-                for (int j = 0; j < 4; j++) v[4 * c + j] = i0 + 4 * c + j < end ? kp[i0 + 4 * c + j] : 0u;
-            }
-        }
-        unsigned take = 0;
-#pragma unroll
-        for (int j = 0; j < KPT; j++) {
-            const int i = i0 + j;
-            if (i < end && (v[j] > T || (v[j] == T && i <= cut))) take |= 1u << j;
-        }
-        const int mine = __popc(take);
+        for (int u = 0; u < 4; u++) { const int i = r0 + u * nt + tid; if (i < cnt.x) list[i] = (int)v[u]; }
+    }
+    int count = cnt.x;
+    for (int c0 = 0; c0 < cnt.y; c0 += nt) {
+        const int i = c0 + tid;
+        const sift_u32 x = c0 == 0 ? xc : i < cnt.y ? lp[cnt.x + i] : 0u;
+        const sift_u32 key = x >> 16;
+        const int t = start + (int)(x & 0xffffu);
+        const int take = i < cnt.y && (key > T || (key == T && t <= cut));
         int total;
-        int pos = count + block_scan(mine, scan_sm, &total) - mine;
-        // The list holds pool rows: with pages of >= KPT tokens this thread's positions span at
-        // most two pages (two page-table loads, issued together); smaller pages load per row.
-        const bool two = page_shift >= 5;
-        const int lastp = min(i0 + KPT, end) - 1;
-        const int pg0 = take && two ? pt[i0 >> page_shift] : 0, pg1 = take && two ? pt[lastp >> page_shift] : 0;
-        while (take) {
-            const int j = __ffs(take) - 1;
-            take &= take - 1;
-            const int t = i0 + j;
-            const int pg = !two ? pt[t >> page_shift] : (t >> page_shift) == (i0 >> page_shift) ? pg0 : pg1;
-            list[pos++] = (int)((((sift_u32)pg * KVH + kvh) << page_shift) + (t & pmask));
+        const int pos = count + block_scan(take, scan_sm, &total) - take;
+        if (take) {
+            const int pg = cached ? spt[(t >> page_shift) - p0] : pt[t >> page_shift];
+            list[pos] = (int)((((sift_u32)pg * KVH + kvh) << page_shift) + (t & pmask));
         }
         count += total;
     }
     __syncthreads();
-    decode_core<D, G, DPL, FUSED, UF, true>(q, 0, kc, vc, page_table + (sift_size)b * max_pages, list, 0, count, b, kvh, KVH,
+    decode_core<D, G, DPL, FUSED, UF, true>(q, 0, kc, vc, pt, list, 0, count, b, kvh, KVH,
                            part_o, part_lse, split, max_splits, page_shift, scale, smem,
                            (n + split_pos - 1) / split_pos, counters, out);
 }
@@ -1173,23 +1228,30 @@ __device__ __forceinline__ void ds_attend(
 #define SIFT_DS_SCORES(R, M, NAME) \
     extern "C" __global__ void __launch_bounds__(256) NAME(const sift_bf16* q, const sift_bf16* labels, const int* channels, \
         const int* page_table, const int* seq_lens, int G, int D, int page_shift, int max_pages, int sinks, \
-        sift_u32* keys, int key_stride, int* hist, int rounds) \
+        unsigned short* keys, int key_stride, int* hist, int rounds) \
     { ds_scores<R, M>(q, labels, channels, page_table, seq_lens, G, D, page_shift, max_pages, sinks, keys, key_stride, hist, rounds); }
 SIFT_DS_SCORES(8, false, sift_ds_scores_r8)
 SIFT_DS_SCORES(16, false, sift_ds_scores_r16)
 SIFT_DS_SCORES(8, true, sift_ds_scores_match_r8)
 SIFT_DS_SCORES(16, true, sift_ds_scores_match_r16)
 
-extern "C" __global__ void __launch_bounds__(DS_CAND_THREADS) sift_ds_candidates(const sift_u32* keys, int key_stride,
-    int* hist, const int* seq_lens, const int* k_per_seq, uint2* cand, int cand_cap, int* meta, sift_u32* thr)
-{ ds_candidates(keys, key_stride, hist, seq_lens, k_per_seq, cand, cand_cap, meta, thr); }
+#define SIFT_DS_CANDIDATES(CPB) \
+    extern "C" __global__ void __launch_bounds__(DS_CAND_THREADS) sift_ds_candidates_c##CPB(const unsigned short* keys, \
+        int key_stride, int* hist, const int* seq_lens, const int* k_per_seq, const int* page_table, int page_shift, \
+        int max_pages, int chunk, sift_u32* lists, int list_stride, int2* counts, int max_chunks, int cand_cap, int* meta, \
+        sift_u32* thr) \
+    { ds_candidates<CPB>(keys, key_stride, hist, seq_lens, k_per_seq, page_table, page_shift, max_pages, chunk, lists, \
+                         list_stride, counts, max_chunks, cand_cap, meta, thr); }
+SIFT_DS_CANDIDATES(1)
+SIFT_DS_CANDIDATES(2)
+SIFT_DS_CANDIDATES(4)
 
 #define SIFT_DS_ATTEND_V(NAME, D, G, DPL, UF, MINB, FUSED) \
     extern "C" __global__ void __launch_bounds__(DEC_WARPS * 32, MINB) NAME( \
         const sift_bf16* q, const sift_bf16* kc, const sift_bf16* vc, const int* page_table, const int* seq_lens, \
-        const sift_u32* keys, int key_stride, const sift_u32* thr, float* part_o, float* part_lse, \
+        const sift_u32* lists, int list_stride, const int2* counts, const sift_u32* thr, float* part_o, float* part_lse, \
         int page_shift, int max_pages, int split_pos, int max_splits, float scale, int* counters, sift_bf16* out) \
-    { ds_attend<D, G, DPL, UF, FUSED>(q, kc, vc, page_table, seq_lens, keys, key_stride, thr, part_o, part_lse, \
+    { ds_attend<D, G, DPL, UF, FUSED>(q, kc, vc, page_table, seq_lens, lists, list_stride, counts, thr, part_o, part_lse, \
                                page_shift, max_pages, split_pos, max_splits, scale, counters, out); }
 // Default: up to 4 heads a group, 8 dims a lane and 4 token steps in flight at <= 128 registers
 // (4 blocks of 4 warps per SM; measured 5-10% faster than the dense kernel's layout on an H100 at
