@@ -110,13 +110,16 @@ struct KernelBench: ParsableCommand {
                             more.append("threshold blocks of \(cpb) chunks: \(fixed(full, 4)) (scores+threshold \(fixed(st, 4)))")
                         }
                         syn.ds.thresholdChunksPerBlock = nil
-                        syn.ds.histogramMatch = true
+                        for (v, what) in [(1, "__match_any histogram")] {
+                            syn.ds.scoresVariant = v
+                            try syn.ds.clearState()
+                            let sm = try time(ctx, flush) { try syn.doubleSparsity(parts: "s") }
+                            try syn.ds.clearState()
+                            let fm = try time(ctx, flush) { try syn.doubleSparsity() }
+                            more.append("scores with \(what): \(fixed(sm, 4)) (full \(fixed(fm, 4)))")
+                        }
+                        syn.ds.scoresVariant = 0
                         try syn.ds.clearState()
-                        let sm = try time(ctx, flush) { try syn.doubleSparsity(parts: "s") }
-                        try syn.ds.clearState()
-                        let fm = try time(ctx, flush) { try syn.doubleSparsity() }
-                        syn.ds.histogramMatch = false
-                        more.append("scores with __match_any histogram: \(fixed(sm, 4)) (full \(fixed(fm, 4)))")
                         print("|   sweep | \(b) | \(l) | " + more.joined(separator: ", ") + " |")
                     }
                 }

@@ -161,8 +161,9 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
         /// Chunks (splits) each block of the threshold pass covers: 1, 2 or 4 (nil: by size; for
         /// benchmarks). Fewer blocks read the histogram fewer times.
         public var thresholdChunksPerBlock: Int? = nil
-        /// The scores kernel's histogram: lanes with equal bins add once (`__match_any_sync`) (for benchmarks).
-        public var histogramMatch = false
+        /// The scores kernel: 0 the default; 1 lanes with equal histogram bins add once
+        /// (`__match_any_sync`; measured slower). For benchmarks.
+        public var scoresVariant = 0
 
         /// The attend kernel: 0 the default; 1...5 experimental variants (8 dims a lane, more rows
         /// in flight, more blocks per SM; 4 and 5 fuse the split combine) for benchmarks.
@@ -222,16 +223,15 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
             let c = kernels.context, g = heads / kvHeads, shift = CUDAAttentionKernels.log2(pageSize)
             if parts.contains("s") {
                 let f = try kernels.function("double_sparsity.cu", headDim: headDim, group: g,
-                                             histogramMatch ? "sift_ds_scores_match_r\(channels)" : "sift_ds_scores_r\(channels)")
+                                             scoresVariant == 1 ? "sift_ds_scores_match_r\(channels)" : "sift_ds_scores_r\(channels)")
                 try c.launch(f, grid: ((maxLength + 2048 * rounds - 1) / (2048 * rounds), kvHeads, batch), block: (256, 1, 1), [
                     .pointer(q), .pointer(labels), .pointer(channelList), .pointer(pageTable), .pointer(seqLens),
                     .int(g), .int(headDim), .int(shift), .int(maxPages), .int(sinks), .ptr(keys), .int(keyStride),
                     .ptr(hist), .int(rounds)])
             }
             if parts.contains("t") {
-                // About 8 blocks an SM at most: beyond, blocks cover 2 or 4 chunks.
-                let chunkBlocks = scratch.maxSplits * kvHeads * batch, sms = c.multiprocessors
-                let cpb = thresholdChunksPerBlock ?? (chunkBlocks >= 32 * sms ? 4 : chunkBlocks >= 16 * sms ? 2 : 1)
+                // One chunk a block: 2 or 4 (fewer histogram reads, fewer blocks) measured slower at every shape.
+                let cpb = thresholdChunksPerBlock ?? 1
                 guard [1, 2, 4].contains(cpb) else { throw CUDAError.invalid("threshold chunks per block \(cpb): have 1, 2, 4") }
                 let f = try kernels.function("double_sparsity.cu", headDim: headDim, group: g, "sift_ds_candidates_c\(cpb)")
                 try c.launch(f, grid: ((scratch.maxSplits + cpb - 1) / cpb, kvHeads, batch), block: (256, 1, 1), [

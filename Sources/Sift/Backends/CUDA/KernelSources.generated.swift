@@ -838,30 +838,31 @@ __device__ __forceinline__ void ds_scores(
 #define DS_CAND_THREADS 256
 #define DS_CHUNK 4096
 #define DS_KPT (DS_CHUNK / DS_CAND_THREADS)   // keys a thread owns in a chunk (consecutive positions)
-#define DS_MAX_CHUNKS 2048
+#define DS_MAX_CHUNKS 1024
 
 // Bin of the `remaining`-th largest of a 4096-bin global histogram, 256 threads, 16 bins a thread
-// held in registers (the winning thread resolves its bin without reloading).
-__device__ __forceinline__ void pick_bin4096(const int* hist, int remaining, int* scan_sm, int* digit, int* rem) {
+// in one go (four 16-byte loads), copied to shared `copy` (4096 ints) so the winning thread
+// resolves its bin without reloading.
+__device__ __forceinline__ void pick_bin4096(const int* hist, int remaining, int* scan_sm, int* copy, int* digit, int* rem) {
     const int tid = threadIdx.x;
     const int4* hp = (const int4*)(hist + 4096 - 16 * (tid + 1));   // bins 4096-16(tid+1) .. 4095-16 tid
-    const int4 a = hp[0], b = hp[1], c = hp[2], d = hp[3];
-    const int h[16] = {d.w, d.z, d.y, d.x, c.w, c.z, c.y, c.x, b.w, b.z, b.y, b.x, a.w, a.z, a.y, a.x};   // descending bins
+    int4* cp = (int4*)(copy + 16 * tid);
     int local = 0;
-#pragma unroll
-    for (int j = 0; j < 16; j++) local += h[j];
+    {
+        const int4 a = hp[0], b = hp[1], c = hp[2], d = hp[3];
+        cp[0] = a; cp[1] = b; cp[2] = c; cp[3] = d;
+        local = a.x + a.y + a.z + a.w + b.x + b.y + b.z + b.w + c.x + c.y + c.z + c.w + d.x + d.y + d.z + d.w;
+    }
     int total;
     const int incl = block_scan(local, scan_sm, &total);
     const int excl = incl - local;
     if (excl < remaining && remaining <= incl) {
-        int above = excl, dg = 0, rm = 0;
-        bool found = false;
-#pragma unroll
-        for (int j = 0; j < 16; j++) {
-            if (!found && above + h[j] >= remaining) { found = true; dg = 4095 - (tid * 16 + j); rm = remaining - above; }
-            above += h[j];
+        int above = excl;
+        for (int j = 15; j >= 0; j--) {   // descending bins: copy[16 tid + 15] is bin 4095 - 16 tid
+            const int h = copy[16 * tid + j];
+            if (above + h >= remaining) { *digit = 4096 - 16 * (tid + 1) + j; *rem = remaining - above; break; }
+            above += h;
         }
-        *digit = dg; *rem = rm;
     }
     __syncthreads();
 }
@@ -915,7 +916,7 @@ __device__ __forceinline__ void ds_candidates(
     }
     if (tid == 0) { s_digit = 0; s_rem = 0; }
     __syncthreads();
-    if (partial) pick_bin4096(gh, k, scan_sm, &s_digit, &s_rem);
+    if (partial) pick_bin4096(gh, k, scan_sm, (int*)sm, &s_digit, &s_rem);
     const sift_u32 d1 = (sift_u32)s_digit;
 #pragma unroll
     for (int cb = 0; cb < CPB; cb++) {
@@ -949,15 +950,17 @@ __device__ __forceinline__ void ds_candidates(
         while (cand) {
             const int j = __ffs(cand) - 1;
             cand &= cand - 1;
-            const sift_u32 v = (w[cb][j >> 1] >> (16 * (j & 1))) & 0xffffu;
-            lp[pc++] = (v << 16) | (sift_u32)(tid * DS_KPT + j);
+            sift_u32 word = w[cb][0];   // selects, not a dynamic index (which would copy w to local memory)
+#pragma unroll
+            for (int q = 1; q < DS_KPT / 2; q++) if ((j >> 1) == q) word = w[cb][q];
+            lp[pc++] = ((j & 1) ? word & 0xffff0000u : word << 16) | (sift_u32)(tid * DS_KPT + j);
         }
         if (tid == 0) counts[(sift_size)bh * max_chunks + ci] = make_int2(ta, tc);
     }
-    // Ticket: the last block of this (b, KV head) resolves.
-    __threadfence();
+    // Ticket: the last block of this (b, KV head) resolves. The barrier orders the block's list
+    // writes before thread 0's fence (cumulative), so one fence a block publishes them all.
     __syncthreads();
-    if (tid == 0) s_last = atomicAdd(&mt[1], 1) == (int)gridDim.x - 1;
+    if (tid == 0) { __threadfence(); s_last = atomicAdd(&mt[1], 1) == (int)gridDim.x - 1; }
     __syncthreads();
     if (!s_last) return;
     __threadfence();
@@ -985,14 +988,28 @@ __device__ __forceinline__ void ds_candidates(
         __syncthreads();
         const int total = carry;
         if (fits) {
-            // Gather in position order: entry e belongs to the chunk c with pre[c] <= e < pre[c+1].
-            for (int e = tid; e < total; e += DS_CAND_THREADS) {
-                int lo = 0, hi = nch - 1;
-                while (lo < hi) { const int mid = (lo + hi + 1) >> 1; if (pre[mid] <= e) lo = mid; else hi = mid - 1; }
-                const sift_u32 x = __ldcg(&lists[(sift_size)bh * list_stride + (sift_size)lo * chunk + sab[lo] + (e - pre[lo])]);
-                const sift_u32 low = (x >> 16) & 15u;
-                sm[e] = (low << 28) | (sift_u32)(lo * chunk + (int)(x & 0xffffu));
-                atomicAdd(&s_h16[low], 1);
+            // Gather in position order: entry e belongs to the chunk c with pre[c] <= e < pre[c+1]
+            // (4 loads in flight a thread).
+            for (int e0 = 0; e0 < total; e0 += 4 * DS_CAND_THREADS) {
+                sift_u32 x[4];
+                int cx[4];
+#pragma unroll
+                for (int u = 0; u < 4; u++) {
+                    const int e = e0 + u * DS_CAND_THREADS + tid;
+                    int lo = 0, hi = nch - 1;
+                    while (lo < hi) { const int mid = (lo + hi + 1) >> 1; if (pre[mid] <= e) lo = mid; else hi = mid - 1; }
+                    cx[u] = lo;
+                    x[u] = e < total ? __ldcg(&lists[(sift_size)bh * list_stride + (sift_size)lo * chunk + sab[lo] + (e - pre[lo])]) : 0u;
+                }
+#pragma unroll
+                for (int u = 0; u < 4; u++) {
+                    const int e = e0 + u * DS_CAND_THREADS + tid;
+                    if (e < total) {
+                        const sift_u32 low = (x[u] >> 16) & 15u;
+                        sm[e] = (low << 28) | (sift_u32)(cx[u] * chunk + (int)(x[u] & 0xffffu));
+                        atomicAdd(&s_h16[low], 1);
+                    }
+                }
             }
         } else {
             for (int i = tid; i < n; i += DS_CAND_THREADS) {
@@ -1226,7 +1243,7 @@ __device__ __forceinline__ void ds_attend(
 }
 
 #define SIFT_DS_SCORES(R, M, NAME) \
-    extern "C" __global__ void __launch_bounds__(256) NAME(const sift_bf16* q, const sift_bf16* labels, const int* channels, \
+    extern "C" __global__ void __launch_bounds__(256, (R) == 8 ? 4 : 1) NAME(const sift_bf16* q, const sift_bf16* labels, const int* channels, \
         const int* page_table, const int* seq_lens, int G, int D, int page_shift, int max_pages, int sinks, \
         unsigned short* keys, int key_stride, int* hist, int rounds) \
     { ds_scores<R, M>(q, labels, channels, page_table, seq_lens, G, D, page_shift, max_pages, sinks, keys, key_stride, hist, rounds); }
@@ -1235,16 +1252,16 @@ SIFT_DS_SCORES(16, false, sift_ds_scores_r16)
 SIFT_DS_SCORES(8, true, sift_ds_scores_match_r8)
 SIFT_DS_SCORES(16, true, sift_ds_scores_match_r16)
 
-#define SIFT_DS_CANDIDATES(CPB) \
-    extern "C" __global__ void __launch_bounds__(DS_CAND_THREADS) sift_ds_candidates_c##CPB(const unsigned short* keys, \
+#define SIFT_DS_CANDIDATES(CPB, MINB) \
+    extern "C" __global__ void __launch_bounds__(DS_CAND_THREADS, MINB) sift_ds_candidates_c##CPB(const unsigned short* keys, \
         int key_stride, int* hist, const int* seq_lens, const int* k_per_seq, const int* page_table, int page_shift, \
         int max_pages, int chunk, sift_u32* lists, int list_stride, int2* counts, int max_chunks, int cand_cap, int* meta, \
         sift_u32* thr) \
     { ds_candidates<CPB>(keys, key_stride, hist, seq_lens, k_per_seq, page_table, page_shift, max_pages, chunk, lists, \
                          list_stride, counts, max_chunks, cand_cap, meta, thr); }
-SIFT_DS_CANDIDATES(1)
-SIFT_DS_CANDIDATES(2)
-SIFT_DS_CANDIDATES(4)
+SIFT_DS_CANDIDATES(1, 6)
+SIFT_DS_CANDIDATES(2, 4)
+SIFT_DS_CANDIDATES(4, 3)
 
 #define SIFT_DS_ATTEND_V(NAME, D, G, DPL, UF, MINB, FUSED) \
     extern "C" __global__ void __launch_bounds__(DEC_WARPS * 32, MINB) NAME( \
