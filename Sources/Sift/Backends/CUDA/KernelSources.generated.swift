@@ -687,26 +687,31 @@ SIFT_DECODE_KERNELS(256)
         ("double_sparsity.cu", ##"""
 // Double Sparsity decode on the GPU (sift, issue 5). Three launches plus the split combine:
 //   1. sift_ds_scores_r<R>: approximate scores of every token from the label cache, stored as
-//      order-preserving uint32 keys, and a histogram of the keys' top 12 bits per (b, KV head);
-//   2. sift_ds_candidates: the exact k-th largest key T and the tie cut, spread over many blocks
-//      per (b, KV head): each block appends the keys of its chunk that share the top 12 bits of
-//      the k-th (from the histogram) to a global candidate list; the last block to finish resolves
-//      the candidates (radix passes over bits 19..8 and 7..0, then the tie cut). The selection is
-//      {j : key_j > T} ∪ {j : key_j == T, j <= cut}, exactly k tokens, ties by lowest position;
-//   3. sift_ds_attend_d<D>_g<G>: split over positions; each block lists the K/V pool rows of its
-//      selected positions in shared memory and runs decode_core (decode_core.cuh) over just those.
+//      16-bit order-preserving keys (the score truncated to bf16, ds_key16), and a histogram of
+//      the keys' top 12 bits per (b, KV head);
+//   2. sift_ds_candidates_c<CPB>: the exact k-th largest key T and the tie cut, and the selection
+//      lists, one block per chunk (= attend split): each block writes its chunk's list — the pool
+//      rows of the keys whose top 12 bits are above the k-th's bin D1, then its candidates (top 12
+//      bits = D1) — and the last block to finish resolves the candidates (the low 4 bits, then the
+//      tie cut). The selection is {j : key_j > T} ∪ {j : key_j == T, j <= cut}, exactly k tokens,
+//      exactly the top-k by 16-bit key, ties by lowest position;
+//   3. sift_ds_attend_d<D>_g<G>: one block per chunk copies its list's rows and the candidates it
+//      takes (key > T, or key == T at a position <= cut) into shared memory and runs decode_core
+//      (decode_core.cuh) over just those rows. It never reads the keys.
+// Bytes a token per KV head (r = 8, k = L/16, d = 128): labels 16, keys 2 written + 2 read, lists
+// ~0.3, selected K/V rows 32 (dense: 512).
 //
 //   labels     [pages][KVH][P][R] bf16, paged like the KV cache (same page table)
 //   channels   [KVH][R] int32: the calibrated channels of this layer, per KV head
-//   keys       [B][KVH][key_stride] uint32 (key_stride a multiple of 4)
+//   keys       [B][KVH][key_stride] u16 (key_stride a multiple of 4)
 //   hist       [B][KVH][4096] int32, zero before the first call (the candidates kernel re-zeroes it)
 //   thr        [B][KVH][2] uint32: T and the tie cut
 // One selection per KV group, from the group's summed query (as the CPU path does):
-//   s_j = (Σ_{h∈group} q_h[C]) · label_j.  The first `sinks` tokens always win (key 0xffffffff).
+//   s_j = (Σ_{h∈group} q_h[C]) · label_j.  The first `sinks` tokens always win (key 0xffff).
 
 #include "decode_core.cuh"
 
-// meta [B][KVH][DS_META] int, zero before the first call: [0] candidate count, [1] ticket (the
+// meta [B][KVH][DS_META] int, zero before the first call: [1] ticket ([0] unused; the
 // candidates kernel's last block of each (b, KV head) resets both).
 #define DS_META 4
 
