@@ -119,13 +119,17 @@ struct KernelCheck {
         try ctx.upload(kper.map { Int32($0) }, to: kpd.address)
         let ds0 = try CUDAAttentionKernels.DoubleSparsity(kernels: kernels, batch: B, heads: H, kvHeads: KVH, headDim: D,
                                                           channels: R, maxLength: lens.max()!)
-        // A small candidate capacity forces the threshold's fallback path (passes over all keys);
-        // it also runs splits of 512 positions (the default here is 1024), the next one of 4096.
+        // A small candidate capacity makes the threshold's last block read the candidates from the
+        // lists in global memory instead of shared memory; it also runs splits of 512 positions
+        // (the default here is 1024), the next one of 4096; splits of 4 positions make more chunks
+        // than the last block lists (1025 > 1024): its fallback passes over the row's keys.
         let dsSmall = try CUDAAttentionKernels.DoubleSparsity(kernels: kernels, batch: B, heads: H, kvHeads: KVH, headDim: D,
                                                               channels: R, maxLength: lens.max()!, splitPositions: 512,
                                                               candidateCapacity: 64)
         let dsWide = try CUDAAttentionKernels.DoubleSparsity(kernels: kernels, batch: B, heads: H, kvHeads: KVH, headDim: D,
                                                              channels: R, maxLength: lens.max()!, splitPositions: 4096)
+        let dsKeys = try CUDAAttentionKernels.DoubleSparsity(kernels: kernels, batch: B, heads: H, kvHeads: KVH, headDim: D,
+                                                             channels: R, maxLength: lens.max()!, splitPositions: 4)
         // Threshold blocks covering several chunks (the last block partly past the end): 4 and 2.
         dsSmall.thresholdChunksPerBlock = 4
         dsWide.thresholdChunksPerBlock = 2
@@ -150,7 +154,7 @@ struct KernelCheck {
         } } } }
         // The last runs take the experimental attend variants (1...5) through the plain case.
         let configs = [(0, 0, false, 0), (4, 0, false, 0), (0, 1, false, 0), (0, 1, true, 0), (0, 2, false, 0), (3, 2, true, 0),
-                       (1, 0, false, -1), (0, 1, false, -1), (0, 0, true, 0)]
+                       (1, 0, false, -1), (0, 1, false, -1), (0, 0, true, 0), (0, 1, false, -2), (2, 2, false, -2)]
             + (1...5).map { (2, 0, false, $0) }
         for (sinks, mode, small, variant) in configs {
             let quantized = mode == 1
@@ -158,7 +162,7 @@ struct KernelCheck {
             let ds = variant > 0
                 ? try CUDAAttentionKernels.DoubleSparsity(kernels: kernels, batch: B, heads: H, kvHeads: KVH, headDim: D,
                                                           channels: R, maxLength: lens.max()!, attendVariant: variant)
-                : small ? dsSmall : variant < 0 ? dsWide : ds0
+                : small ? dsSmall : variant == -1 ? dsWide : variant == -2 ? dsKeys : ds0
             try ctx.upload(qv, to: qd.address)
             try ds.run(q: qd.address, keys: kd.address, values: vd.address, labels: labd.address, channelList: chd.address,
                        pageTable: pt.address, pageSize: P, maxPages: maxPages, seqLens: ld.address, kPerSeq: kpd.address,
@@ -210,7 +214,7 @@ struct KernelCheck {
                     for i in 0..<D { err = max(err, abs(r[i] - Self.f(got[(b * H + h * G + g) * D + i]))); scale = max(scale, abs(r[i])) }
                 }
             } }
-            let what = "sinks \(sinks)\(quantized ? ", quantized scores" : mode == 2 ? ", all scores equal" : "")\(small ? ", candidate fallback, 512-position splits, 4 chunks a threshold block" : "")\(variant < 0 ? ", 4096-position splits, 2 chunks a threshold block" : "")\(variant > 0 ? ", attend variant \(variant)" : "")"
+            let what = "sinks \(sinks)\(quantized ? ", quantized scores" : mode == 2 ? ", all scores equal" : "")\(small ? ", candidates read from global lists, 512-position splits, 4 chunks a threshold block" : "")\(variant == -1 ? ", 4096-position splits, 2 chunks a threshold block" : "")\(variant == -2 ? ", 4-position splits (1025 chunks: threshold passes over the keys)" : "")\(variant > 0 ? ", attend variant \(variant)" : "")"
             let refOK = keyDiffs == 0 ? refDiffs == 0 : refDiffs <= 2 * keyDiffs
             print("\(selOK ? "PASS" : "FAIL") \(name) DS \(what): exactly k = L/16 tokens, the top-k of the kernel's 16-bit keys, ties in position order (most keys equal to T: \(maxTies)); score err vs float64 beyond bf16 truncation \(scientific(max(0, scoreErr), 2))")
             print("\(refOK ? "PASS" : "FAIL") \(name) DS \(what): vs the float64 top-k by 16-bit key: \(refDiffs) tokens differ (keys off by f32 summation: \(keyDiffs))")

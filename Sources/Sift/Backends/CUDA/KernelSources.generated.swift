@@ -837,7 +837,8 @@ __device__ __forceinline__ void ds_scores(
 // low 4 bits of the k-th key T and the tie cut (the position of the remaining-th key equal to
 // T), writes (T, cut), and leaves the histogram and meta zero for the next call. The attend
 // kernel reads only its chunk's list (k·4 bytes in all), never the keys. More than `cand_cap`
-// candidates (at most DS_CHUNK) fall back to passes over the row's keys in that block: exact.
+// candidates (at most DS_CHUNK) are read from the lists in global memory instead of shared
+// memory; more than DS_MAX_CHUNKS chunks fall back to passes over the row's keys: exact, slow.
 //   lists  [B][KVH][list_stride] u32, chunk c's list at c·chunk
 //   counts [B][KVH][max_chunks] int2: (rows above D1, candidates)
 #define DS_CAND_THREADS 256
@@ -976,8 +977,8 @@ __device__ __forceinline__ void ds_candidates(
         // Candidate prefix over the chunks (in chunk order = position order).
         const int nch = max_chunks;
         int carry = 0;
-        bool fits = nch <= DS_MAX_CHUNKS;
-        if (fits) {
+        const bool listed = nch <= DS_MAX_CHUNKS;   // else: passes over the row's keys
+        if (listed) {
             for (int c0 = 0; c0 < nch; c0 += DS_CAND_THREADS) {
                 const int c = c0 + tid;
                 const int2 cc = c < nch ? __ldcg(&counts[(sift_size)bh * max_chunks + c]) : make_int2(0, 0);
@@ -987,32 +988,30 @@ __device__ __forceinline__ void ds_candidates(
                 carry += t2;
             }
             if (tid == 0) pre[nch] = carry;
-            fits = carry <= cand_cap;
         }
         if (tid < 16) s_h16[tid] = 0;
         __syncthreads();
         const int total = carry;
-        if (fits) {
-            // Gather in position order: entry e belongs to the chunk c with pre[c] <= e < pre[c+1]
-            // (4 loads in flight a thread).
+        const bool fits = listed && total <= cand_cap;   // gathered into shared memory; else read from the lists
+        // Candidate e in position order (entry e belongs to the chunk c with pre[c] <= e < pre[c+1]):
+        // low 4 key bits << 28 | position.
+        auto cand_at = [&](int e) -> sift_u32 {
+            int lo = 0, hi = nch - 1;
+            while (lo < hi) { const int mid = (lo + hi + 1) >> 1; if (pre[mid] <= e) lo = mid; else hi = mid - 1; }
+            const sift_u32 x = __ldcg(&lists[(sift_size)bh * list_stride + (sift_size)lo * chunk + sab[lo] + (e - pre[lo])]);
+            return (((x >> 16) & 15u) << 28) | (sift_u32)(lo * chunk + (int)(x & 0xffffu));
+        };
+        if (listed) {   // 4 loads in flight a thread
             for (int e0 = 0; e0 < total; e0 += 4 * DS_CAND_THREADS) {
                 sift_u32 x[4];
-                int cx[4];
 #pragma unroll
-                for (int u = 0; u < 4; u++) {
-                    const int e = e0 + u * DS_CAND_THREADS + tid;
-                    int lo = 0, hi = nch - 1;
-                    while (lo < hi) { const int mid = (lo + hi + 1) >> 1; if (pre[mid] <= e) lo = mid; else hi = mid - 1; }
-                    cx[u] = lo;
-                    x[u] = e < total ? __ldcg(&lists[(sift_size)bh * list_stride + (sift_size)lo * chunk + sab[lo] + (e - pre[lo])]) : 0u;
-                }
+                for (int u = 0; u < 4; u++) { const int e = e0 + u * DS_CAND_THREADS + tid; x[u] = e < total ? cand_at(e) : 0u; }
 #pragma unroll
                 for (int u = 0; u < 4; u++) {
                     const int e = e0 + u * DS_CAND_THREADS + tid;
                     if (e < total) {
-                        const sift_u32 low = (x[u] >> 16) & 15u;
-                        sm[e] = (low << 28) | (sift_u32)(cx[u] * chunk + (int)(x[u] & 0xffffu));
-                        atomicAdd(&s_h16[low], 1);
+                        if (fits) sm[e] = x[u];
+                        atomicAdd(&s_h16[x[u] >> 28], 1);
                     }
                 }
             }
@@ -1034,12 +1033,12 @@ __device__ __forceinline__ void ds_candidates(
         const int remaining = s_rem;
         if (s_cut < 0) {   // tie cut: the remaining-th key equal to T, by position
             int acc = 0;
-            const int len = fits ? total : n;
+            const int len = listed ? total : n;
             for (int c0 = 0; c0 < len; c0 += DS_CAND_THREADS) {
                 const int i = c0 + tid;
                 int pos = 0, tie = 0;
                 if (i < len) {
-                    if (fits) { const sift_u32 x = sm[i]; tie = (x >> 28) == low; pos = (int)(x & 0x0fffffffu); }
+                    if (listed) { const sift_u32 x = fits ? sm[i] : cand_at(i); tie = (x >> 28) == low; pos = (int)(x & 0x0fffffffu); }
                     else { tie = kp[i] == T; pos = i; }
                 }
                 int t2;
