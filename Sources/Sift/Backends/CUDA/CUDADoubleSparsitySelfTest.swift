@@ -310,8 +310,12 @@ extension CUDASelfTest {
         // move them by O(1). Bound: dense GPU-CPU noise + 0.1.
         checks.append(GPUCheck(name: "\(mtag): GPU DS vs CPU DS logits (1/16)", error: worst[1], tolerance: worst[0] + 0.1,
                                detail: "GPU vs CPU dense \(worst[0]); GPU DS vs GPU dense \(worst[4]); \(gpuDSMethod.sparseRows) DS rows, \(gpuDSMethod.denseRows) dense"))
+        // 4-bit labels (the records are bit-identical, checked above) put more tokens on equal or
+        // nearly equal scores (16 levels a channel), so bf16-vs-f32 query rounding flips more of
+        // them at the k-th: 0.093 measured (H100, seed 2690212224078424971), against 0.38 for
+        // DS vs dense. Bound: dense GPU-CPU noise + 0.15.
         checks.append(GPUCheck(name: "\(mtag): GPU DS vs CPU DS logits (1/16, 4-bit labels)", error: worst[5],
-                               tolerance: worst[0] + 0.1, detail: "\(gpuDS4Method.sparseRows) DS rows"))
+                               tolerance: worst[0] + 0.15, detail: "\(gpuDS4Method.sparseRows) DS rows"))
         if gpuDSMethod.sparseRows == 0 || gpuDS4Method.sparseRows == 0 {
             checks.append(GPUCheck(name: "\(mtag): decode steps ran the DS kernels", error: .infinity, tolerance: 0))
         }
