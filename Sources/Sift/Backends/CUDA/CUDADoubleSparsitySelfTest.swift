@@ -215,7 +215,13 @@ extension CUDASelfTest {
             let go = flat(b, gpuOut)
             checks.append(GPUCheck(name: "\(tag): output vs float64 over the GPU selection", error: relErr(go, refOut),
                                    tolerance: 5e-3))
-            checks.append(GPUCheck(name: "\(tag): output GPU vs CPU", error: relErr(go, Array(UnsafeBufferPointer(start: cpuOut.floats, count: heads * hd))), tolerance: 0.1))
+            // Equal selections: the outputs agree to bf16 noise (≤ 0.02 measured). A near-tie flip
+            // at the k-th (counted by the overlap check) swaps one token's whole contribution,
+            // which on these random keys moves the output by up to 0.135 (H100, seed 12, 4-bit
+            // r = 16, one token of 97); the output over the GPU's own selection is checked against
+            // float64 above. Bound: 0.1, or 0.35 where the selections differ.
+            checks.append(GPUCheck(name: "\(tag): output GPU vs CPU", error: relErr(go, Array(UnsafeBufferPointer(start: cpuOut.floats, count: heads * hd))),
+                                   tolerance: worstOverlap == 1 ? 0.1 : 0.35, detail: "overlap \(worstOverlap)"))
         }
 
         // MARK: batched decode: one DS call for 3 sequences of different lengths vs one call each
