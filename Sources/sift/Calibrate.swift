@@ -91,7 +91,7 @@ struct Calibrate: ParsableCommand {
             try calibrateLoki(m, ids: ids, pool: pool, clock: clock, t0: t0)
             return
         }
-        let ranking = try ChannelCalibrator.calibrate(
+        let result = try ChannelCalibrator.calibrateWithMoments(
             model: m.model, tokens: ids, sampleLength: sampleLength, statistic: stat, pool: pool
         ) { done, total in
             if !json { progressLine("calibrating: sample \(done)/\(total)") }
@@ -103,7 +103,13 @@ struct Calibrate: ParsableCommand {
             model: .init(config: m.config, fileSHA256: sha), statistic: stat,
             calibration: .init(text: data ?? "paul-graham-essays (calibration split)", tokens: usable,
                                sampleLength: sampleLength, seconds: seconds, peakMemoryBytes: peakResidentBytes()),
-            channels: ranking, defaultChannels: channels)
+            channels: result.ranking, defaultChannels: channels, keyMean: result.mean,
+            // A channel constant over the calibration text (σ = 0) gets a floor of 1/1000 of its
+            // head's largest σ, so that its normalised label stays finite.
+            keyStd: result.std.map { $0.map { head in
+                let floor = max(head.max() ?? 0, 1e-20) * 1e-3
+                return head.map { max($0, floor) }
+            } })
         let path = output ?? DoubleSparsityConfig.cachedPath(modelSHA256: sha)
         if output == nil { try makeDirectories(ModelHub.cacheDirectory + "/calibration") }
         try writeFile(path, config.encoded())

@@ -27,6 +27,8 @@ struct KernelBench: ParsableCommand {
     @Flag(help: "Also time Double Sparsity's attend variants 0 and 5 with split sizes, threshold blocks of 1, 2, 4 chunks and the __match_any histogram for every shape.") var dsSweep = false
     @Flag(help: "Time the attention methods side by side at 1/16 (dense, Double Sparsity, Quest, TidalDecode) instead of the dense-vs-DS table.")
     var methods = false
+    @Flag(help: "Time Double Sparsity with 4-bit labels against bf16 labels and dense (KernelBenchLabels.swift) instead of the dense-vs-DS table.")
+    var dsLabelBits = false
 
     static let shapes: [String: (heads: Int, kvHeads: Int, headDim: Int)] = [
         "llama3-8b": (32, 8, 128), "qwen2.5-1.5b": (12, 2, 128), "qwen2.5-0.5b": (14, 2, 64), "gemma3-270m": (4, 1, 256)]
@@ -66,6 +68,7 @@ struct KernelBench: ParsableCommand {
         let copyGBps = try copyBandwidth(ctx)
         print("device-to-device copy: \(fixed(copyGBps, 0)) GB/s (read + write)\n")
         if methods { return try methodsTable(ctx: ctx, kernels: k, flush: flush, names: names) }
+        if dsLabelBits { return try labelBitsTable(ctx: ctx, kernels: k, flush: flush, names: names) }
         print("| shape | B | L | dense ms | GB/s | of copy | DS ms (1/16 tokens, r=d/16) | DS speedup | scores | threshold | attend | DS ideal bytes at copy BW |")
         print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for n in names {

@@ -53,7 +53,7 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .customLong("ds-channels"), help: "Double Sparsity label channels per head (default head_dim/16).")
     var dsChannels: Int?
 
-    @Option(name: .customLong("ds-label-bits"), help: "Double Sparsity label cache encoding: 16 (f16) or 4 (4-bit codes, per-token scale and offset; CPU).")
+    @Option(name: .customLong("ds-label-bits"), help: "Double Sparsity label cache encoding: 16 (f16; bf16 on the GPU) or 4 (4-bit codes, per-token scale and offset, normalised per channel by the calibration's key_mean/key_std when present).")
     var dsLabelBits: Int = 16
 
     @Option(name: [.customLong("ds-dense-below"), .customLong("dense-below")], help: "Attend densely while fewer tokens are visible.")

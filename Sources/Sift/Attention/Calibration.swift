@@ -15,7 +15,8 @@ public final class ChannelCalibrator: AttentionMethod, @unchecked Sendable {
     let statistic: ChannelStatistic
     /// [layer][query head * headDim + channel] running sums, and the token count per layer.
     private(set) var sums: [[Double]]
-    /// For `qkCentered`: Σk_c and Σk_c² per [layer][query head * headDim + channel].
+    /// Σk_c and Σk_c² per [layer][query head * headDim + channel] (every statistic: `qkCentered`
+    /// ranks by them, and the key moments normalise 4-bit labels, `DoubleSparsityConfig.keyMean`).
     private(set) var keySums: [[Double]], keySquares: [[Double]]
     private(set) var tokens: [Int]
     let heads: Int, kvHeads: Int, headDim: Int
@@ -27,7 +28,7 @@ public final class ChannelCalibrator: AttentionMethod, @unchecked Sendable {
         kvHeads = cache.kvHeads
         headDim = cache.headDim
         sums = Array(repeating: Array(repeating: 0, count: heads * cache.headDim), count: cache.layerCount)
-        keySums = statistic == .qkCentered ? sums : []
+        keySums = sums
         keySquares = keySums
         tokens = Array(repeating: 0, count: cache.layerCount)
     }
@@ -49,16 +50,14 @@ public final class ChannelCalibrator: AttentionMethod, @unchecked Sendable {
                 }
             }
         }
-        if statistic == .qkCentered {
-            for t in 0..<k.rows {
-                let kr = k.row(t)
-                for h in 0..<heads {
-                    let kh = kr + (h / g) * d
-                    for c in 0..<d {
-                        let x = Double(kh[c])
-                        keySums[layer][h * d + c] += x
-                        keySquares[layer][h * d + c] += x * x
-                    }
+        for t in 0..<k.rows {
+            let kr = k.row(t)
+            for h in 0..<heads {
+                let kh = kr + (h / g) * d
+                for c in 0..<d {
+                    let x = Double(kh[c])
+                    keySums[layer][h * d + c] += x
+                    keySquares[layer][h * d + c] += x * x
                 }
             }
         }
@@ -84,6 +83,26 @@ public final class ChannelCalibrator: AttentionMethod, @unchecked Sendable {
         }
     }
 
+    /// Mean and standard deviation of every post-RoPE key channel, per [layer][KV head][channel]
+    /// (over all calibration tokens; the key of a KV head is the same for its query heads).
+    public var keyMoments: (mean: [[[Double]]], std: [[[Double]]]) {
+        let g = heads / kvHeads
+        var mean = [[[Double]]](), std = [[[Double]]]()
+        for l in 0..<keySums.count {
+            let n = Double(max(1, tokens[l]))
+            var ml = [[Double]](), sl = [[Double]]()
+            for kvh in 0..<kvHeads {
+                let base = kvh * g * headDim
+                let m = (0..<headDim).map { keySums[l][base + $0] / n }
+                ml.append(m)
+                sl.append((0..<headDim).map { max(0, keySquares[l][base + $0] / n - m[$0] * m[$0]).squareRoot() })
+            }
+            mean.append(ml)
+            std.append(sl)
+        }
+        return (mean, std)
+    }
+
     /// Channels of every [layer][KV head], most important first (ties: lower channel first).
     public var ranking: [[[Int]]] {
         let g = heads / kvHeads
@@ -100,6 +119,14 @@ public final class ChannelCalibrator: AttentionMethod, @unchecked Sendable {
     /// returns the channel ranking.
     public static func calibrate(model: LanguageModel, tokens: [Int32], sampleLength: Int, statistic: ChannelStatistic,
                                  pool: ThreadPool, progress: (Int, Int) -> Void = { _, _ in }) throws -> [[[Int]]] {
+        try calibrateWithMoments(model: model, tokens: tokens, sampleLength: sampleLength, statistic: statistic,
+                                 pool: pool, progress: progress).ranking
+    }
+
+    /// As `calibrate`, also returning the key channel moments (`keyMoments`).
+    public static func calibrateWithMoments(model: LanguageModel, tokens: [Int32], sampleLength: Int, statistic: ChannelStatistic,
+                                            pool: ThreadPool, progress: (Int, Int) -> Void = { _, _ in }) throws
+        -> (ranking: [[[Int]]], mean: [[[Double]]], std: [[[Double]]]) {
         let c = model.config
         guard sampleLength >= 2 else { throw ModelError.invalid("calibration sample length must be ≥ 2") }
         let samples = tokens.count / sampleLength
@@ -114,7 +141,8 @@ public final class ChannelCalibrator: AttentionMethod, @unchecked Sendable {
             _ = try session.evaluate(Array(tokens[(s * sampleLength)..<((s + 1) * sampleLength)]), logits: .none)
             progress(s + 1, samples)
         }
-        return calibrator.ranking
+        let m = calibrator.keyMoments
+        return (calibrator.ranking, m.mean, m.std)
     }
 }
 

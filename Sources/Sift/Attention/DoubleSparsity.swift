@@ -40,8 +40,9 @@ public final class DoubleSparseAttention: SparseAwareAttention, @unchecked Senda
         guard options.dsLabelBits == 16 || options.dsLabelBits == 4 else {
             throw ModelError.invalid("--ds-label-bits must be 16 or 4, got \(options.dsLabelBits)")
         }
+        let norm = config.labelNormalization(channels: r)
         labels = LabelCache(layers: cache.layerCount, kvHeads: cache.kvHeads, channels: r, capacity: cache.capacity,
-                            bits: options.dsLabelBits)
+                            bits: options.dsLabelBits, mean: norm.mean, std: norm.std)
         sparsePrefill = options.sparsePrefill
         recall = options.measureRecall ? RecallMeter(layers: cache.layerCount) : nil
     }

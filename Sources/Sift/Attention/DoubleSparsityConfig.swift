@@ -13,9 +13,16 @@ import Foundation
 ///       "statistic": "qk",                       // qk | q | k
 ///       "calibration": { "text": "…", "tokens": 8192, "sample_length": 512,
 ///                        "seconds": 61.2, "peak_memory_bytes": 1234567 },
-///       "channels": [[[17, 3, …], […]], …]        // [layer][kv head] → all head_dim channels,
+///       "channels": [[[17, 3, …], […]], …],       // [layer][kv head] → all head_dim channels,
 ///                                                 // most important first
-///     }
+///       "key_mean": [[[0.12, …], […]], …],        // optional: [layer][kv head][channel] mean and
+///       "key_std":  [[[1.7, …], […]], …]          // standard deviation of the post-RoPE key
+///     }                                           // channel (indexed by channel, not rank)
+///
+/// `key_mean`/`key_std` (written by `sift calibrate` since the 4-bit label normalisation) let
+/// 4-bit labels quantise (k_c − μ_c)/σ_c instead of k_c, so that channels of very different
+/// magnitude (Qwen2's key biases) share one per-token scale without losing the small ones.
+/// Configs without them load as μ = 0, σ = 1 (plain 4-bit labels).
 ///
 /// Channels are ranked per KV head: the statistic is summed over the query heads of the GQA
 /// group, because the group shares one label cache and one token selection (see DoubleSparsity).
@@ -75,19 +82,37 @@ public struct DoubleSparsityConfig: Codable, Sendable, Equatable {
     /// Label channels to use when `--ds-channels` is not given (`sift calibrate --channels R`);
     /// nil = head_dim / 16.
     public var defaultChannels: Int?
+    /// Mean and standard deviation of each post-RoPE key channel, [layer][KV head][channel]
+    /// (optional; both or neither; every σ > 0).
+    public var keyMean: [[[Double]]]?
+    public var keyStd: [[[Double]]]?
 
     enum CodingKeys: String, CodingKey {
         case format, version, model, statistic, calibration, channels
-        case defaultChannels = "default_channels"
+        case defaultChannels = "default_channels", keyMean = "key_mean", keyStd = "key_std"
     }
 
     public init(model: ModelIdentity, statistic: ChannelStatistic, calibration: Calibration, channels: [[[Int]]],
-                defaultChannels: Int? = nil) {
+                defaultChannels: Int? = nil, keyMean: [[[Double]]]? = nil, keyStd: [[[Double]]]? = nil) {
         self.model = model
         self.statistic = statistic
         self.calibration = calibration
         self.channels = channels
         self.defaultChannels = defaultChannels
+        self.keyMean = keyMean
+        self.keyStd = keyStd
+    }
+
+    /// The label normalisation of the first `r` ranked channels, per [layer][KV head]: μ and σ of
+    /// each selected channel in rank order (μ = 0, σ = 1 when the config has no key moments).
+    public func labelNormalization(channels r: Int) -> (mean: [[[Float]]], std: [[[Float]]]) {
+        let mean = channels.enumerated().map { l, heads in
+            heads.enumerated().map { h, list in list.prefix(r).map { c in Float(keyMean?[l][h][c] ?? 0) } }
+        }
+        let std = channels.enumerated().map { l, heads in
+            heads.enumerated().map { h, list in list.prefix(r).map { c in Float(keyStd?[l][h][c] ?? 1) } }
+        }
+        return (mean, std)
     }
 
     /// Where `sift calibrate` caches the calibration of a model file by default.
@@ -142,6 +167,34 @@ public struct DoubleSparsityConfig: Codable, Sendable, Equatable {
             for (h, list) in heads.enumerated() {
                 guard list.count == m.headDim, Set(list).count == m.headDim, list.allSatisfy({ $0 >= 0 && $0 < m.headDim }) else {
                     throw ModelError.invalid("\(path): channels[\(l)][\(h)] must be a permutation of 0..<\(m.headDim)")
+                }
+            }
+        }
+        switch (keyMean, keyStd) {
+        case (nil, nil): break
+        case (.some, nil): throw ModelError.invalid("\(path): key_mean is given without key_std")
+        case (nil, .some): throw ModelError.invalid("\(path): key_std is given without key_mean")
+        case let (.some(mean), .some(std)):
+            for (name, v) in [("key_mean", mean), ("key_std", std)] {
+                guard v.count == m.layers else {
+                    throw ModelError.invalid("\(path): \(name) has \(v.count) layers, model.layers says \(m.layers)")
+                }
+                for (l, heads) in v.enumerated() {
+                    guard heads.count == m.kvHeads else {
+                        throw ModelError.invalid("\(path): \(name)[\(l)] has \(heads.count) heads, expected kv_heads = \(m.kvHeads)")
+                    }
+                    for (h, list) in heads.enumerated() {
+                        guard list.count == m.headDim else {
+                            throw ModelError.invalid("\(path): \(name)[\(l)][\(h)] has \(list.count) values, expected head_dim = \(m.headDim)")
+                        }
+                        for (c, x) in list.enumerated() {
+                            // Float range: the labels use them in f32.
+                            let ok = x.isFinite && abs(x) < 1e30 && (name == "key_mean" || x > 1e-30)
+                            guard ok else {
+                                throw ModelError.invalid("\(path): \(name)[\(l)][\(h)][\(c)] is \(x), must be \(name == "key_std" ? "a finite number > 0" : "a finite number")")
+                            }
+                        }
+                    }
                 }
             }
         }

@@ -16,6 +16,13 @@ import Darwin
 ///   per-token quantization, as the paper's 4-bit labels). For r = 8 a record is 8 bytes
 ///   instead of 16; the score needs one more multiply-add per token:
 ///   `q·label = m·Σ_c q_c + s·Σ_c q_c·u_c`.
+///
+/// 4-bit labels are normalised per channel when the calibration gives key moments (`mean`,
+/// `std`: μ_c and σ_c per layer, KV head and label channel): the codes quantise
+/// x_c = (k_c − μ_c)·(1/σ_c) and the query is scaled to q_c·σ_c, so the score is
+/// q·k − q·μ: the same ranking as q·k (q·μ is one constant per query), but each token's scale
+/// and offset now span channels of comparable spread instead of being set by the largest one.
+/// Without moments μ = 0 and σ = 1 (x_c = k_c). f16 labels are never normalised.
 public final class LabelCache: @unchecked Sendable {
     public let layerCount: Int
     public let kvHeads: Int
@@ -27,9 +34,20 @@ public final class LabelCache: @unchecked Sendable {
     public let recordBytes: Int
     private let base: UnsafeMutableRawPointer
     private let bytes: Int
+    /// 4-bit normalisation, `[layer][kvHead][channels]` flat: μ_c, 1/σ_c (f32, as stored keys
+    /// are normalised) and σ_c (the query scale).
+    public let mean: [Float], invStd: [Float], std: [Float]
 
-    public init(layers: Int, kvHeads: Int, channels: Int, capacity: Int, bits: Int = 16) {
+    /// - Parameters: mean, std: per [layer][kvHead] the μ and σ of the label channels (4-bit
+    ///   labels only; nil = 0 and 1).
+    public init(layers: Int, kvHeads: Int, channels: Int, capacity: Int, bits: Int = 16,
+                mean: [[[Float]]]? = nil, std: [[[Float]]]? = nil) {
         precondition(bits == 16 || bits == 4, "label bits must be 16 or 4")
+        let n = layers * kvHeads * channels
+        self.mean = mean.map { $0.flatMap { $0.flatMap { $0 } } } ?? [Float](repeating: 0, count: n)
+        self.std = std.map { $0.flatMap { $0.flatMap { $0 } } } ?? [Float](repeating: 1, count: n)
+        precondition(self.mean.count == n && self.std.count == n, "label normalisation shape")
+        invStd = self.std.map { 1 / $0 }
         layerCount = layers
         self.kvHeads = kvHeads
         self.channels = channels
@@ -57,7 +75,8 @@ public final class LabelCache: @unchecked Sendable {
         return records(layer, head).assumingMemoryBound(to: Float16.self)
     }
 
-    /// The label of one position as floats (decoded; for tests and checks).
+    /// The label of one position as floats (decoded back to key units, μ_c + σ_c·(m + s·u_c) for
+    /// 4-bit labels; for tests and checks).
     public func label(layer: Int, head: Int, position: Int) -> [Float] {
         let rec = records(layer, head) + position * recordBytes
         if bits == 16 {
@@ -66,12 +85,20 @@ public final class LabelCache: @unchecked Sendable {
         }
         let s = Float(rec.load(as: Float16.self)), m = Float(rec.load(fromByteOffset: 2, as: Float16.self))
         let codes = rec.assumingMemoryBound(to: UInt8.self) + 4
-        return (0..<channels).map { c in m + s * Float((codes[c >> 1] >> UInt8((c & 1) * 4)) & 15) }
+        let o = (layer * kvHeads + head) * channels
+        return (0..<channels).map { c in mean[o + c] + std[o + c] * (m + s * Float((codes[c >> 1] >> UInt8((c & 1) * 4)) & 15)) }
+    }
+
+    /// The stored bytes of one position's label (for checks against the GPU's label cache).
+    public func record(layer: Int, head: Int, position: Int) -> [UInt8] {
+        let rec = (records(layer, head) + position * recordBytes).assumingMemoryBound(to: UInt8.self)
+        return (0..<recordBytes).map { rec[$0] }
     }
 
     /// Stores the selected channels of keys `k` (rows of kvHeads × headDim floats, post-RoPE)
     /// at positions start..., with `select[layer][head]` the channel indices.
     func store(layer: Int, k: Tensor, start: Int, headDim: Int, select: [[Int32]]) {
+        var x = [Float](repeating: 0, count: channels)
         for t in 0..<k.rows {
             let row = k.row(t)
             for h in 0..<kvHeads {
@@ -83,23 +110,36 @@ public final class LabelCache: @unchecked Sendable {
                     for c in 0..<channels { dst[c] = Float16(key[Int(ch[c])]) }
                     continue
                 }
-                var lo = Float.infinity, hi = -Float.infinity
-                for c in 0..<channels { let x = key[Int(ch[c])]; lo = min(lo, x); hi = max(hi, x) }
-                // The offset is stored in f16: quantize against the rounded value so that codes
-                // and offset agree.
-                let m = Float(Float16(lo))
-                let s16 = Float16(max(hi - m, 0) / 15)
-                let s = Float(s16)
-                rec.storeBytes(of: s16, as: Float16.self)
-                rec.storeBytes(of: Float16(m), toByteOffset: 2, as: Float16.self)
-                let codes = rec.assumingMemoryBound(to: UInt8.self) + 4
-                for i in 0..<((channels + 1) / 2) { codes[i] = 0 }
-                for c in 0..<channels {
-                    let x = key[Int(ch[c])]
-                    let u = s > 0 ? min(15, max(0, Int(((x - m) / s).rounded()))) : 0
-                    codes[c >> 1] |= UInt8(u) << UInt8((c & 1) * 4)
-                }
+                Self.encode4(key: key, channels: ch, mean: mean, invStd: invStd, offset: (layer * kvHeads + h) * channels,
+                             scratch: &x, into: rec)
             }
+        }
+    }
+
+    /// One 4-bit record from a key: x_c = (key[ch[c]] − μ_c)·(1/σ_c) (f32, separate rounding of
+    /// the subtraction and the product: the GPU store kernel does the same operations), then
+    /// the per-token offset, scale and codes.
+    static func encode4(key: UnsafePointer<Float>, channels ch: [Int32], mean: [Float], invStd: [Float], offset o: Int,
+                        scratch x: inout [Float], into rec: UnsafeMutableRawPointer) {
+        let channels = ch.count
+        var lo = Float.infinity, hi = -Float.infinity
+        for c in 0..<channels {
+            let d = key[Int(ch[c])] - mean[o + c]
+            x[c] = d * invStd[o + c]
+            lo = min(lo, x[c]); hi = max(hi, x[c])
+        }
+        // The offset is stored in f16: quantize against the rounded value so that codes
+        // and offset agree.
+        let m = Float(Float16(lo))
+        let s16 = Float16(max(hi - m, 0) / 15)
+        let s = Float(s16)
+        rec.storeBytes(of: s16, as: Float16.self)
+        rec.storeBytes(of: Float16(m), toByteOffset: 2, as: Float16.self)
+        let codes = rec.assumingMemoryBound(to: UInt8.self) + 4
+        for i in 0..<((channels + 1) / 2) { codes[i] = 0 }
+        for c in 0..<channels {
+            let u = s > 0 ? min(15, max(0, Int(((x[c] - m) / s).rounded()))) : 0
+            codes[c >> 1] |= UInt8(u) << UInt8((c & 1) * 4)
         }
     }
 
@@ -111,6 +151,10 @@ public final class LabelCache: @unchecked Sendable {
             Kernels.labelScores(q, labels(layer, head) + first * channels, channels, count, scores)
             return
         }
-        Kernels.labelScores4(q, records(layer, head) + first * recordBytes, channels, recordBytes, count, scores)
+        let o = (layer * kvHeads + head) * channels
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: channels) { qs in
+            for c in 0..<channels { qs[c] = q[c] * std[o + c] }
+            Kernels.labelScores4(qs.baseAddress!, records(layer, head) + first * recordBytes, channels, recordBytes, count, scores)
+        }
     }
 }

@@ -140,6 +140,8 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
     /// position, sinks always in.
     public final class DoubleSparsity: @unchecked Sendable {
         public let batch: Int, heads: Int, kvHeads: Int, headDim: Int, channels: Int, maxLength: Int
+        /// Label encoding the scores kernel reads: 16 (bf16) or 4 (CUDALabelCache's 4-bit records).
+        public let labelBits: Int
         public let splitPositions: Int
         let keyStride: Int
         let keys: DeviceBuffer, hist: DeviceBuffer, thresholds: DeviceBuffer
@@ -174,10 +176,14 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
         /// candidates the threshold pass resolves in shared memory, for checks of its fallback path.
         public init(kernels: CUDAAttentionKernels, batch: Int, heads: Int, kvHeads: Int, headDim: Int, channels: Int,
                     maxLength: Int, splitPositions: Int? = nil, attendVariant: Int = 0,
-                    candidateCapacity: Int? = nil) throws {
+                    candidateCapacity: Int? = nil, labelBits: Int = 16) throws {
             guard channels == 8 || channels == 16 else {
                 throw CUDAError.invalid("GPU Double Sparsity supports 8 or 16 label channels, not \(channels)")
             }
+            guard labelBits == 16 || labelBits == 4 else {
+                throw CUDAError.invalid("GPU Double Sparsity labels are 16 or 4 bits, not \(labelBits)")
+            }
+            self.labelBits = labelBits
             if let sp = splitPositions, sp <= 0 || sp % 4 != 0 || sp > 4096 {
                 throw CUDAError.invalid("Double Sparsity split of \(sp) positions: need a positive multiple of 4, at most 4096")
             }
@@ -219,15 +225,20 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
         public func run(q: CUdeviceptr, keys kc: CUdeviceptr, values vc: CUdeviceptr, labels: CUdeviceptr,
                         channelList: CUdeviceptr, pageTable: CUdeviceptr, pageSize: Int, maxPages: Int,
                         seqLens: CUdeviceptr, kPerSeq: CUdeviceptr, sinks: Int, out: CUdeviceptr,
-                        parts: String = "sta") throws {
+                        parts: String = "sta", labelScale: CUdeviceptr = 0) throws {
             let c = kernels.context, g = heads / kvHeads, shift = CUDAAttentionKernels.log2(pageSize)
             if parts.contains("s") {
                 let f = try kernels.function("double_sparsity.cu", headDim: headDim, group: g,
-                                             scoresVariant == 1 ? "sift_ds_scores_match_r\(channels)" : "sift_ds_scores_r\(channels)")
-                try c.launch(f, grid: ((maxLength + 2048 * rounds - 1) / (2048 * rounds), kvHeads, batch), block: (256, 1, 1), [
+                                             labelBits == 4 ? "sift_ds_scores4_r\(channels)"
+                                                 : scoresVariant == 1 ? "sift_ds_scores_match_r\(channels)" : "sift_ds_scores_r\(channels)")
+                // 4-bit labels: `labelScale` is the query scale (σ per KV head and channel, [kvHeads][channels] f32).
+                precondition(labelBits == 16 || labelScale != 0, "4-bit DS labels need their query scale")
+                var args: [KernelArg] = [
                     .pointer(q), .pointer(labels), .pointer(channelList), .pointer(pageTable), .pointer(seqLens),
                     .int(g), .int(headDim), .int(shift), .int(maxPages), .int(sinks), .ptr(keys), .int(keyStride),
-                    .ptr(hist), .int(rounds)])
+                    .ptr(hist), .int(rounds)]
+                if labelBits == 4 { args.append(.pointer(labelScale)) }
+                try c.launch(f, grid: ((maxLength + 2048 * rounds - 1) / (2048 * rounds), kvHeads, batch), block: (256, 1, 1), args)
             }
             if parts.contains("t") {
                 // One chunk a block: 2 or 4 (fewer histogram reads, fewer blocks) measured slower at every shape.

@@ -8,41 +8,76 @@ import Darwin
 /// (`[page][kvHead][pageSize][r]` bf16, read through the same page table), holding for every
 /// stored position the r calibrated channels of its post-RoPE key. Written by
 /// `sift_ds_label_store` (Kernels/ds_labels.cu) next to every KV store; unwritten rows are NaN.
+///
+/// `bits` 4 (`--ds-label-bits 4`): the pool holds instead, per row, the CPU's 4-bit record
+/// (KV/LabelCache.swift: f16 scale, f16 offset, r/2 bytes of codes; 4 + r/2 bytes), normalised
+/// per channel by the calibration's key moments (`mean`, `std`), written by
+/// `sift_ds_label4_store` with the same f32 operations as the CPU (bit-identical codes); the
+/// scores kernel scales the query by σ (`queryScale`). Unwritten rows have NaN scale and offset.
 public final class CUDALabelCache: @unchecked Sendable {
     public let layerCount: Int
     public let kvHeads: Int
     public let channels: Int
+    /// 16 (bf16 labels) or 4 (4-bit records).
+    public let bits: Int
+    /// Bytes of one row (position, KV head) of the pool.
+    public let recordBytes: Int
     let cache: CUDAKVCache
     private let pools: [DeviceBuffer]
     /// `[layer][kvHead][channels]` Int32: the channel list of each layer and KV head.
     let channelList: DeviceBuffer
+    /// 4-bit labels: `[3][layer][kvHead][channels]` f32: μ, 1/σ, σ (nil for bf16 labels).
+    private let norm: DeviceBuffer?
     private let kStore: CUDAFunction, kStoreBatch: CUDAFunction
 
-    init(cache: CUDAKVCache, channels list: [[[Int32]]]) throws {
+    /// - Parameters: mean, std: per [layer][kvHead] the μ and σ of the label channels (4-bit
+    ///   labels; nil = 0 and 1).
+    init(cache: CUDAKVCache, channels list: [[[Int32]]], bits: Int = 16, mean: [[[Float]]]? = nil,
+         std: [[[Float]]]? = nil) throws {
         let c = cache.context
         self.cache = cache
         let layers = cache.layerCount, heads = cache.kvHeads, r = list.first?.first?.count ?? 0
         layerCount = layers
         kvHeads = heads
         channels = r
+        guard bits == 16 || (bits == 4 && r % 8 == 0 && r <= 16) else {
+            throw CUDAError.invalid("GPU Double Sparsity labels: \(bits) bits with \(r) channels not supported (16, or 4 with 8 or 16 channels)")
+        }
+        self.bits = bits
+        recordBytes = bits == 16 ? r * 2 : 4 + r / 2
         precondition(list.count == layers && list.allSatisfy { $0.count == heads && $0.allSatisfy { $0.count == r } })
-        let bytes = cache.totalPages * heads * cache.pageSize * r * 2
+        let bytes = cache.totalPages * heads * cache.pageSize * recordBytes
+        let n = layers * heads * r
         do {
             pools = try (0..<layers).map { _ in try c.allocate(bytes: bytes) }
-            channelList = try c.allocate(bytes: layers * heads * r * 4)
+            channelList = try c.allocate(bytes: n * 4)
+            norm = bits == 4 ? try c.allocate(bytes: 3 * n * 4) : nil
         } catch {
             throw CUDAError.invalid("GPU Double Sparsity: no room for the label cache (\(layers * bytes >> 20) MiB next to the KV cache): lower -c or set --kv-memory (\(error))")
         }
         try c.upload(list.flatMap { $0.flatMap { $0 } }, to: channelList.address)
-        for p in pools { try c.memset32(p.address, word: 0x7fc0_7fc0, count: bytes / 4) }
-        kStore = try c.kernel("ds_labels.cu", "sift_ds_label_store")
-        kStoreBatch = try c.kernel("ds_labels.cu", "sift_ds_label_store_batch")
+        if let norm {
+            let mu = mean.map { $0.flatMap { $0.flatMap { $0 } } } ?? [Float](repeating: 0, count: n)
+            let sd = std.map { $0.flatMap { $0.flatMap { $0 } } } ?? [Float](repeating: 1, count: n)
+            precondition(mu.count == n && sd.count == n, "label normalisation shape")
+            try c.upload(mu + sd.map { 1 / $0 } + sd, to: norm.address)
+        }
+        for p in pools { try c.memset32(p.address, word: bits == 16 ? 0x7fc0_7fc0 : 0xffff_ffff, count: bytes / 4) }
+        kStore = try c.kernel("ds_labels.cu", bits == 16 ? "sift_ds_label_store" : "sift_ds_label4_store")
+        kStoreBatch = try c.kernel("ds_labels.cu", bits == 16 ? "sift_ds_label_store_batch" : "sift_ds_label4_store_batch")
     }
 
     /// The label pool of `layer`.
     public func labels(_ layer: Int) -> CUdeviceptr { pools[layer].address }
     /// The channel list of `layer` (`[kvHead][channels]` Int32).
     func channels(_ layer: Int) -> CUdeviceptr { channelList.address + UInt64(layer * kvHeads * channels * 4) }
+    /// 4-bit labels: μ, 1/σ and σ of `layer`'s label channels (`[kvHead][channels]` f32); 0 for bf16.
+    private func normPart(_ part: Int, _ layer: Int) -> CUdeviceptr {
+        guard let norm else { return 0 }
+        return norm.address + UInt64(((part * layerCount + layer) * kvHeads * channels) * 4)
+    }
+    /// The query scale of `layer` for the 4-bit scores kernel (σ per KV head and channel); 0 for bf16.
+    public func queryScale(_ layer: Int) -> CUdeviceptr { normPart(2, layer) }
 
     /// Bytes the pools take.
     public var reservedBytes: Int { pools.reduce(0) { $0 + $1.bytes } }
@@ -51,6 +86,13 @@ public final class CUDALabelCache: @unchecked Sendable {
     /// positions start... of `layer`.
     func store(layer: Int, k: Tensor, start: Int) throws {
         guard k.rows > 0 else { return }
+        if bits == 4 {
+            try cache.context.launch(kStore, grid: (k.rows, 1, 1), block: ((kvHeads + 31) / 32 * 32, 1, 1), [
+                .pointer(CUDABackend.address(k)), .ptr(pools[layer]), .pointer(channels(layer)), .pointer(normPart(0, layer)),
+                .pointer(normPart(1, layer)), .pointer(cache.activePageTable), .int(start), .int(kvHeads), .int(cache.headDim),
+                .int(channels), .int(cache.pageSize)])
+            return
+        }
         try cache.context.launch(kStore, grid: (k.rows, 1, 1), block: (min(256, (kvHeads * channels + 31) / 32 * 32), 1, 1), [
             .pointer(CUDABackend.address(k)), .ptr(pools[layer]), .pointer(channels(layer)), .pointer(cache.activePageTable),
             .int(start), .int(kvHeads), .int(cache.headDim), .int(channels), .int(cache.pageSize)])
@@ -59,14 +101,40 @@ public final class CUDALabelCache: @unchecked Sendable {
     /// Batched decode: row i of `k` at position `seqLens[i] - 1` of sequence i (the cache's
     /// lengths already uploaded, as for its own batched store).
     func storeBatch(layer: Int, k: Tensor) throws {
+        if bits == 4 {
+            try cache.context.launch(kStoreBatch, grid: (k.rows, 1, 1), block: ((kvHeads + 31) / 32 * 32, 1, 1), [
+                .pointer(CUDABackend.address(k)), .ptr(pools[layer]), .pointer(channels(layer)), .pointer(normPart(0, layer)),
+                .pointer(normPart(1, layer)), .ptr(cache.pageTable), .ptr(cache.seqLens), .int(cache.pageCount), .int(kvHeads),
+                .int(cache.headDim), .int(channels), .int(cache.pageSize)])
+            return
+        }
         try cache.context.launch(kStoreBatch, grid: (k.rows, 1, 1), block: (min(256, (kvHeads * channels + 31) / 32 * 32), 1, 1), [
             .pointer(CUDABackend.address(k)), .ptr(pools[layer]), .pointer(channels(layer)), .ptr(cache.pageTable),
             .ptr(cache.seqLens), .int(cache.pageCount), .int(kvHeads), .int(cache.headDim), .int(channels), .int(cache.pageSize)])
     }
 
+    /// The stored rows of positions 0..<count of `layer`, `[position][kvHead][recordBytes]`
+    /// bytes (through the page table; for checks: 4-bit records compare with the CPU's bytes).
+    public func hostRecords(layer: Int, count: Int) throws -> [UInt8] {
+        let c = cache.context
+        try c.synchronize()
+        let table = try c.download(cache.activePageTable, count: cache.pageCount, as: Int32.self)
+        let raw = try c.download(pools[layer].address, count: pools[layer].bytes, as: UInt8.self)
+        var out = [UInt8]()
+        out.reserveCapacity(count * kvHeads * recordBytes)
+        for p in 0..<count {
+            for h in 0..<kvHeads {
+                let row = (Int(table[p / cache.pageSize]) * kvHeads + h) * cache.pageSize + p % cache.pageSize
+                out += raw[(row * recordBytes)..<((row + 1) * recordBytes)]
+            }
+        }
+        return out
+    }
+
     /// Labels of positions 0..<count of `layer` as floats, `[position][kvHead][channels]`
-    /// (through the page table; for checks).
+    /// (through the page table; for checks; bf16 labels).
     public func host(layer: Int, count: Int) throws -> [Float] {
+        precondition(bits == 16, "host(layer:count:) reads bf16 labels; use hostRecords for 4-bit ones")
         let c = cache.context
         try c.synchronize()
         let table = try c.download(cache.activePageTable, count: cache.pageCount, as: Int32.self)
@@ -128,13 +196,19 @@ public final class CUDADoubleSparseAttention: SparseAwareAttention, BatchedDecod
     public static let supportedChannels = [8, 16]
 
     /// - Parameter channels: per layer and KV head the channels to label (r = 8 or 16 each).
-    public init(cache: CUDAKVCache, backend: CUDABackend, heads: Int, channels: [[[Int32]]], options: AttentionOptions) throws {
+    /// - Parameter mean, std: the label channels' key moments for 4-bit labels
+    ///   (`options.dsLabelBits`; `DoubleSparsityConfig.labelNormalization`), nil = 0 and 1.
+    public init(cache: CUDAKVCache, backend: CUDABackend, heads: Int, channels: [[[Int32]]], options: AttentionOptions,
+                mean: [[[Float]]]? = nil, std: [[[Float]]]? = nil) throws {
         let r = channels.first?.first?.count ?? 0
         guard Self.supportedChannels.contains(r) else {
             throw CUDAError.invalid("--ds-channels \(r): the GPU Double Sparsity kernels support \(Self.supportedChannels.map(String.init).joined(separator: " or ")) label channels (pass --ds-channels 8 or 16, or use --device cpu)")
         }
         guard !options.dsPerHead else {
             throw CUDAError.invalid("--ds-group per-head is not supported on the GPU (its selection is shared per KV group, the CPU default): drop --ds-group or use --device cpu")
+        }
+        guard options.dsLabelBits == 16 || options.dsLabelBits == 4 else {
+            throw CUDAError.invalid("--ds-label-bits must be 16 or 4, got \(options.dsLabelBits)")
         }
         guard !options.measureRecall else {
             throw CUDAError.invalid("recall is not measured by GPU Double Sparsity: use --device cpu for --recall")
@@ -145,12 +219,13 @@ public final class CUDADoubleSparseAttention: SparseAwareAttention, BatchedDecod
             throw CUDAError.invalid("GPU Double Sparsity: \(error) (use --device cpu)")
         }
         dense = try CUDADenseAttention(cache: cache, backend: backend)
-        labels = try CUDALabelCache(cache: cache, channels: channels)
+        labels = try CUDALabelCache(cache: cache, channels: channels, bits: options.dsLabelBits, mean: mean, std: std)
         self.backend = backend
         self.options = options
         sparsePrefill = options.sparsePrefill
         ds = try CUDAAttentionKernels.DoubleSparsity(kernels: dense.fast, batch: 1, heads: heads, kvHeads: cache.kvHeads,
-                                                     headDim: cache.headDim, channels: r, maxLength: cache.capacity)
+                                                     headDim: cache.headDim, channels: r, maxLength: cache.capacity,
+                                                     labelBits: options.dsLabelBits)
         control = try backend.context.allocate(bytes: 8)
         kToF32 = try backend.context.kernel("ds_labels.cu", "sift_bf16_to_f32")
         try warmUp(heads: heads)
@@ -165,7 +240,8 @@ public final class CUDADoubleSparseAttention: SparseAwareAttention, BatchedDecod
         control32 = (1, 1)
         try ds.run(q: qb.address, keys: c.keys(0), values: c.values(0), labels: labels.labels(0),
                    channelList: labels.channels(0), pageTable: c.activePageTable, pageSize: c.pageSize,
-                   maxPages: c.pageCount, seqLens: control.address, kPerSeq: control.address + 4, sinks: 0, out: ob.address)
+                   maxPages: c.pageCount, seqLens: control.address, kPerSeq: control.address + 4, sinks: 0, out: ob.address,
+                   labelScale: labels.queryScale(0))
         try ctx.synchronize()
     }
 
@@ -176,6 +252,7 @@ public final class CUDADoubleSparseAttention: SparseAwareAttention, BatchedDecod
                      backend: CUDABackend) throws -> CUDADoubleSparseAttention {
         let c = model.config
         let channels: [[[Int32]]]
+        var norm: (mean: [[[Float]]], std: [[[Float]]])?
         if backend.syntheticWeights {
             let r = options.dsChannels ?? max(1, c.headDim / 16)
             channels = Array(repeating: Array(repeating: (0..<Int32(r)).map { $0 }, count: c.kvHeadCount), count: c.layerCount)
@@ -192,9 +269,10 @@ public final class CUDADoubleSparseAttention: SparseAwareAttention, BatchedDecod
                 throw CUDAError.invalid("the default label channel count for this model is \(r) (\(config.defaultChannels != nil ? "the calibration's default_channels" : "head_dim/16")); the GPU Double Sparsity kernels support \(supportedChannels.map(String.init).joined(separator: " or ")): pass --ds-channels 8 or 16, or use --device cpu")
             }
             channels = config.channels.map { $0.map { $0.prefix(r).map { Int32($0) } } }
+            norm = config.labelNormalization(channels: r)
         }
         return try CUDADoubleSparseAttention(cache: cache, backend: backend, heads: c.headCount, channels: channels,
-                                             options: options)
+                                             options: options, mean: norm?.mean, std: norm?.std)
     }
 
     public func append(layer: Int, k: Tensor, v: Tensor, start: Int) {
@@ -242,7 +320,8 @@ public final class CUDADoubleSparseAttention: SparseAwareAttention, BatchedDecod
                 try ds.run(q: qb.address + UInt64(t * width * 2), keys: c.keys(layer), values: c.values(layer),
                            labels: labels.labels(layer), channelList: labels.channels(layer), pageTable: c.activePageTable,
                            pageSize: c.pageSize, maxPages: c.pageCount, seqLens: control.address,
-                           kPerSeq: control.address + 4, sinks: options.sinks, out: ob.address + UInt64(t * width * 2))
+                           kPerSeq: control.address + 4, sinks: options.sinks, out: ob.address + UInt64(t * width * 2),
+                           labelScale: labels.queryScale(layer))
                 try ctx.launch(kToF32, grid: ((width + 255) / 256, 1, 1), block: (256, 1, 1),
                                [.pointer(ob.address + UInt64(t * width * 2)), .pointer(oRow), .int64(Int64(width))])
                 sparseRows += 1
@@ -278,7 +357,7 @@ public final class CUDADoubleSparseAttention: SparseAwareAttention, BatchedDecod
             if batchDS == nil || batchDS!.batch < b {
                 batchDS = try CUDAAttentionKernels.DoubleSparsity(kernels: dense.fast, batch: c.sequenceCount, heads: ds.heads,
                                                                  kvHeads: ds.kvHeads, headDim: ds.headDim, channels: ds.channels,
-                                                                 maxLength: c.capacity)
+                                                                 maxLength: c.capacity, labelBits: labels.bits)
                 batchK = try ctx.allocate(bytes: c.sequenceCount * 4)
             }
             // Sequences past b keep length 0 and k 0 (nothing selected, nothing attended).
@@ -297,7 +376,7 @@ public final class CUDADoubleSparseAttention: SparseAwareAttention, BatchedDecod
             try batchDS!.run(q: qb.address, keys: c.keys(layer), values: c.values(layer), labels: labels.labels(layer),
                              channelList: labels.channels(layer), pageTable: c.pageTable.address, pageSize: c.pageSize,
                              maxPages: c.pageCount, seqLens: c.seqLens.address, kPerSeq: batchK!.address,
-                             sinks: options.sinks, out: ob.address)
+                             sinks: options.sinks, out: ob.address, labelScale: labels.queryScale(layer))
             try ctx.launch(kToF32, grid: ((b * width + 255) / 256, 1, 1), block: (256, 1, 1),
                            [.ptr(ob), .pointer(CUDABackend.address(out)), .int64(Int64(b * width))])
             sparseRows += b

@@ -17,7 +17,11 @@ extension CUDASelfTest {
     /// - the whole model: a 1,500-token prompt and decode steps: DS with budget `all` equals GPU
     ///   dense (same route), the DS kernels forced to select everything agree with GPU dense,
     ///   GPU DS logits vs CPU DS logits within GPU-vs-CPU dense noise plus a margin, and
-    ///   sparse-aware perplexity GPU vs CPU.
+    ///   sparse-aware perplexity GPU vs CPU;
+    /// - 4-bit labels (`--ds-label-bits 4`, normalised by random key moments), r = 16 and 8: the
+    ///   GPU records against the CPU's bytes (scale and offset equal, codes within one), the
+    ///   selection a true top-k of its own scores (float64 from the GPU's records), the output
+    ///   against float64 over that selection, and whole-model logits GPU vs CPU.
     public static func doubleSparsityChecks(_ b: CUDABackend, cpuThreads: Int, seed: UInt64) throws -> [GPUCheck] {
         var r = Rand(seed: seed)
         var checks: [GPUCheck] = []
@@ -35,10 +39,13 @@ extension CUDASelfTest {
                 return p
             }
         }
+        // Random key moments (used by 4-bit labels only): offsets up to ±1, spreads 0.5–2.
+        let keyMean = (0..<layers).map { _ in (0..<kvHeads).map { _ in (0..<hd).map { _ in Double(r.floats(1)[0]) } } }
+        let keyStd = (0..<layers).map { _ in (0..<kvHeads).map { _ in (0..<hd).map { _ in 1.25 + 0.75 * Double(r.floats(1)[0]) } } }
         let config = DoubleSparsityConfig(model: .init(config: mc.config, fileSHA256: nil), statistic: .qk,
                                           calibration: .init(text: "selftest", tokens: 0, sampleLength: 0, seconds: 0,
                                                              peakMemoryBytes: 0),
-                                          channels: perms)
+                                          channels: perms, keyMean: keyMean, keyStd: keyStd)
         func channels(_ rr: Int) -> [[[Int32]]] { perms.map { $0.map { $0.prefix(rr).map { Int32($0) } } } }
         func host(_ v: ArraySlice<Float>, rows: Int, cols: Int) -> Tensor {
             let t = Tensor(rows: rows, cols: cols)
@@ -48,17 +55,24 @@ extension CUDASelfTest {
         var options = AttentionOptions()
         options.budget = .fraction(1.0 / 16)
         options.sinks = 4
+        var options4 = options
+        options4.dsLabelBits = 4
+        func gpuMethod(_ cache: CUDAKVCache, _ rr: Int, _ opts: AttentionOptions) throws -> CUDADoubleSparseAttention {
+            let norm = config.labelNormalization(channels: rr)
+            return try CUDADoubleSparseAttention(cache: cache, backend: b, heads: heads, channels: channels(rr), options: opts,
+                                                 mean: norm.mean, std: norm.std)
+        }
 
         // MARK: one layer's attention
         let L = 1536, n = L + 1, layer = 1
-        for rr in [16, 8] {
+        for (rr, bits) in [(16, 16), (8, 16), (16, 4), (8, 4)] {
             let K = r.floats(n * kvw, scale: 2), V = r.floats(n * kvw), Q = r.floats(heads * hd, scale: 2)
+            let opts = bits == 4 ? options4 : options
             let cpuCache = KVCache(layers: layers, kvHeads: kvHeads, headDim: hd, capacity: n)
-            let cpuDS = try DoubleSparseAttention(cache: cpuCache, config: config, channels: rr, options: options, pool: cpu.pool)
+            let cpuDS = try DoubleSparseAttention(cache: cpuCache, config: config, channels: rr, options: opts, pool: cpu.pool)
             let gpuCache = try CUDAKVCache(context: b.context, layers: layers, kvHeads: kvHeads, headDim: hd, contextLength: n,
                                            pageSize: 16)
-            let gpuDS = try CUDADoubleSparseAttention(cache: gpuCache, backend: b, heads: heads, channels: channels(rr),
-                                                      options: options)
+            let gpuDS = try gpuMethod(gpuCache, rr, opts)
             // The prefix in chunks of 256 (append), then one decode row through attend.
             var s = 0
             while s < L {
@@ -78,24 +92,59 @@ extension CUDASelfTest {
             gpuDS.attend(layer: layer, q: tensor(b, Q, rows: 1, cols: heads * hd), k: tensor(b, Array(lastK), rows: 1, cols: kvw),
                          v: tensor(b, Array(lastV), rows: 1, cols: kvw), start: L, shape: shape, out: gpuOut)
             try b.checkError()
-            let tag = "DS r=\(rr) h\(heads)/kv\(kvHeads) d\(hd) L=\(n) 1/16 sinks 4"
-
-            // Labels: exactly bf16 of the calibrated key channels; close to the CPU's f16 labels.
-            let gl = try gpuDS.labels.host(layer: layer, count: n)
+            let tag = "DS r=\(rr)\(bits == 4 ? " 4-bit labels" : "") h\(heads)/kv\(kvHeads) d\(hd) L=\(n) 1/16 sinks 4"
             let ch = channels(rr)[layer]
-            var refBF = [Double](), cpuL = [Float]()
-            for p in 0..<n {
-                for h in 0..<kvHeads {
-                    let cl = cpuDS.labels.labels(layer, h) + p * rr
-                    for c in 0..<rr {
-                        refBF.append(bf16(K[p * kvw + h * hd + Int(ch[h][c])]))
-                        cpuL.append(Float(cl[c]))
+            let norm = config.labelNormalization(channels: rr)
+            // 4-bit: the GPU's records decoded, [position][kvHead] → (scale, offset, codes).
+            var gpuRec: [(s: Double, m: Double, u: [Int])] = []
+
+            if bits == 16 {
+                // Labels: exactly bf16 of the calibrated key channels; close to the CPU's f16 labels.
+                let gl = try gpuDS.labels.host(layer: layer, count: n)
+                var refBF = [Double](), cpuL = [Float]()
+                for p in 0..<n {
+                    for h in 0..<kvHeads {
+                        let cl = cpuDS.labels.labels(layer, h) + p * rr
+                        for c in 0..<rr {
+                            refBF.append(bf16(K[p * kvw + h * hd + Int(ch[h][c])]))
+                            cpuL.append(Float(cl[c]))
+                        }
                     }
                 }
+                checks.append(GPUCheck(name: "\(tag): label cache vs bf16(keys)", error: relErr(gl, refBF), tolerance: 0))
+                // bf16 keeps 8 significant bits (relative rounding ≤ 2^-9), f16 11.
+                checks.append(GPUCheck(name: "\(tag): label cache vs CPU labels", error: relErr(gl, cpuL), tolerance: 4e-3))
+            } else {
+                // Records: the GPU store kernel does the CPU's f32 operations, so scale and offset
+                // must be equal and codes equal (within one where an f32 rounding could differ).
+                let rb = gpuDS.labels.recordBytes
+                let raw = try gpuDS.labels.hostRecords(layer: layer, count: n)
+                func decode(_ bytes: ArraySlice<UInt8>) -> (s: Double, m: Double, u: [Int]) {
+                    let a = Array(bytes)
+                    let s = Double(Float(Float16(bitPattern: UInt16(a[0]) | UInt16(a[1]) << 8)))
+                    let m = Double(Float(Float16(bitPattern: UInt16(a[2]) | UInt16(a[3]) << 8)))
+                    return (s, m, (0..<rr).map { c in Int(a[4 + c / 2] >> UInt8((c % 2) * 4)) & 15 })
+                }
+                var scaleDiff = 0, codeDiff = 0, worstCode = 0, identical = 0
+                for p in 0..<n {
+                    for h in 0..<kvHeads {
+                        let g4 = decode(raw[((p * kvHeads + h) * rb)..<((p * kvHeads + h + 1) * rb)])
+                        let cBytes = cpuDS.labels.record(layer: layer, head: h, position: p)
+                        let c4 = decode(cBytes[...])
+                        gpuRec.append(g4)
+                        if Array(raw[((p * kvHeads + h) * rb)..<((p * kvHeads + h + 1) * rb)]) == cBytes { identical += 1 }
+                        if g4.s != c4.s || g4.m != c4.m { scaleDiff += 1 }
+                        for c in 0..<rr where g4.u[c] != c4.u[c] {
+                            codeDiff += 1
+                            worstCode = max(worstCode, abs(g4.u[c] - c4.u[c]))
+                        }
+                    }
+                }
+                checks.append(GPUCheck(name: "\(tag): records with scale/offset ≠ CPU", error: Double(scaleDiff), tolerance: 0,
+                                       detail: "\(identical)/\(n * kvHeads) records bit-identical, \(codeDiff) codes differ"))
+                checks.append(GPUCheck(name: "\(tag): largest |code GPU − code CPU|", error: Double(worstCode), tolerance: 1,
+                                       detail: "\(codeDiff) of \(n * kvHeads * rr) codes differ"))
             }
-            checks.append(GPUCheck(name: "\(tag): label cache vs bf16(keys)", error: relErr(gl, refBF), tolerance: 0))
-            // bf16 keeps 8 significant bits (relative rounding ≤ 2^-9), f16 11.
-            checks.append(GPUCheck(name: "\(tag): label cache vs CPU labels", error: relErr(gl, cpuL), tolerance: 4e-3))
 
             // Selection.
             let k = options.budget.count(visible: n)
@@ -115,10 +164,22 @@ extension CUDASelfTest {
                 }
                 var cpuScore = [Double](repeating: 0, count: n), gpuScore = [Double](repeating: 0, count: n)
                 for p in 0..<n {
-                    for c in 0..<rr {
-                        let key = K[p * kvw + h * hd + Int(ch[h][c])]
-                        cpuScore[p] += Double(qsF[c]) * Double(Float(Float16(key)))
-                        gpuScore[p] += qsB[c] * bf16(key)
+                    if bits == 4 {
+                        // Σ_c q_c·σ_c·(m + s·u_c) from each side's own records (CPU: its decoded
+                        // labels minus μ, the same ranking).
+                        let g4 = gpuRec[p * kvHeads + h]
+                        let cl = cpuDS.labels.label(layer: layer, head: h, position: p)
+                        for c in 0..<rr {
+                            let sd = Double(norm.std[layer][h][c])
+                            cpuScore[p] += Double(qsF[c]) * (Double(cl[c]) - Double(norm.mean[layer][h][c]))
+                            gpuScore[p] += qsB[c] * sd * (g4.m + g4.s * Double(g4.u[c]))
+                        }
+                    } else {
+                        for c in 0..<rr {
+                            let key = K[p * kvw + h * hd + Int(ch[h][c])]
+                            cpuScore[p] += Double(qsF[c]) * Double(Float(Float16(key)))
+                            gpuScore[p] += qsB[c] * bf16(key)
+                        }
                     }
                     if p < options.sinks { cpuScore[p] = .infinity; gpuScore[p] = .infinity }
                 }
@@ -159,15 +220,22 @@ extension CUDASelfTest {
             let go = flat(b, gpuOut)
             checks.append(GPUCheck(name: "\(tag): output vs float64 over the GPU selection", error: relErr(go, refOut),
                                    tolerance: 5e-3))
-            checks.append(GPUCheck(name: "\(tag): output GPU vs CPU", error: relErr(go, Array(UnsafeBufferPointer(start: cpuOut.floats, count: heads * hd))), tolerance: 0.1))
+            // Equal selections: the outputs agree to bf16 noise (≤ 0.02 measured). A near-tie flip
+            // at the k-th (counted by the overlap check) swaps one token's whole contribution,
+            // which on these random keys moves the output by up to 0.135 (H100, seed 12, 4-bit
+            // r = 16, one token of 97); the output over the GPU's own selection is checked against
+            // float64 above. Bound: 0.1, or 0.35 where the selections differ.
+            checks.append(GPUCheck(name: "\(tag): output GPU vs CPU", error: relErr(go, Array(UnsafeBufferPointer(start: cpuOut.floats, count: heads * hd))),
+                                   tolerance: worstOverlap == 1 ? 0.1 : 0.35, detail: "overlap \(worstOverlap)"))
         }
 
         // MARK: batched decode: one DS call for 3 sequences of different lengths vs one call each
         do {
             let lens = [700, 1000, 1300], B = lens.count
+            for bits in [16, 4] {
             let cache = try CUDAKVCache(context: b.context, layers: layers, kvHeads: kvHeads, headDim: hd,
                                         contextLength: lens.max()! + 1, pageSize: 16, sequences: B)
-            let m = try CUDADoubleSparseAttention(cache: cache, backend: b, heads: heads, channels: channels(8), options: options)
+            let m = try gpuMethod(cache, 8, bits == 4 ? options4 : options)
             let shape = AttentionShape(heads: heads, kvHeads: kvHeads, headDim: hd, scale: 1 / Float(hd).squareRoot())
             var newK = [Float](), newV = [Float](), Q = [Float]()
             for (i, n) in lens.enumerated() {
@@ -197,8 +265,9 @@ extension CUDASelfTest {
             }
             try b.checkError()
             // Same selection and rows; only the split boundaries (and so the f32 merge order) differ.
-            checks.append(GPUCheck(name: "DS batched decode (3 sequences, 701/1001/1301 tokens, r=8) vs one call each",
+            checks.append(GPUCheck(name: "DS batched decode (3 sequences, 701/1001/1301 tokens, r=8\(bits == 4 ? ", 4-bit labels" : "")) vs one call each",
                                    error: relErr(flat(b, batched), single), tolerance: 1e-3))
+            }
         }
 
         // MARK: whole model
@@ -206,7 +275,7 @@ extension CUDASelfTest {
         let steps = 8, ctx = prompt.count + steps + 1
         func gpuSession(_ opts: AttentionOptions, force: Bool = false) throws -> (Session, CUDADoubleSparseAttention) {
             let cache = try CUDAKVCache(context: b.context, layers: layers, kvHeads: kvHeads, headDim: hd, contextLength: ctx)
-            let m = try CUDADoubleSparseAttention(cache: cache, backend: b, heads: heads, channels: channels(16), options: opts)
+            let m = try gpuMethod(cache, 16, opts)
             m.alwaysKernels = force
             return (Session(model: mg, attention: m), m)
         }
@@ -220,11 +289,16 @@ extension CUDASelfTest {
         let (gpuDS, gpuDSMethod) = try gpuSession(options)
         let (gpuAll, _) = try gpuSession(all)
         let (gpuForced, forcedMethod) = try gpuSession(all, force: true)
-        let sessions = [cpuDense, cpuDS, gpuDense, gpuDS, gpuAll, gpuForced]
+        let cpuDS4 = Session(model: mc, attention: try DoubleSparseAttention(
+            cache: KVCache(layers: layers, kvHeads: kvHeads, headDim: hd, capacity: ctx), config: config, channels: 16,
+            options: options4, pool: cpu.pool))
+        let (gpuDS4, gpuDS4Method) = try gpuSession(options4)
+        let sessions = [cpuDense, cpuDS, gpuDense, gpuDS, gpuAll, gpuForced, cpuDS4, gpuDS4]
         var logits = try sessions.map { try $0.evaluate(prompt, logits: .last)[0] }
         // dense GPU/CPU, DS GPU/CPU, all vs dense, forced vs dense, DS vs dense (GPU)
-        var worst = [Double](repeating: 0, count: 5)
+        var worst = [Double](repeating: 0, count: 6)
         func compare() {
+            worst[5] = max(worst[5], relErr(logits[7], logits[6]))
             worst[4] = max(worst[4], relErr(logits[3], logits[2]))
             worst[0] = max(worst[0], relErr(logits[2], logits[0]))
             worst[1] = max(worst[1], relErr(logits[3], logits[1]))
@@ -247,7 +321,13 @@ extension CUDASelfTest {
         // move them by O(1). Bound: dense GPU-CPU noise + 0.1.
         checks.append(GPUCheck(name: "\(mtag): GPU DS vs CPU DS logits (1/16)", error: worst[1], tolerance: worst[0] + 0.1,
                                detail: "GPU vs CPU dense \(worst[0]); GPU DS vs GPU dense \(worst[4]); \(gpuDSMethod.sparseRows) DS rows, \(gpuDSMethod.denseRows) dense"))
-        if gpuDSMethod.sparseRows == 0 {
+        // 4-bit labels (the records are bit-identical, checked above) put more tokens on equal or
+        // nearly equal scores (16 levels a channel), so bf16-vs-f32 query rounding flips more of
+        // them at the k-th: 0.093 measured (H100, seed 2690212224078424971), against 0.38 for
+        // DS vs dense. Bound: dense GPU-CPU noise + 0.15.
+        checks.append(GPUCheck(name: "\(mtag): GPU DS vs CPU DS logits (1/16, 4-bit labels)", error: worst[5],
+                               tolerance: worst[0] + 0.15, detail: "\(gpuDS4Method.sparseRows) DS rows"))
+        if gpuDSMethod.sparseRows == 0 || gpuDS4Method.sparseRows == 0 {
             checks.append(GPUCheck(name: "\(mtag): decode steps ran the DS kernels", error: .infinity, tolerance: 0))
         }
 

@@ -701,7 +701,10 @@ SIFT_DECODE_KERNELS(256)
 // Bytes a token per KV head (r = 8, k = L/16, d = 128): labels 16, keys 2 written + 2 read, lists
 // ~0.3, selected K/V rows 32 (dense: 512).
 //
-//   labels     [pages][KVH][P][R] bf16, paged like the KV cache (same page table)
+//   labels     [pages][KVH][P][R] bf16, paged like the KV cache (same page table); or, for the
+//              4-bit variant (sift_ds_scores4_r<R>), [pages][KVH][P][1 + R/8] words of f16 scale |
+//              f16 offset and R 4-bit codes (ds_labels.cu), scored with the query scaled by
+//              qscale [KVH][R] (the channels' σ): s_j = m·Σq' + s·Σ q'_c·u_c, q' = q·σ
 //   channels   [KVH][R] int32: the calibrated channels of this layer, per KV head
 //   keys       [B][KVH][key_stride] u16 (key_stride a multiple of 4)
 //   hist       [B][KVH][4096] int32, zero before the first call (the candidates kernel re-zeroes it)
@@ -749,13 +752,66 @@ __device__ __forceinline__ void pick_bin(const int* hist, int nb, int remaining,
 // score truncated (toward zero) to bf16 precision, ordered. The labels are bf16 already; the
 // selection is exactly the top-k by this key, ties to the lowest position.
 __device__ __forceinline__ sift_u32 ds_key16(float s) { return float_key(s) >> 16; }
-template <int R, bool HIST_MATCH>
+
+// How the scores kernel loads and scores one label row: BITS 16, R bf16 values; BITS 4, a
+// record of 1 + R/8 words (f16 scale | f16 offset, then the codes; ds_labels.cu).
+template <int R, int BITS> struct ds_label;
+template <int R> struct ds_label<R, 16> {
+    struct raw { uint4 w[R / 8]; };
+    static __device__ __forceinline__ void load(const void* labels, sift_size row, raw& r) {
+        const uint4* lp = (const uint4*)((const sift_bf16*)labels + row * R);
+#pragma unroll
+        for (int c = 0; c < R / 8; c++) r.w[c] = lp[c];
+    }
+    static __device__ __forceinline__ float dot(const float* qs, const raw& r) {
+        float s = 0.f;
+#pragma unroll
+        for (int c = 0; c < R / 8; c++) {
+            float f[8];
+            unpack8(r.w[c], f);
+#pragma unroll
+            for (int e = 0; e < 8; e++) s = fmaf(qs[c * 8 + e], f[e], s);
+        }
+        return s;
+    }
+};
+__device__ __forceinline__ float ds_f16_to_f32(unsigned h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"((unsigned short)h));
+    return f;
+}
+template <int R> struct ds_label<R, 4> {
+    static constexpr int WORDS = 1 + R / 8;
+    struct raw { sift_u32 w[WORDS]; };
+    static __device__ __forceinline__ void load(const void* labels, sift_size row, raw& r) {
+        const sift_u32* p = (const sift_u32*)labels + row * WORDS;
+        if (WORDS == 2) {
+            const uint2 v = *(const uint2*)p;
+            r.w[0] = v.x; r.w[WORDS - 1] = v.y;
+        } else {
+#pragma unroll
+            for (int i = 0; i < WORDS; i++) r.w[i] = p[i];
+        }
+    }
+    static __device__ __forceinline__ float dot(const float* qs, const raw& r) {
+        float qsum = 0.f, acc = 0.f;
+#pragma unroll
+        for (int c = 0; c < R; c++) {
+            qsum += qs[c];
+            acc = fmaf(qs[c], (float)((r.w[1 + c / 8] >> (4 * (c % 8))) & 15u), acc);
+        }
+        return fmaf(ds_f16_to_f32(r.w[0] >> 16), qsum, ds_f16_to_f32(r.w[0] & 0xffffu) * acc);
+    }
+};
+
+template <int R, bool HIST_MATCH, int BITS = 16>
 __device__ __forceinline__ void ds_scores(
-    const sift_bf16* __restrict__ q, const sift_bf16* __restrict__ labels, const int* __restrict__ channels,
+    const sift_bf16* __restrict__ q, const void* __restrict__ labels, const int* __restrict__ channels,
     const int* __restrict__ page_table, const int* __restrict__ seq_lens, int G, int D,
     int page_shift, int max_pages, int sinks, unsigned short* __restrict__ keys, int key_stride, int* __restrict__ hist,
-    int rounds)
+    int rounds, const float* __restrict__ qscale = nullptr)
 {
+    typedef ds_label<R, BITS> L;
     const int kvh = blockIdx.y, b = blockIdx.z, KVH = gridDim.y, Hq = KVH * G;
     const int n = seq_lens[b];
     __shared__ float qs[R];
@@ -767,7 +823,7 @@ __device__ __forceinline__ void ds_scores(
     const unsigned lane = threadIdx.x & 31;
     for (int round = 0; round < rounds; round++) {
     const int t0 = (blockIdx.x * rounds + round) * blockDim.x * DS_TPT + threadIdx.x;
-    uint4 lr[DS_TPT][R / 8];
+    typename L::raw lr[DS_TPT];
     sift_u32 key[DS_TPT];
 #pragma unroll
     for (int u = 0; u < DS_TPT; u++) {
@@ -775,9 +831,7 @@ __device__ __forceinline__ void ds_scores(
         const int t = t0 + u * blockDim.x;
         if (t < n) {
             const sift_size row = (((sift_size)pt[t >> page_shift] * KVH + kvh) << page_shift) + (t & pmask);
-            const uint4* lp = (const uint4*)(labels + row * R);
-#pragma unroll
-            for (int c = 0; c < R / 8; c++) lr[u][c] = lp[c];
+            L::load(labels, row, lr[u]);
         }
     }
     if (round == 0) {   // the summed group query, while the first labels are in flight
@@ -785,7 +839,7 @@ __device__ __forceinline__ void ds_scores(
             const int ch = channels[kvh * R + threadIdx.x];
             float s = 0.f;
             for (int g = 0; g < G; g++) s += bf16_to_f32(q[(sift_size)(b * Hq + kvh * G + g) * D + ch]);
-            qs[threadIdx.x] = s;
+            qs[threadIdx.x] = BITS == 4 ? s * qscale[kvh * R + threadIdx.x] : s;
         }
         __syncthreads();   // qs, and the zeroed histogram
     }
@@ -793,14 +847,7 @@ __device__ __forceinline__ void ds_scores(
     for (int u = 0; u < DS_TPT; u++) {
         const int t = t0 + u * blockDim.x;
         if (t < n) {
-            float s = 0.f;
-#pragma unroll
-            for (int c = 0; c < R / 8; c++) {
-                float f[8];
-                unpack8(lr[u][c], f);
-#pragma unroll
-                for (int e = 0; e < 8; e++) s = fmaf(qs[c * 8 + e], f[e], s);
-            }
+            const float s = L::dot(qs, lr[u]);
             key[u] = t < sinks ? 0xffffu : ds_key16(s);
             kout[t] = (unsigned short)key[u];
         }
@@ -1255,6 +1302,15 @@ SIFT_DS_SCORES(8, false, sift_ds_scores_r8)
 SIFT_DS_SCORES(16, false, sift_ds_scores_r16)
 SIFT_DS_SCORES(8, true, sift_ds_scores_match_r8)
 SIFT_DS_SCORES(16, true, sift_ds_scores_match_r16)
+// 4-bit labels: qscale [KVH][R] f32, the σ of each label channel (1 without normalisation).
+#define SIFT_DS_SCORES4(R, NAME) \
+    extern "C" __global__ void __launch_bounds__(256, (R) == 8 ? 4 : 1) NAME(const sift_bf16* q, const unsigned* labels, const int* channels, \
+        const int* page_table, const int* seq_lens, int G, int D, int page_shift, int max_pages, int sinks, \
+        unsigned short* keys, int key_stride, int* hist, int rounds, const float* qscale) \
+    { ds_scores<R, false, 4>(q, labels, channels, page_table, seq_lens, G, D, page_shift, max_pages, sinks, keys, key_stride, \
+                             hist, rounds, qscale); }
+SIFT_DS_SCORES4(8, sift_ds_scores4_r8)
+SIFT_DS_SCORES4(16, sift_ds_scores4_r16)
 
 #define SIFT_DS_CANDIDATES(CPB, MINB) \
     extern "C" __global__ void __launch_bounds__(DS_CAND_THREADS, MINB) sift_ds_candidates_c##CPB(const unsigned short* keys, \
@@ -1344,6 +1400,60 @@ extern "C" __global__ void sift_ds_label_store_batch(const float* k, bf16_t* lab
         const int ch = channels[h * r + c];
         labels[kv_offset(table, pos, h, kv_heads, page_size, r) + c] = f32_to_bf16(k[(size_t)t * width + h * head_dim + ch]);
     }
+}
+
+// 4-bit labels (`--ds-label-bits 4`, KV/LabelCache.swift defines the encoding): per position and
+// KV head a record of W = 1 + R/8 words, paged like the bf16 labels (kv_offset with head_dim W):
+//   word 0: f16 scale s (low half) | f16 offset m (high half); then R 4-bit codes, code c in bits
+//   4*(c%8) of word 1 + c/8 (the CPU's bytes, little-endian). Normalised per channel:
+//   x_c = (key[ch_c] - mean_c) * inv_std_c, m = f16(min x), s = f16(max(max x - m, 0) / 15),
+//   u_c = clamp(round((x_c - m) / s), 0, 15) (0 where s = 0): the same f32 operations, each
+//   rounded once (no contraction), as the CPU, so the codes are bit-identical.
+//   mean, inv_std [KVH][R] f32 of this layer. R <= 16, a multiple of 8.
+__device__ __forceinline__ void ds_label4_encode(const float* key, const int* ch, const float* mean,
+                                                 const float* inv_std, int r, unsigned* rec) {
+    float x[16];
+    float lo = __int_as_float(0x7f800000), hi = -lo;
+    for (int c = 0; c < r; c++) {
+        x[c] = __fmul_rn(__fsub_rn(key[ch[c]], mean[c]), inv_std[c]);
+        lo = fminf(lo, x[c]);
+        hi = fmaxf(hi, x[c]);
+    }
+    const unsigned short m16 = f32_to_f16(lo);
+    const float m = f16_to_f32(m16);
+    const unsigned short s16 = f32_to_f16(__fdiv_rn(fmaxf(__fsub_rn(hi, m), 0.f), 15.f));
+    const float s = f16_to_f32(s16);
+    rec[0] = (unsigned)s16 | ((unsigned)m16 << 16);
+    for (int w = 0; w < r / 8; w++) {
+        unsigned word = 0;
+        for (int e = 0; e < 8; e++) {
+            const int c = w * 8 + e;
+            const int u = s > 0.f ? min(15, max(0, (int)roundf(__fdiv_rn(__fsub_rn(x[c], m), s)))) : 0;
+            word |= (unsigned)u << (4 * e);
+        }
+        rec[1 + w] = word;
+    }
+}
+
+// grid (rows), block KVH rounded up to a warp: thread h encodes KV head h of row t at start + t.
+extern "C" __global__ void sift_ds_label4_store(const float* k, unsigned* labels, const int* channels,
+                                                const float* mean, const float* inv_std, const int* page_table,
+                                                int start, int kv_heads, int head_dim, int r, int page_size) {
+    const int t = blockIdx.x, h = threadIdx.x, words = 1 + r / 8;
+    if (h >= kv_heads) return;
+    ds_label4_encode(k + (size_t)t * kv_heads * head_dim + h * head_dim, channels + h * r, mean + h * r, inv_std + h * r, r,
+                     labels + kv_offset(page_table, start + t, h, kv_heads, page_size, words));
+}
+
+// Batched decode, as sift_ds_label_store_batch.   grid (B), block as above
+extern "C" __global__ void sift_ds_label4_store_batch(const float* k, unsigned* labels, const int* channels,
+                                                      const float* mean, const float* inv_std, const int* page_table,
+                                                      const int* seq_lens, int max_pages, int kv_heads, int head_dim,
+                                                      int r, int page_size) {
+    const int t = blockIdx.x, h = threadIdx.x, words = 1 + r / 8;
+    if (h >= kv_heads) return;
+    ds_label4_encode(k + (size_t)t * kv_heads * head_dim + h * head_dim, channels + h * r, mean + h * r, inv_std + h * r, r,
+                     labels + kv_offset(page_table + (size_t)t * max_pages, seq_lens[t] - 1, h, kv_heads, page_size, words));
 }
 """##),
         ("prefill_attention.cu", ##"""

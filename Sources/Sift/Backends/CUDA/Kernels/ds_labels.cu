@@ -39,3 +39,57 @@ extern "C" __global__ void sift_ds_label_store_batch(const float* k, bf16_t* lab
         labels[kv_offset(table, pos, h, kv_heads, page_size, r) + c] = f32_to_bf16(k[(size_t)t * width + h * head_dim + ch]);
     }
 }
+
+// 4-bit labels (`--ds-label-bits 4`, KV/LabelCache.swift defines the encoding): per position and
+// KV head a record of W = 1 + R/8 words, paged like the bf16 labels (kv_offset with head_dim W):
+//   word 0: f16 scale s (low half) | f16 offset m (high half); then R 4-bit codes, code c in bits
+//   4*(c%8) of word 1 + c/8 (the CPU's bytes, little-endian). Normalised per channel:
+//   x_c = (key[ch_c] - mean_c) * inv_std_c, m = f16(min x), s = f16(max(max x - m, 0) / 15),
+//   u_c = clamp(round((x_c - m) / s), 0, 15) (0 where s = 0): the same f32 operations, each
+//   rounded once (no contraction), as the CPU, so the codes are bit-identical.
+//   mean, inv_std [KVH][R] f32 of this layer. R <= 16, a multiple of 8.
+__device__ __forceinline__ void ds_label4_encode(const float* key, const int* ch, const float* mean,
+                                                 const float* inv_std, int r, unsigned* rec) {
+    float x[16];
+    float lo = __int_as_float(0x7f800000), hi = -lo;
+    for (int c = 0; c < r; c++) {
+        x[c] = __fmul_rn(__fsub_rn(key[ch[c]], mean[c]), inv_std[c]);
+        lo = fminf(lo, x[c]);
+        hi = fmaxf(hi, x[c]);
+    }
+    const unsigned short m16 = f32_to_f16(lo);
+    const float m = f16_to_f32(m16);
+    const unsigned short s16 = f32_to_f16(__fdiv_rn(fmaxf(__fsub_rn(hi, m), 0.f), 15.f));
+    const float s = f16_to_f32(s16);
+    rec[0] = (unsigned)s16 | ((unsigned)m16 << 16);
+    for (int w = 0; w < r / 8; w++) {
+        unsigned word = 0;
+        for (int e = 0; e < 8; e++) {
+            const int c = w * 8 + e;
+            const int u = s > 0.f ? min(15, max(0, (int)roundf(__fdiv_rn(__fsub_rn(x[c], m), s)))) : 0;
+            word |= (unsigned)u << (4 * e);
+        }
+        rec[1 + w] = word;
+    }
+}
+
+// grid (rows), block KVH rounded up to a warp: thread h encodes KV head h of row t at start + t.
+extern "C" __global__ void sift_ds_label4_store(const float* k, unsigned* labels, const int* channels,
+                                                const float* mean, const float* inv_std, const int* page_table,
+                                                int start, int kv_heads, int head_dim, int r, int page_size) {
+    const int t = blockIdx.x, h = threadIdx.x, words = 1 + r / 8;
+    if (h >= kv_heads) return;
+    ds_label4_encode(k + (size_t)t * kv_heads * head_dim + h * head_dim, channels + h * r, mean + h * r, inv_std + h * r, r,
+                     labels + kv_offset(page_table, start + t, h, kv_heads, page_size, words));
+}
+
+// Batched decode, as sift_ds_label_store_batch.   grid (B), block as above
+extern "C" __global__ void sift_ds_label4_store_batch(const float* k, unsigned* labels, const int* channels,
+                                                      const float* mean, const float* inv_std, const int* page_table,
+                                                      const int* seq_lens, int max_pages, int kv_heads, int head_dim,
+                                                      int r, int page_size) {
+    const int t = blockIdx.x, h = threadIdx.x, words = 1 + r / 8;
+    if (h >= kv_heads) return;
+    ds_label4_encode(k + (size_t)t * kv_heads * head_dim + h * head_dim, channels + h * r, mean + h * r, inv_std + h * r, r,
+                     labels + kv_offset(page_table + (size_t)t * max_pages, seq_lens[t] - 1, h, kv_heads, page_size, words));
+}
