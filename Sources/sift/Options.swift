@@ -71,7 +71,7 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .customLong("sparq-r"), help: "SparQ query channels r per step (default head_dim/8).")
     var sparqR: Int?
 
-    @Option(name: .customLong("ds-group"), help: "GQA: shared (one token selection per KV head, from the summed group query) or per-head.")
+    @Option(name: .customLong("ds-group"), help: "GQA: shared (one token selection per KV head, from the summed group query), soft (one selection from the sum of each head's softmax of its approximate scores; CPU) or per-head.")
     var dsGroup: String = "shared"
 
     @Option(name: .customLong("tidal-dense-layers"), help: "TidalDecode: layers attended densely before the token-selection layer.")
@@ -125,7 +125,8 @@ struct ModelOptions: ParsableArguments {
         switch dsGroup {
         case "shared": o.dsPerHead = false
         case "per-head": o.dsPerHead = true
-        default: throw ValidationError("--ds-group must be shared or per-head, not '\(dsGroup)'")
+        case "soft": o.dsSoftGroup = true
+        default: throw ValidationError("--ds-group must be shared, soft or per-head, not '\(dsGroup)'")
         }
         return o
     }

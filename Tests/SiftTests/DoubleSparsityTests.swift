@@ -39,12 +39,13 @@ final class DoubleSparsityTests: XCTestCase {
     }
 
     func makeMethod(_ c: Case, budget: TokenBudget, channels: [[[Int]]], perHead: Bool = false, sinks: Int = 0,
-                    labelBits: Int = 16) throws -> DoubleSparseAttention {
+                    labelBits: Int = 16, soft: Bool = false) throws -> DoubleSparseAttention {
         let cache = KVCache(layers: 1, kvHeads: c.kvHeads, headDim: c.d, capacity: 64)
         var o = AttentionOptions()
         o.dsLabelBits = labelBits
         o.budget = budget
         o.dsPerHead = perHead
+        o.dsSoftGroup = soft ? true : nil
         o.sinks = sinks
         let config = DoubleSparsityConfig(
             model: .init(config: try tinyConfig(c), fileSHA256: nil), statistic: .qk,
@@ -64,7 +65,7 @@ final class DoubleSparsityTests: XCTestCase {
     /// Float64 reference of one decode step: approximate scores over f16 labels, top-k, exact
     /// softmax attention over the selected f16 keys/values.
     func reference(_ c: Case, q: Tensor, keys: Tensor, values: Tensor, channels: [[[Int]]], k: Int, perHead: Bool = false,
-                   sinks: Int = 0, labelBits: Int = 16) -> [Double] {
+                   sinks: Int = 0, labelBits: Int = 16, soft: Bool = false) -> [Double] {
         let g = c.heads / c.kvHeads, scale = 1 / Double(c.d).squareRoot()
         func h16(_ x: Float) -> Double { Double(Float(Float16(x))) }
         // The label of token j, KV head kvh: f16 values, or the 4-bit definition (offset = the
@@ -86,10 +87,23 @@ final class DoubleSparsityTests: XCTestCase {
             // Shared: the group's summed query picks for every head; per head: each its own.
             func pick(_ selectors: Range<Int>) -> ArraySlice<Int> {
                 var approx = [Double](repeating: 0, count: c.length)
-                for j in 0..<c.length {
-                    let lab = label(j, kvh)
+                if soft && selectors.count > 1 {
+                    // --ds-group soft: Σ_h softmax_j(scale · q_h[C]·label_j).
                     for h in selectors {
-                        for cc in ch { approx[j] += Double(q.row(0)[h * c.d + cc]) * lab[cc]! }
+                        let sh = (0..<c.length).map { j in
+                            let lab = label(j, kvh)
+                            return ch.reduce(0.0) { $0 + Double(q.row(0)[h * c.d + $1]) * lab[$1]! } * scale
+                        }
+                        let m = sh.max()!
+                        let z = sh.reduce(0.0) { $0 + exp($1 - m) }
+                        for j in 0..<c.length { approx[j] += exp(sh[j] - m) / z }
+                    }
+                } else {
+                    for j in 0..<c.length {
+                        let lab = label(j, kvh)
+                        for h in selectors {
+                            for cc in ch { approx[j] += Double(q.row(0)[h * c.d + cc]) * lab[cc]! }
+                        }
                     }
                 }
                 for j in 0..<min(sinks, k) { approx[j] = .infinity }
@@ -111,8 +125,9 @@ final class DoubleSparsityTests: XCTestCase {
     }
 
     func run(_ c: Case, budget: TokenBudget, channels: [[[Int]]], perHead: Bool = false, sinks: Int = 0,
-             labelBits: Int = 16) throws -> (got: [Float], q: Tensor, k: Tensor, v: Tensor) {
-        let method = try makeMethod(c, budget: budget, channels: channels, perHead: perHead, sinks: sinks, labelBits: labelBits)
+             labelBits: Int = 16, soft: Bool = false) throws -> (got: [Float], q: Tensor, k: Tensor, v: Tensor) {
+        let method = try makeMethod(c, budget: budget, channels: channels, perHead: perHead, sinks: sinks, labelBits: labelBits,
+                                    soft: soft)
         let shape = AttentionShape(heads: c.heads, kvHeads: c.kvHeads, headDim: c.d, scale: 1 / Float(c.d).squareRoot())
         let keys = randomTensor(c.length, c.kvHeads * c.d, scale: 2)
         let values = randomTensor(c.length, c.kvHeads * c.d)
@@ -152,6 +167,30 @@ final class DoubleSparsityTests: XCTestCase {
                 }
             }
         }
+    }
+
+    /// `--ds-group soft` against its float64 definition (and it must differ from the summed query
+    /// somewhere, or the test would not see a wrong ranking rule).
+    func testSoftGroupSelectionMatchesDefinition() throws {
+        var differs = false
+        for (heads, kvHeads, d, r) in [(4, 2, 16, 4), (6, 1, 32, 8), (8, 2, 16, 16)] {
+            for sinks in [0, 3] {
+                for bits in [16, 4] {
+                    let c = Case(heads: heads, kvHeads: kvHeads, d: d, r: r, length: 64)
+                    let channels = randomChannels(c)
+                    let (got, q, k, v) = try run(c, budget: .fraction(1.0 / 8), channels: channels, sinks: sinks,
+                                                 labelBits: bits, soft: true)
+                    let want = reference(c, q: q, keys: k, values: v, channels: channels, k: 8, sinks: sinks,
+                                         labelBits: bits, soft: true)
+                    for (a, b) in zip(got, want) {
+                        XCTAssertEqual(Double(a), b, accuracy: 1e-4, "heads \(heads)/\(kvHeads) d \(d) r \(r) sinks \(sinks) bits \(bits)")
+                    }
+                    let summed = reference(c, q: q, keys: k, values: v, channels: channels, k: 8, sinks: sinks, labelBits: bits)
+                    if zip(summed, want).contains(where: { abs($0 - $1) > 1e-3 }) { differs = true }
+                }
+            }
+        }
+        XCTAssertTrue(differs, "soft and summed selections never differed: the test cannot tell them apart")
     }
 
     func testFourBitLabelsMatchDefinition() throws {

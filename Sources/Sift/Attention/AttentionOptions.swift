@@ -87,6 +87,10 @@ public struct AttentionOptions: Sendable {
     /// Each query head picks its own tokens (reads up to groupSize × budget rows per KV head)
     /// instead of one selection shared by the GQA group (summed group query; the default).
     public var dsPerHead: Bool = false
+    /// `--ds-group soft`: one shared selection per KV group ranked by the sum of each head's
+    /// softmax over its own approximate scores (DoubleSparsity.softGroupScores), CPU only.
+    /// nil = off (kept optional so results recorded before it existed keep their labels).
+    public var dsSoftGroup: Bool?
     /// Label encoding: 16 (f16) or 4 (4-bit codes with a per-token f16 scale and offset).
     public var dsLabelBits: Int = 16
 

@@ -76,8 +76,13 @@ public final class DoubleSparseAttention: SparseAwareAttention, @unchecked Senda
                     let scores = scoreBuf.baseAddress!
                     for sel in 0..<selections {
                         let qh = qg + sel * heads * shape.headDim, oh = og + sel * heads * shape.headDim
-                        approximateScores(layer: layer, kvHead: kvh, q: qh, heads: heads, headDim: shape.headDim,
-                                          first: first, count: visible, into: scores)
+                        if heads > 1 && options.dsSoftGroup == true {
+                            softGroupScores(layer: layer, kvHead: kvh, q: qh, heads: heads, headDim: shape.headDim,
+                                            scale: shape.scale, first: first, count: visible, into: scores)
+                        } else {
+                            approximateScores(layer: layer, kvHead: kvh, q: qh, heads: heads, headDim: shape.headDim,
+                                              first: first, count: visible, into: scores)
+                        }
                         for j in 0..<max(0, min(options.sinks - first, visible, budget)) { scores[j] = .infinity }
                         TopK.select(scores, count: visible, k: budget, base: first, into: picked.baseAddress!)
                         DenseAttention.attendGroup(q: qh, groupSize: heads, keys: cache.keys(layer, kvh),
@@ -107,6 +112,32 @@ public final class DoubleSparseAttention: SparseAwareAttention, @unchecked Senda
                 qs[c] = s
             }
             labels.scores(layer: layer, head: kvHead, q: qs.baseAddress!, first: first, count: count, into: scores)
+        }
+    }
+
+    /// `--ds-group soft`: the group's approximate attention, Σ_h softmax_j(scale · ŝ_hj), with
+    /// ŝ_hj = q_h[C] · label_j each head's own approximate score. Same labels read as the summed
+    /// query (G r-dots a token instead of one), but every head's distribution counts equally,
+    /// instead of the head with the largest scores deciding for the group.
+    func softGroupScores(layer: Int, kvHead: Int, q: UnsafePointer<Float>, heads: Int, headDim: Int, scale: Float,
+                         first: Int, count: Int, into scores: UnsafeMutablePointer<Float>) {
+        let r = labels.channels
+        let ch = channels[layer][kvHead]
+        scores.update(repeating: 0, count: count)
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: r) { qs in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: count) { buf in
+                let s = buf.baseAddress!
+                for h in 0..<heads {
+                    for c in 0..<r { qs[c] = q[h * headDim + Int(ch[c])] }
+                    labels.scores(layer: layer, head: kvHead, q: qs.baseAddress!, first: first, count: count, into: s)
+                    var m = -Float.infinity
+                    for j in 0..<count { m = max(m, s[j]) }
+                    var z: Float = 0
+                    for j in 0..<count { s[j] = expf((s[j] - m) * scale); z += s[j] }
+                    let inv = 1 / z
+                    for j in 0..<count { scores[j] += s[j] * inv }
+                }
+            }
         }
     }
 

@@ -204,6 +204,9 @@ public final class CUDADoubleSparseAttention: SparseAwareAttention, BatchedDecod
         guard Self.supportedChannels.contains(r) else {
             throw CUDAError.invalid("--ds-channels \(r): the GPU Double Sparsity kernels support \(Self.supportedChannels.map(String.init).joined(separator: " or ")) label channels (pass --ds-channels 8 or 16, or use --device cpu)")
         }
+        guard options.dsSoftGroup != true else {
+            throw CUDAError.invalid("--ds-group soft is not supported on the GPU (its selection ranks by the summed group query): drop --ds-group or use --device cpu")
+        }
         guard !options.dsPerHead else {
             throw CUDAError.invalid("--ds-group per-head is not supported on the GPU (its selection is shared per KV group, the CPU default): drop --ds-group or use --device cpu")
         }
