@@ -186,6 +186,111 @@ __device__ __forceinline__ void ds_scores(
     for (int i = threadIdx.x; i < 4096; i += blockDim.x) if (sh[i]) atomicAdd(&gh[i], sh[i]);
 }
 
+// The 4-bit scores kernel (issue 5): a thread owns groups of 4 consecutive tokens (one page-table
+// entry and WORDS 16-byte loads a group, one 8-byte store of the 4 keys) instead of one token
+// a load: the per-token address arithmetic and page-table loads were most of its instructions
+// (it ran at ~60 % of the copy bandwidth, instruction bound). The summed, scaled query and its
+// sum are kept in registers for the block's rounds. Same grid and token coverage as ds_scores
+// (each round 256·DS_TPT tokens a block). Pages of 1 or 2 tokens load record by record.
+// Nibble p of a code word as a float without an int-to-float conversion (a slower pipe): masked
+// in place into the low 20 bits of the mantissa of 2^23 (nibbles 5 to 7 after one shift by 12,
+// shared by the word; bit 23 would reach the exponent), minus 2^23: exactly code·2^e, e = 4p
+// (p < 5) or 4p - 12. The query channel is pre-scaled by 2^-e (ds_nibble_scale, exact), so each
+// product, hence the score, is the same as q·code.
+__device__ __forceinline__ int ds_nibble_exp(int p) { return p < 5 ? 4 * p : 4 * p - 12; }
+__device__ __forceinline__ float ds_nibble(sift_u32 w, int p) {
+    const sift_u32 x = p < 5 ? (w & (15u << (4 * p))) : ((w >> 12) & (15u << (4 * p - 12)));
+    return __uint_as_float(0x4B000000u | x) - 8388608.f;
+}
+__device__ __forceinline__ float ds_nibble_scale(int p) { return __uint_as_float((sift_u32)(127 - ds_nibble_exp(p)) << 23); }
+
+template <int R>
+__device__ __forceinline__ void ds_scores4(
+    const sift_bf16* __restrict__ q, const sift_u32* __restrict__ labels, const int* __restrict__ channels,
+    const int* __restrict__ page_table, const int* __restrict__ seq_lens, int G, int D,
+    int page_shift, int max_pages, int sinks, unsigned short* __restrict__ keys, int key_stride, int* __restrict__ hist,
+    int rounds, const float* __restrict__ qscale)
+{
+    constexpr int W = 1 + R / 8;            // words a record
+    constexpr int GPT = DS_TPT / 4;         // groups of 4 tokens a thread a round
+    const int kvh = blockIdx.y, b = blockIdx.z, KVH = gridDim.y, Hq = KVH * G;
+    const int n = seq_lens[b];
+    __shared__ float qs[R];
+    const int* pt = page_table + (sift_size)b * max_pages;
+    const int pmask = (1 << page_shift) - 1;
+    unsigned short* kout = keys + (sift_size)(b * KVH + kvh) * key_stride;
+    __shared__ int sh[4096];
+    for (int i = threadIdx.x; i < 4096; i += blockDim.x) sh[i] = 0;
+    float qr[R];
+    float qsum = 0.f;
+    for (int round = 0; round < rounds; round++) {
+        const int rbase = (blockIdx.x * rounds + round) * (int)blockDim.x * DS_TPT;
+        sift_u32 wd[GPT][4 * W];
+#pragma unroll
+        for (int g = 0; g < GPT; g++) {
+            const int t = rbase + (g * (int)blockDim.x + (int)threadIdx.x) * 4;
+#pragma unroll
+            for (int i = 0; i < 4 * W; i++) wd[g][i] = 0u;
+            if (t < n) {
+                if (page_shift >= 2) {   // the 4 tokens lie in one page: 4·W consecutive words, 16-byte aligned
+                    const sift_size row = (((sift_size)pt[t >> page_shift] * KVH + kvh) << page_shift) + (t & pmask);
+                    const uint4* p = (const uint4*)(labels + row * W);
+#pragma unroll
+                    for (int i = 0; i < W; i++) {
+                        const uint4 v = p[i];
+                        wd[g][4 * i] = v.x; wd[g][4 * i + 1] = v.y; wd[g][4 * i + 2] = v.z; wd[g][4 * i + 3] = v.w;
+                    }
+                } else {
+#pragma unroll
+                    for (int j = 0; j < 4; j++) {
+                        if (t + j < n) {
+                            const sift_size row = (((sift_size)pt[(t + j) >> page_shift] * KVH + kvh) << page_shift) + ((t + j) & pmask);
+#pragma unroll
+                            for (int i = 0; i < W; i++) wd[g][j * W + i] = labels[row * W + i];
+                        }
+                    }
+                }
+            }
+        }
+        if (round == 0) {   // the summed, scaled group query, while the first labels are in flight
+            if (threadIdx.x < R) {
+                const int ch = channels[kvh * R + threadIdx.x];
+                float s = 0.f;
+                for (int g = 0; g < G; g++) s += bf16_to_f32(q[(sift_size)(b * Hq + kvh * G + g) * D + ch]);
+                qs[threadIdx.x] = s * qscale[kvh * R + threadIdx.x];
+            }
+            __syncthreads();   // qs, and the zeroed histogram
+#pragma unroll
+            for (int c = 0; c < R; c++) { qsum += qs[c]; qr[c] = qs[c] * ds_nibble_scale(c % 8); }
+        }
+#pragma unroll
+        for (int g = 0; g < GPT; g++) {
+            const int t = rbase + (g * (int)blockDim.x + (int)threadIdx.x) * 4;
+            sift_u32 key[4];
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const sift_u32* r = &wd[g][j * W];
+                float acc = 0.f;
+#pragma unroll
+                for (int c = 0; c < R; c++) acc = fmaf(qr[c], ds_nibble(r[1 + c / 8], c % 8), acc);
+                const float s = fmaf(ds_f16_to_f32(r[0] >> 16), qsum, ds_f16_to_f32(r[0] & 0xffffu) * acc);
+                key[j] = t + j < sinks ? 0xffffu : ds_key16(s);
+            }
+            if (t + 3 < n) {
+                *(uint2*)(kout + t) = make_uint2(key[0] | (key[1] << 16), key[2] | (key[3] << 16));
+            } else {
+#pragma unroll
+                for (int j = 0; j < 4; j++) if (t + j < n) kout[t + j] = (unsigned short)key[j];
+            }
+#pragma unroll
+            for (int j = 0; j < 4; j++) if (t + j < n) atomicAdd(&sh[key[j] >> 4], 1);
+        }
+    }
+    __syncthreads();
+    int* gh = hist + (sift_size)(b * KVH + kvh) * 4096;
+    for (int i = threadIdx.x; i < 4096; i += blockDim.x) if (sh[i]) atomicAdd(&gh[i], sh[i]);
+}
+
 // 2. The exact threshold and the selection lists, over the grid (ceil(chunks / CPB), KVH, B) of
 // DS_CAND_THREADS threads, each block CPB consecutive chunks; chunk = the attend kernel's split
 // (a multiple of 4, at most DS_CHUNK). Every block puts its keys in flight, reads the 12-bit
@@ -207,28 +312,28 @@ __device__ __forceinline__ void ds_scores(
 #define DS_MAX_CHUNKS 1024
 
 // Bin of the `remaining`-th largest of a 4096-bin global histogram, 256 threads, 16 bins a thread
-// in one go (four 16-byte loads), copied to shared `copy` (4096 ints) so the winning thread
-// resolves its bin without reloading.
-__device__ __forceinline__ void pick_bin4096(const int* hist, int remaining, int* scan_sm, int* copy, int* digit, int* rem) {
+// in one go (four 16-byte loads, kept in registers for the winning thread's search).
+__device__ __forceinline__ void pick_bin4096(const int* hist, int remaining, int* scan_sm, int* digit, int* rem) {
     const int tid = threadIdx.x;
     const int4* hp = (const int4*)(hist + 4096 - 16 * (tid + 1));   // bins 4096-16(tid+1) .. 4095-16 tid
-    int4* cp = (int4*)(copy + 16 * tid);
+    const int4 a = hp[0], b = hp[1], c = hp[2], d = hp[3];
+    const int h[16] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w, c.x, c.y, c.z, c.w, d.x, d.y, d.z, d.w};
     int local = 0;
-    {
-        const int4 a = hp[0], b = hp[1], c = hp[2], d = hp[3];
-        cp[0] = a; cp[1] = b; cp[2] = c; cp[3] = d;
-        local = a.x + a.y + a.z + a.w + b.x + b.y + b.z + b.w + c.x + c.y + c.z + c.w + d.x + d.y + d.z + d.w;
-    }
+#pragma unroll
+    for (int j = 0; j < 16; j++) local += h[j];
     int total;
     const int incl = block_scan(local, scan_sm, &total);
     const int excl = incl - local;
     if (excl < remaining && remaining <= incl) {
-        int above = excl;
-        for (int j = 15; j >= 0; j--) {   // descending bins: copy[16 tid + 15] is bin 4095 - 16 tid
-            const int h = copy[16 * tid + j];
-            if (above + h >= remaining) { *digit = 4096 - 16 * (tid + 1) + j; *rem = remaining - above; break; }
-            above += h;
+        // Descending bins: h[15] is bin 4095 - 16 tid. Unrolled over the registers (was a loop of
+        // dependent shared-memory loads from a copy).
+        int above = excl, dg = -1, rm = 0;
+#pragma unroll
+        for (int j = 15; j >= 0; j--) {
+            if (dg < 0 && above + h[j] >= remaining) { dg = j; rm = remaining - above; }
+            above += h[j];
         }
+        *digit = 4096 - 16 * (tid + 1) + dg; *rem = rm;
     }
     __syncthreads();
 }
@@ -282,7 +387,7 @@ __device__ __forceinline__ void ds_candidates(
     }
     if (tid == 0) { s_digit = 0; s_rem = 0; }
     __syncthreads();
-    if (partial) pick_bin4096(gh, k, scan_sm, (int*)sm, &s_digit, &s_rem);
+    if (partial) pick_bin4096(gh, k, scan_sm, &s_digit, &s_rem);
     const sift_u32 d1 = (sift_u32)s_digit;
 #pragma unroll
     for (int cb = 0; cb < CPB; cb++) {
@@ -290,16 +395,22 @@ __device__ __forceinline__ void ds_candidates(
         if (ci >= max_chunks) break;   // uniform
         const int start = ci * chunk, end = min(n, start + chunk);
         const int i0 = start + tid * DS_KPT;
-        // Classify: bit j of `above` / `cand` for position i0 + j.
-        unsigned above = 0, cand = 0;
+        // Classify: bit j of `above` / `cand` for position i0 + j, branch-free: above = key > hi
+        // (top 12 bits above D1), cand = key >= lo and not above (top 12 bits = D1); when
+        // everything is selected hi = lo = -1 (all above, no candidates); then the positions past
+        // the chunk or the row masked off at once (were per-key bounds tests and branches).
+        const int hi = partial ? (int)((d1 << 4) | 15u) : -1, lo = partial ? (int)(d1 << 4) : -1;
+        const int nv = k > 0 ? max(0, min(min(end - i0, chunk - tid * DS_KPT), DS_KPT)) : 0;
+        const unsigned valid = nv >= 32 ? 0xffffffffu : (1u << nv) - 1u;
+        unsigned above = 0, ge = 0;
 #pragma unroll
         for (int j = 0; j < DS_KPT; j++) {
-            const sift_u32 v = (w[cb][j >> 1] >> (16 * (j & 1))) & 0xffffu;
-            if (i0 + j < end && tid * DS_KPT + j < chunk && k > 0) {
-                if (!partial || (v >> 4) > d1) above |= 1u << j;
-                else if ((v >> 4) == d1) cand |= 1u << j;
-            }
+            const int v = (int)((w[cb][j >> 1] >> (16 * (j & 1))) & 0xffffu);
+            above |= (v > hi ? 1u : 0u) << j;
+            ge |= (v >= lo ? 1u : 0u) << j;
         }
+        above &= valid;
+        unsigned cand = ge & ~above & valid;
         const int na = __popc(above), nc = __popc(cand);
         int tot;
         const int incl = block_scan(na | (nc << 16), scan_sm, &tot);
@@ -620,8 +731,8 @@ SIFT_DS_SCORES(16, true, sift_ds_scores_match_r16)
     extern "C" __global__ void __launch_bounds__(256, (R) == 8 ? 4 : 1) NAME(const sift_bf16* q, const unsigned* labels, const int* channels, \
         const int* page_table, const int* seq_lens, int G, int D, int page_shift, int max_pages, int sinks, \
         unsigned short* keys, int key_stride, int* hist, int rounds, const float* qscale) \
-    { ds_scores<R, false, 4>(q, labels, channels, page_table, seq_lens, G, D, page_shift, max_pages, sinks, keys, key_stride, \
-                             hist, rounds, qscale); }
+    { ds_scores4<R>(q, labels, channels, page_table, seq_lens, G, D, page_shift, max_pages, sinks, keys, key_stride, \
+                    hist, rounds, qscale); }
 SIFT_DS_SCORES4(8, sift_ds_scores4_r8)
 SIFT_DS_SCORES4(16, sift_ds_scores4_r16)
 
