@@ -71,60 +71,70 @@ struct KernelBench: ParsableCommand {
         if dsLabelBits { return try labelBitsTable(ctx: ctx, kernels: k, flush: flush, names: names) }
         print("| shape | B | L | dense ms | GB/s | of copy | DS ms (1/16 tokens, r=d/16) | DS speedup | scores | threshold | attend | DS ideal bytes at copy BW |")
         print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        try forEachCell(k, names) { n, s, b, l, syn in
+            let dense = try time(ctx, flush) { try syn.dense() }
+            let ds = try time(ctx, flush) { try syn.doubleSparsity() }
+            // Phases timed alone: scores (+ histogram); threshold = scores+threshold − scores;
+            // attend = select + gather-attend + combine (thresholds of the last full call).
+            let tS = try time(ctx, flush) { try syn.doubleSparsity(parts: "s") }
+            try syn.ds.clearState()    // scores alone keep adding to the histogram
+            let tST = try time(ctx, flush) { try syn.doubleSparsity(parts: "st") }
+            let tA = try time(ctx, flush) { try syn.doubleSparsity(parts: "a") }
+            let bytes = Double(b * l * s.kvHeads * s.headDim * 4)
+            let gbps = bytes / (dense * 1e-3) / 1e9
+            let r = syn.channels, kSel = max(1, l / 16)
+            let ideal = Double(b * s.kvHeads * (l * r * 2 + 2 * kSel * s.headDim * 2)) / (copyGBps * 1e9) * 1e3
+            print("| \(n) | \(b) | \(l) | \(fixed(dense, 4)) | \(fixed(gbps, 0)) | "
+                  + "\(fixed(100 * gbps / copyGBps, 1))% | \(fixed(ds, 4)) | \(fixed(dense / ds, 2) + "x") | "
+                  + "\(fixed(tS, 4)) | \(fixed(tST - tS, 4)) | \(fixed(tA, 4)) | \(fixed(ideal, 4)) |")
+            if dsSweep {
+                var cells: [String] = []
+                for v in [0, 5] {
+                    for sp in [1024, 2048, 4096] where sp <= l {
+                        let d2 = try CUDAAttentionKernels.DoubleSparsity(
+                            kernels: k, batch: b, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim,
+                            channels: syn.channels, maxLength: l, splitPositions: sp, attendVariant: v)
+                        let full = try time(ctx, flush) { try syn.doubleSparsity(using: d2) }
+                        let att = try time(ctx, flush) { try syn.doubleSparsity(parts: "a", using: d2) }
+                        cells.append("v\(v)/\(sp): \(fixed(full, 4)) (attend \(fixed(att, 4)))")
+                    }
+                }
+                print("|   sweep (variant/split: DS ms) | \(b) | \(l) | " + cells.joined(separator: ", ") + " |")
+                var more: [String] = []
+                for cpb in [1, 2, 4] {
+                    syn.ds.thresholdChunksPerBlock = cpb
+                    let full = try time(ctx, flush) { try syn.doubleSparsity() }
+                    let st = try time(ctx, flush) { try syn.doubleSparsity(parts: "st") }
+                    more.append("threshold blocks of \(cpb) chunks: \(fixed(full, 4)) (scores+threshold \(fixed(st, 4)))")
+                }
+                syn.ds.thresholdChunksPerBlock = nil
+                for (v, what) in [(1, "__match_any histogram")] {
+                    syn.ds.scoresVariant = v
+                    try syn.ds.clearState()
+                    let sm = try time(ctx, flush) { try syn.doubleSparsity(parts: "s") }
+                    try syn.ds.clearState()
+                    let fm = try time(ctx, flush) { try syn.doubleSparsity() }
+                    more.append("scores with \(what): \(fixed(sm, 4)) (full \(fixed(fm, 4)))")
+                }
+                syn.ds.scoresVariant = 0
+                try syn.ds.clearState()
+                print("|   sweep | \(b) | \(l) | " + more.joined(separator: ", ") + " |")
+            }
+        }
+    }
+
+    /// Every (shape, batch, length) cell the flags ask for (batch × length ≤ --max-tokens), each
+    /// with a fresh synthetic paged cache: the loop every kernel-bench table runs.
+    func forEachCell(_ k: CUDAAttentionKernels, _ names: [String],
+                     _ body: (_ name: String, _ shape: (heads: Int, kvHeads: Int, headDim: Int), _ batch: Int, _ length: Int,
+                              _ syn: Synthetic) throws -> Void) throws {
         for n in names {
             let s = Self.shapes[n]!
             for b in try ints(batches, "batch") {
                 for l in try ints(lengths, "length") where b * l <= maxTokens {
                     let syn = try Synthetic(kernels: k, batch: b, length: l, heads: s.heads, kvHeads: s.kvHeads,
                                             headDim: s.headDim, pageSize: pageSize, seed: UInt32(b * 7919 + l))
-                    let dense = try time(ctx, flush) { try syn.dense() }
-                    let ds = try time(ctx, flush) { try syn.doubleSparsity() }
-                    // Phases timed alone: scores (+ histogram); threshold = scores+threshold − scores;
-                    // attend = select + gather-attend + combine (thresholds of the last full call).
-                    let tS = try time(ctx, flush) { try syn.doubleSparsity(parts: "s") }
-                    try syn.ds.clearState()    // scores alone keep adding to the histogram
-                    let tST = try time(ctx, flush) { try syn.doubleSparsity(parts: "st") }
-                    let tA = try time(ctx, flush) { try syn.doubleSparsity(parts: "a") }
-                    let bytes = Double(b * l * s.kvHeads * s.headDim * 4)
-                    let gbps = bytes / (dense * 1e-3) / 1e9
-                    let r = syn.channels, kSel = max(1, l / 16)
-                    let ideal = Double(b * s.kvHeads * (l * r * 2 + 2 * kSel * s.headDim * 2)) / (copyGBps * 1e9) * 1e3
-                    print("| \(n) | \(b) | \(l) | \(fixed(dense, 4)) | \(fixed(gbps, 0)) | "
-                          + "\(fixed(100 * gbps / copyGBps, 1))% | \(fixed(ds, 4)) | \(fixed(dense / ds, 2) + "x") | "
-                          + "\(fixed(tS, 4)) | \(fixed(tST - tS, 4)) | \(fixed(tA, 4)) | \(fixed(ideal, 4)) |")
-                    if dsSweep {
-                        var cells: [String] = []
-                        for v in [0, 5] {
-                            for sp in [1024, 2048, 4096] where sp <= l {
-                                let d2 = try CUDAAttentionKernels.DoubleSparsity(
-                                    kernels: k, batch: b, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim,
-                                    channels: syn.channels, maxLength: l, splitPositions: sp, attendVariant: v)
-                                let full = try time(ctx, flush) { try syn.doubleSparsity(using: d2) }
-                                let att = try time(ctx, flush) { try syn.doubleSparsity(parts: "a", using: d2) }
-                                cells.append("v\(v)/\(sp): \(fixed(full, 4)) (attend \(fixed(att, 4)))")
-                            }
-                        }
-                        print("|   sweep (variant/split: DS ms) | \(b) | \(l) | " + cells.joined(separator: ", ") + " |")
-                        var more: [String] = []
-                        for cpb in [1, 2, 4] {
-                            syn.ds.thresholdChunksPerBlock = cpb
-                            let full = try time(ctx, flush) { try syn.doubleSparsity() }
-                            let st = try time(ctx, flush) { try syn.doubleSparsity(parts: "st") }
-                            more.append("threshold blocks of \(cpb) chunks: \(fixed(full, 4)) (scores+threshold \(fixed(st, 4)))")
-                        }
-                        syn.ds.thresholdChunksPerBlock = nil
-                        for (v, what) in [(1, "__match_any histogram")] {
-                            syn.ds.scoresVariant = v
-                            try syn.ds.clearState()
-                            let sm = try time(ctx, flush) { try syn.doubleSparsity(parts: "s") }
-                            try syn.ds.clearState()
-                            let fm = try time(ctx, flush) { try syn.doubleSparsity() }
-                            more.append("scores with \(what): \(fixed(sm, 4)) (full \(fixed(fm, 4)))")
-                        }
-                        syn.ds.scoresVariant = 0
-                        try syn.ds.clearState()
-                        print("|   sweep | \(b) | \(l) | " + more.joined(separator: ", ") + " |")
-                    }
+                    try body(n, s, b, l, syn)
                 }
             }
         }

@@ -9,35 +9,28 @@ extension KernelBench {
     func labelBitsTable(ctx: CUDAContext, kernels k: CUDAAttentionKernels, flush: DeviceBuffer, names: [String]) throws {
         print("| shape | B | L | dense ms | DS bf16 labels ms | DS 4-bit labels ms | speedup bf16 | speedup 4-bit | scores bf16 ms | scores 4-bit ms | label bytes/row bf16 → 4-bit |")
         print("|---|---|---|---|---|---|---|---|---|---|---|")
-        for n in names {
-            let s = Self.shapes[n]!
-            for b in try ints(batches, "batch") {
-                for l in try ints(lengths, "length") where b * l <= maxTokens {
-                    let syn = try Synthetic(kernels: k, batch: b, length: l, heads: s.heads, kvHeads: s.kvHeads,
-                                            headDim: s.headDim, pageSize: pageSize, seed: UInt32(b * 7919 + l))
-                    let r = syn.channels
-                    let ds4 = try CUDAAttentionKernels.DoubleSparsity(kernels: k, batch: b, heads: s.heads, kvHeads: s.kvHeads,
-                                                                      headDim: s.headDim, channels: r, maxLength: l, labelBits: 4)
-                    let scale = try ctx.allocate(bytes: s.kvHeads * r * 4)
-                    try ctx.upload([Float](repeating: 1, count: s.kvHeads * r), to: scale.address)
-                    func run4(_ parts: String) throws {
-                        try ds4.run(q: syn.q.address, keys: syn.keys.address, values: syn.values.address, labels: syn.labels.address,
-                                    channelList: syn.channelList.address, pageTable: syn.pageTable.address, pageSize: pageSize,
-                                    maxPages: syn.maxPages, seqLens: syn.seqLens.address, kPerSeq: syn.kPerSeq.address, sinks: 0,
-                                    out: syn.out.address, parts: parts, labelScale: scale.address)
-                    }
-                    let dense = try time(ctx, flush) { try syn.dense() }
-                    let ds16 = try time(ctx, flush) { try syn.doubleSparsity() }
-                    let ds4t = try time(ctx, flush) { try run4("sta") }
-                    let s16 = try time(ctx, flush) { try syn.doubleSparsity(parts: "s") }
-                    try syn.ds.clearState()
-                    let s4 = try time(ctx, flush) { try run4("s") }
-                    try ds4.clearState()
-                    print("| \(n) | \(b) | \(l) | \(fixed(dense, 4)) | \(fixed(ds16, 4)) | \(fixed(ds4t, 4)) | "
-                          + "\(fixed(dense / ds16, 2))x | \(fixed(dense / ds4t, 2))x | \(fixed(s16, 4)) | \(fixed(s4, 4)) | "
-                          + "\(2 * r) → \(4 + r / 2) |")
-                }
+        try forEachCell(k, names) { n, s, b, l, syn in
+            let r = syn.channels
+            let ds4 = try CUDAAttentionKernels.DoubleSparsity(kernels: k, batch: b, heads: s.heads, kvHeads: s.kvHeads,
+                                                              headDim: s.headDim, channels: r, maxLength: l, labelBits: 4)
+            let scale = try ctx.allocate(bytes: s.kvHeads * r * 4)
+            try ctx.upload([Float](repeating: 1, count: s.kvHeads * r), to: scale.address)
+            func run4(_ parts: String) throws {
+                try ds4.run(q: syn.q.address, keys: syn.keys.address, values: syn.values.address, labels: syn.labels.address,
+                            channelList: syn.channelList.address, pageTable: syn.pageTable.address, pageSize: pageSize,
+                            maxPages: syn.maxPages, seqLens: syn.seqLens.address, kPerSeq: syn.kPerSeq.address, sinks: 0,
+                            out: syn.out.address, parts: parts, labelScale: scale.address)
             }
+            let dense = try time(ctx, flush) { try syn.dense() }
+            let ds16 = try time(ctx, flush) { try syn.doubleSparsity() }
+            let ds4t = try time(ctx, flush) { try run4("sta") }
+            let s16 = try time(ctx, flush) { try syn.doubleSparsity(parts: "s") }
+            try syn.ds.clearState()
+            let s4 = try time(ctx, flush) { try run4("s") }
+            try ds4.clearState()
+            print("| \(n) | \(b) | \(l) | \(fixed(dense, 4)) | \(fixed(ds16, 4)) | \(fixed(ds4t, 4)) | "
+                  + "\(fixed(dense / ds16, 2))x | \(fixed(dense / ds4t, 2))x | \(fixed(s16, 4)) | \(fixed(s4, 4)) | "
+                  + "\(2 * r) → \(4 + r / 2) |")
         }
     }
 }
