@@ -66,10 +66,9 @@ __device__ __forceinline__ void pick_bin(const int* hist, int nb, int remaining,
 // selection is exactly the top-k by this key, ties to the lowest position.
 __device__ __forceinline__ sift_u32 ds_key16(float s) { return float_key(s) >> 16; }
 
-// How the scores kernel loads and scores one label row: BITS 16, R bf16 values; BITS 4, a
-// record of 1 + R/8 words (f16 scale | f16 offset, then the codes; ds_labels.cu).
-template <int R, int BITS> struct ds_label;
-template <int R> struct ds_label<R, 16> {
+// How the bf16 scores kernel loads and scores one label row (R bf16 values). The 4-bit labels
+// have their own kernel (ds_scores4 below), which reads 4 tokens' records at a time.
+template <int R> struct ds_label16 {
     struct raw { uint4 w[R / 8]; };
     static __device__ __forceinline__ void load(const void* labels, sift_size row, raw& r) {
         const uint4* lp = (const uint4*)((const sift_bf16*)labels + row * R);
@@ -93,38 +92,15 @@ __device__ __forceinline__ float ds_f16_to_f32(unsigned h) {
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"((unsigned short)h));
     return f;
 }
-template <int R> struct ds_label<R, 4> {
-    static constexpr int WORDS = 1 + R / 8;
-    struct raw { sift_u32 w[WORDS]; };
-    static __device__ __forceinline__ void load(const void* labels, sift_size row, raw& r) {
-        const sift_u32* p = (const sift_u32*)labels + row * WORDS;
-        if (WORDS == 2) {
-            const uint2 v = *(const uint2*)p;
-            r.w[0] = v.x; r.w[WORDS - 1] = v.y;
-        } else {
-#pragma unroll
-            for (int i = 0; i < WORDS; i++) r.w[i] = p[i];
-        }
-    }
-    static __device__ __forceinline__ float dot(const float* qs, const raw& r) {
-        float qsum = 0.f, acc = 0.f;
-#pragma unroll
-        for (int c = 0; c < R; c++) {
-            qsum += qs[c];
-            acc = fmaf(qs[c], (float)((r.w[1 + c / 8] >> (4 * (c % 8))) & 15u), acc);
-        }
-        return fmaf(ds_f16_to_f32(r.w[0] >> 16), qsum, ds_f16_to_f32(r.w[0] & 0xffffu) * acc);
-    }
-};
 
-template <int R, bool HIST_MATCH, int BITS = 16>
+template <int R, bool HIST_MATCH>
 __device__ __forceinline__ void ds_scores(
     const sift_bf16* __restrict__ q, const void* __restrict__ labels, const int* __restrict__ channels,
     const int* __restrict__ page_table, const int* __restrict__ seq_lens, int G, int D,
     int page_shift, int max_pages, int sinks, unsigned short* __restrict__ keys, int key_stride, int* __restrict__ hist,
-    int rounds, const float* __restrict__ qscale = nullptr)
+    int rounds)
 {
-    typedef ds_label<R, BITS> L;
+    typedef ds_label16<R> L;
     const int kvh = blockIdx.y, b = blockIdx.z, KVH = gridDim.y, Hq = KVH * G;
     const int n = seq_lens[b];
     __shared__ float qs[R];
@@ -152,7 +128,7 @@ __device__ __forceinline__ void ds_scores(
             const int ch = channels[kvh * R + threadIdx.x];
             float s = 0.f;
             for (int g = 0; g < G; g++) s += bf16_to_f32(q[(sift_size)(b * Hq + kvh * G + g) * D + ch]);
-            qs[threadIdx.x] = BITS == 4 ? s * qscale[kvh * R + threadIdx.x] : s;
+            qs[threadIdx.x] = s;
         }
         __syncthreads();   // qs, and the zeroed histogram
     }
