@@ -244,6 +244,9 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
                 // One chunk a block: 2 or 4 (fewer histogram reads, fewer blocks) measured slower at every shape.
                 let cpb = thresholdChunksPerBlock ?? 1
                 guard [1, 2, 4].contains(cpb) else { throw CUDAError.invalid("threshold chunks per block \(cpb): have 1, 2, 4") }
+                let pick = try kernels.function("double_sparsity.cu", headDim: headDim, group: g, "sift_ds_pick_d1")
+                try c.launch(pick, grid: (kvHeads, batch, 1), block: (256, 1, 1), [
+                    .ptr(hist), .pointer(seqLens), .pointer(kPerSeq), .ptr(meta)])
                 let f = try kernels.function("double_sparsity.cu", headDim: headDim, group: g, "sift_ds_candidates_c\(cpb)")
                 try c.launch(f, grid: ((scratch.maxSplits + cpb - 1) / cpb, kvHeads, batch), block: (256, 1, 1), [
                     .ptr(keys), .int(keyStride), .ptr(hist), .pointer(seqLens), .pointer(kPerSeq), .pointer(pageTable),

@@ -1001,6 +1001,21 @@ __device__ __forceinline__ void pick_bin4096(const int* hist, int remaining, int
     __syncthreads();
 }
 
+// 2a. Grid (KVH, B), 256 threads: the bin D1 of the k-th largest key and how many to take inside
+// it, from the scores kernel's histogram, into meta[2] and meta[3] for the candidates kernel.
+extern "C" __global__ void __launch_bounds__(256) sift_ds_pick_d1(const int* __restrict__ hist,
+    const int* __restrict__ seq_lens, const int* __restrict__ k_per_seq, int* __restrict__ meta)
+{
+    const int kvh = blockIdx.x, b = blockIdx.y, bh = b * gridDim.x + kvh;
+    const int n = seq_lens[b], k = min(k_per_seq[b], n);
+    __shared__ int scan_sm[32];
+    __shared__ int s_digit, s_rem;
+    if (threadIdx.x == 0) { s_digit = 0; s_rem = 0; }
+    __syncthreads();
+    if (k > 0 && k < n) pick_bin4096(hist + (sift_size)bh * 4096, k, scan_sm, &s_digit, &s_rem);
+    if (threadIdx.x == 0) { meta[(sift_size)bh * DS_META + 2] = s_digit; meta[(sift_size)bh * DS_META + 3] = s_rem; }
+}
+
 template <int CPB>
 __device__ __forceinline__ void ds_candidates(
     const unsigned short* __restrict__ keys, int key_stride, int* __restrict__ hist, const int* __restrict__ seq_lens,
@@ -1048,9 +1063,10 @@ __device__ __forceinline__ void ds_candidates(
         pg0[cb] = any && two ? pt[i0 >> page_shift] : 0;
         pg1[cb] = any && two ? pt[(min(i0 + DS_KPT, end) - 1) >> page_shift] : 0;
     }
-    if (tid == 0) { s_digit = 0; s_rem = 0; }
+    // D1 and the count to take inside it, picked once per (b, KV head) by sift_ds_pick_d1 (was:
+    // every block read the whole 16 KB histogram and scanned it).
+    if (tid == 0) { s_digit = partial ? __ldcg(&mt[2]) : 0; s_rem = partial ? __ldcg(&mt[3]) : 0; }
     __syncthreads();
-    if (partial) pick_bin4096(gh, k, scan_sm, &s_digit, &s_rem);
     const sift_u32 d1 = (sift_u32)s_digit;
 #pragma unroll
     for (int cb = 0; cb < CPB; cb++) {
