@@ -1,14 +1,15 @@
-// Double Sparsity decode on the GPU (sift, issue 5). Three launches plus the split combine:
+// Double Sparsity decode on the GPU (sift, issue 5). Four launches plus the split combine:
 //   1. sift_ds_scores_r<R>: approximate scores of every token from the label cache, stored as
 //      16-bit order-preserving keys (the score truncated to bf16, ds_key16), and a histogram of
 //      the keys' top 12 bits per (b, KV head);
-//   2. sift_ds_candidates_c<CPB>: the exact k-th largest key T and the tie cut, and the selection
+//   2. sift_ds_pick_d1: per (b, KV head), the histogram bin D1 of the k-th largest key;
+//   3. sift_ds_candidates_c<CPB>: the exact k-th largest key T and the tie cut, and the selection
 //      lists, one block per chunk (= attend split): each block writes its chunk's list — the pool
 //      rows of the keys whose top 12 bits are above the k-th's bin D1, then its candidates (top 12
 //      bits = D1) — and the last block to finish resolves the candidates (the low 4 bits, then the
 //      tie cut). The selection is {j : key_j > T} ∪ {j : key_j == T, j <= cut}, exactly k tokens,
 //      exactly the top-k by 16-bit key, ties by lowest position;
-//   3. sift_ds_attend_d<D>_g<G>: one block per chunk copies its list's rows and the candidates it
+//   4. sift_ds_attend_d<D>_g<G>: one block per chunk copies its list's rows and the candidates it
 //      takes (key > T, or key == T at a position <= cut) into shared memory and runs decode_core
 //      (decode_core.cuh) over just those rows. It never reads the keys.
 // Bytes a token per KV head (r = 8, k = L/16, d = 128): labels 16, keys 2 written + 2 read, lists
@@ -269,9 +270,8 @@ __device__ __forceinline__ void ds_scores4(
 
 // 2. The exact threshold and the selection lists, over the grid (ceil(chunks / CPB), KVH, B) of
 // DS_CAND_THREADS threads, each block CPB consecutive chunks; chunk = the attend kernel's split
-// (a multiple of 4, at most DS_CHUNK). Every block puts its keys in flight, reads the 12-bit
-// histogram of its (b, KV head) into registers and picks the bin D1 holding the k-th largest key
-// (redundantly), then writes each chunk's list in position order: first the pool rows of the
+// (a multiple of 4, at most DS_CHUNK). Every block puts its keys in flight, reads the bin D1
+// holding the k-th largest key (picked once per (b, KV head) by sift_ds_pick_d1), then writes each chunk's list in position order: first the pool rows of the
 // keys whose top 12 bits are above D1 (all selected), then the candidates (top 12 bits = D1) as
 // key << 16 | position in the chunk. The last block of each (b, KV head) to finish (ticket in
 // meta[1]) gathers every chunk's candidates into shared memory in position order, resolves the
