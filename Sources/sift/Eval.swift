@@ -77,11 +77,11 @@ func evalAttention(_ options: ModelOptions) throws -> EvalAttention {
     // Only the settings the method reads go into results.json (and the report's labels).
     let common = ["sinks", "denseBelow"]
     let relevant: [String: [String]] = [
-        "double-sparse": common + ["dsConfigPath", "dsChannels", "dsPerHead", "dsSoftGroup", "dsLabelBits"],
+        "double-sparse": common + ["dsConfigPath", "dsChannels", "dsPerHead", "dsSoftGroup", "dsLabelBits", "recent"],
         "tidal": common + ["tidalDenseLayers", "tidalReselect", "tidalCorrect"],
         "quest": common + ["questPage", "gqaPerHead"],
         "sparq": common + ["sparqRank", "gqaPerHead"],
-        "loki": common + ["lokiConfigPath", "lokiRank"],
+        "loki": common + ["lokiConfigPath", "lokiRank", "recent"],
         "streaming": ["sinks"],
         "h2o": common,
     ]
@@ -96,6 +96,8 @@ func evalAttention(_ options: ModelOptions) throws -> EvalAttention {
             flags[label] = "\(child.value)"
         }
     }
+    // Double Sparsity's default recent window is a setting too (results before it had none).
+    if options.attention == "double-sparse" && o.recent == nil { flags["recent"] = "\(AttentionOptions.doubleSparsityRecent)" }
     return EvalAttention(name: options.attention, budget: "\(o.budget)", flags: flags)
 }
 

@@ -153,10 +153,12 @@ struct KernelCheck {
             qz[(b * H + h * G + g) * D + Int(ch[h * R + c])] = 0
         } } } }
         // The last runs take the experimental attend variants (1...5) through the plain case.
-        let configs = [(0, 0, false, 0), (4, 0, false, 0), (0, 1, false, 0), (0, 1, true, 0), (0, 2, false, 0), (3, 2, true, 0),
-                       (1, 0, false, -1), (0, 1, false, -1), (0, 0, true, 0), (0, 1, false, -2), (2, 2, false, -2)]
-            + (1...5).map { (2, 0, false, $0) }
-        for (sinks, mode, small, variant) in configs {
+        // The fifth field is the recent window (`--recent`, capped per sequence at half of k − sinks).
+        let configs = [(0, 0, false, 0, 0), (4, 0, false, 0, 0), (0, 1, false, 0, 0), (0, 1, true, 0, 0), (0, 2, false, 0, 0),
+                       (3, 2, true, 0, 0), (1, 0, false, -1, 0), (0, 1, false, -1, 0), (0, 0, true, 0, 0), (0, 1, false, -2, 0),
+                       (2, 2, false, -2, 0), (4, 0, false, 0, 64), (0, 2, false, 0, 1000), (4, 1, true, 0, 64)]
+            + (1...5).map { (2, 0, false, $0, 0) }
+        for (sinks, mode, small, variant, recent) in configs {
             let quantized = mode == 1
             let qv = mode == 1 ? qq : mode == 2 ? qz : qh
             let ds = variant > 0
@@ -166,13 +168,17 @@ struct KernelCheck {
             try ctx.upload(qv, to: qd.address)
             try ds.run(q: qd.address, keys: kd.address, values: vd.address, labels: labd.address, channelList: chd.address,
                        pageTable: pt.address, pageSize: P, maxPages: maxPages, seqLens: ld.address, kPerSeq: kpd.address,
-                       sinks: sinks, out: od.address)
+                       sinks: sinks, recent: recent, out: od.address)
             let got = try ctx.download(od.address, count: B * H * D, as: UInt16.self)
             let keys = try ds.keysHost(), thr = try ds.thresholdsHost(), lists = try ds.selectionListsHost()
             var selOK = true, listsOK = true, scoreErr = 0.0, err = 0.0, scale = 0.0, maxTies = 0, keyDiffs = 0, refDiffs = 0
             for b in 0..<B { for h in 0..<KVH {
                 let base = (b * KVH + h) * ds.keyRowStride, T = thr[(b * KVH + h) * 2], cut = Int(Int32(bitPattern: thr[(b * KVH + h) * 2 + 1]))
                 let L = lens[b]
+                var pin = AttentionOptions()
+                pin.sinks = sinks
+                pin.recent = recent
+                let w = pin.pinned(visible: L, budget: min(kper[b], L), defaultRecent: 0).recent
                 let sel = (0..<L).filter { keys[base + $0] > T || (keys[base + $0] == T && $0 <= cut) }
                 let selSet = Set(sel)
                 let minSel = sel.map { keys[base + $0] }.min() ?? 0
@@ -187,7 +193,7 @@ struct KernelCheck {
                 let qs = (0..<R).map { c in (0..<G).reduce(0.0) { $0 + Self.f(qv[(b * H + h * G + $1) * D + Int(ch[h * R + c])]) } }
                 // The 16-bit key is the score truncated to bf16 (toward zero): within 2^-7 of it.
                 var refKey = [UInt32](repeating: 0xffff, count: L)
-                for j in sinks..<L {
+                for j in sinks..<(L - w) {
                     var s = 0.0
                     for c in 0..<R { s += qs[c] * Self.f(kh[row(b, j, h) + Int(ch[h * R + c])]) }
                     let kk = keys[base + j] << 16
@@ -209,12 +215,13 @@ struct KernelCheck {
                     if all.count != sel.count || Set(all) != selSet { listsOK = false }
                 } else { listsOK = false }
                 for j in 0..<min(sinks, L) where !selSet.contains(j) { selOK = false }   // sinks always selected
+                for j in (L - w)..<L where !selSet.contains(j) { selOK = false }          // and the recent window
                 for g in 0..<G {
                     let r = attend((0..<D).map { Self.f(qv[(b * H + h * G + g) * D + $0]) }, b, h * G + g, sel)
                     for i in 0..<D { err = max(err, abs(r[i] - Self.f(got[(b * H + h * G + g) * D + i]))); scale = max(scale, abs(r[i])) }
                 }
             } }
-            let what = "sinks \(sinks)\(quantized ? ", quantized scores" : mode == 2 ? ", all scores equal" : "")\(small ? ", candidates read from global lists, 512-position splits, 4 chunks a threshold block" : "")\(variant == -1 ? ", 4096-position splits, 2 chunks a threshold block" : "")\(variant == -2 ? ", 4-position splits (1025 chunks: threshold passes over the keys)" : "")\(variant > 0 ? ", attend variant \(variant)" : "")"
+            let what = "sinks \(sinks)\(recent > 0 ? ", recent \(recent)" : "")\(quantized ? ", quantized scores" : mode == 2 ? ", all scores equal" : "")\(small ? ", candidates read from global lists, 512-position splits, 4 chunks a threshold block" : "")\(variant == -1 ? ", 4096-position splits, 2 chunks a threshold block" : "")\(variant == -2 ? ", 4-position splits (1025 chunks: threshold passes over the keys)" : "")\(variant > 0 ? ", attend variant \(variant)" : "")"
             let refOK = keyDiffs == 0 ? refDiffs == 0 : refDiffs <= 2 * keyDiffs
             print("\(selOK ? "PASS" : "FAIL") \(name) DS \(what): exactly k = L/16 tokens, the top-k of the kernel's 16-bit keys, ties in position order (most keys equal to T: \(maxTies)); score err vs float64 beyond bf16 truncation \(scientific(max(0, scoreErr), 2))")
             print("\(refOK ? "PASS" : "FAIL") \(name) DS \(what): vs the float64 top-k by 16-bit key: \(refDiffs) tokens differ (keys off by f32 summation: \(keyDiffs))")

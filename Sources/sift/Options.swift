@@ -62,6 +62,9 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Attention sinks: the first N tokens are always selected by sparse methods (streaming: 4 unless given).")
     var sinks: Int?
 
+    @Option(help: "Recent window of double-sparse and loki: the last N tokens are always selected (at most half the budget left after the sinks; default: double-sparse 64, loki 0).")
+    var recent: Int?
+
     @Option(name: .customLong("quest-page"), help: "Quest page size in tokens.")
     var questPage: Int = 16
 
@@ -111,6 +114,10 @@ struct ModelOptions: ParsableArguments {
             guard sinks >= 0 else { throw ValidationError("--sinks must be ≥ 0") }
             o.sinks = sinks
             o.sinksGiven = true
+        }
+        if let recent {
+            guard recent >= 0 else { throw ValidationError("--recent must be ≥ 0") }
+            o.recent = recent
         }
         guard questPage >= 1 && questPage <= 4096 else { throw ValidationError("--quest-page must be in 1...4096") }
         o.questPage = questPage

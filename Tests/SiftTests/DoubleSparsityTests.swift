@@ -39,14 +39,15 @@ final class DoubleSparsityTests: XCTestCase {
     }
 
     func makeMethod(_ c: Case, budget: TokenBudget, channels: [[[Int]]], perHead: Bool = false, sinks: Int = 0,
-                    labelBits: Int = 16, soft: Bool = false) throws -> DoubleSparseAttention {
-        let cache = KVCache(layers: 1, kvHeads: c.kvHeads, headDim: c.d, capacity: 64)
+                    recent: Int? = 0, labelBits: Int = 16, soft: Bool = false) throws -> DoubleSparseAttention {
+        let cache = KVCache(layers: 1, kvHeads: c.kvHeads, headDim: c.d, capacity: max(64, c.length))
         var o = AttentionOptions()
         o.dsLabelBits = labelBits
         o.budget = budget
         o.dsPerHead = perHead
         o.dsSoftGroup = soft ? true : nil
         o.sinks = sinks
+        o.recent = recent
         let config = DoubleSparsityConfig(
             model: .init(config: try tinyConfig(c), fileSHA256: nil), statistic: .qk,
             calibration: .init(text: "test", tokens: 0, sampleLength: 1, seconds: 0, peakMemoryBytes: 0),
@@ -65,7 +66,7 @@ final class DoubleSparsityTests: XCTestCase {
     /// Float64 reference of one decode step: approximate scores over f16 labels, top-k, exact
     /// softmax attention over the selected f16 keys/values.
     func reference(_ c: Case, q: Tensor, keys: Tensor, values: Tensor, channels: [[[Int]]], k: Int, perHead: Bool = false,
-                   sinks: Int = 0, labelBits: Int = 16, soft: Bool = false) -> [Double] {
+                   sinks: Int = 0, recent: Int = 0, labelBits: Int = 16, soft: Bool = false) -> [Double] {
         let g = c.heads / c.kvHeads, scale = 1 / Double(c.d).squareRoot()
         func h16(_ x: Float) -> Double { Double(Float(Float16(x))) }
         // The label of token j, KV head kvh: f16 values, or the 4-bit definition (offset = the
@@ -106,7 +107,10 @@ final class DoubleSparsityTests: XCTestCase {
                         }
                     }
                 }
-                for j in 0..<min(sinks, k) { approx[j] = .infinity }
+                // Sinks, then the recent window: at most half of what the budget leaves.
+                let s = min(sinks, k), w = min(recent, (k - s) / 2)
+                for j in 0..<s { approx[j] = .infinity }
+                for j in (c.length - w)..<c.length { approx[j] = .infinity }
                 return (0..<c.length).sorted { approx[$0] > approx[$1] || (approx[$0] == approx[$1] && $0 < $1) }.prefix(k)
             }
             let shared = pick((kvh * g)..<((kvh + 1) * g))
@@ -124,10 +128,10 @@ final class DoubleSparsityTests: XCTestCase {
         return out
     }
 
-    func run(_ c: Case, budget: TokenBudget, channels: [[[Int]]], perHead: Bool = false, sinks: Int = 0,
+    func run(_ c: Case, budget: TokenBudget, channels: [[[Int]]], perHead: Bool = false, sinks: Int = 0, recent: Int? = 0,
              labelBits: Int = 16, soft: Bool = false) throws -> (got: [Float], q: Tensor, k: Tensor, v: Tensor) {
-        let method = try makeMethod(c, budget: budget, channels: channels, perHead: perHead, sinks: sinks, labelBits: labelBits,
-                                    soft: soft)
+        let method = try makeMethod(c, budget: budget, channels: channels, perHead: perHead, sinks: sinks, recent: recent,
+                                    labelBits: labelBits, soft: soft)
         let shape = AttentionShape(heads: c.heads, kvHeads: c.kvHeads, headDim: c.d, scale: 1 / Float(c.d).squareRoot())
         let keys = randomTensor(c.length, c.kvHeads * c.d, scale: 2)
         let values = randomTensor(c.length, c.kvHeads * c.d)
@@ -156,17 +160,41 @@ final class DoubleSparsityTests: XCTestCase {
     func testSparseDecodeMatchesDefinition() throws {
         for (heads, kvHeads, d, r) in [(4, 2, 16, 4), (4, 1, 32, 8), (6, 2, 16, 16)] {
             for perHead in [false, true] {
-                for sinks in [0, 3] {
+                for (sinks, recent) in [(0, 0), (3, 0), (0, 2), (3, 100)] {
                     let c = Case(heads: heads, kvHeads: kvHeads, d: d, r: r, length: 50)
                     let channels = randomChannels(c)
-                    let (got, q, k, v) = try run(c, budget: .fraction(1.0 / 8), channels: channels, perHead: perHead, sinks: sinks)
-                    let want = reference(c, q: q, keys: k, values: v, channels: channels, k: 7, perHead: perHead, sinks: sinks)  // ⌈50/8⌉
+                    let (got, q, k, v) = try run(c, budget: .fraction(1.0 / 8), channels: channels, perHead: perHead, sinks: sinks,
+                                                 recent: recent)
+                    let want = reference(c, q: q, keys: k, values: v, channels: channels, k: 7, perHead: perHead, sinks: sinks,
+                                         recent: recent)  // k = ⌈50/8⌉; recent 100 is capped at (7 − 3) / 2
                     for (a, b) in zip(got, want) {
-                        XCTAssertEqual(Double(a), b, accuracy: 1e-4, "heads \(heads)/\(kvHeads) d \(d) r \(r) per-head \(perHead) sinks \(sinks)")
+                        XCTAssertEqual(Double(a), b, accuracy: 1e-4,
+                                       "heads \(heads)/\(kvHeads) d \(d) r \(r) per-head \(perHead) sinks \(sinks) recent \(recent)")
                     }
                 }
             }
         }
+    }
+
+    /// Without `--recent`, Double Sparsity keeps the last 64 tokens (capped at half the budget):
+    /// at L = 200 and budget 1/4 (k = 50) that is 25 of them, which the reference without a window
+    /// would not all pick.
+    func testDefaultRecentWindow() throws {
+        let c = Case(heads: 4, kvHeads: 2, d: 16, r: 4, length: 200)
+        let channels = randomChannels(c)
+        let (got, q, k, v) = try run(c, budget: .fraction(1.0 / 4), channels: channels, recent: nil)
+        let want = reference(c, q: q, keys: k, values: v, channels: channels, k: 50, recent: AttentionOptions.doubleSparsityRecent)
+        for (a, b) in zip(got, want) { XCTAssertEqual(Double(a), b, accuracy: 1e-4) }
+        let none = reference(c, q: q, keys: k, values: v, channels: channels, k: 50)
+        XCTAssertTrue(zip(none, want).contains { abs($0 - $1) > 1e-3 }, "the window changed nothing: the test cannot see it")
+        var o = AttentionOptions()
+        o.sinks = 4
+        XCTAssertEqual(o.pinned(visible: 4096, budget: 256, defaultRecent: 64).recent, 64)
+        XCTAssertEqual(o.pinned(visible: 1000, budget: 63, defaultRecent: 64).recent, 29)
+        XCTAssertEqual(o.pinned(visible: 3, budget: 3, defaultRecent: 64).sinks, 3)
+        XCTAssertEqual(o.pinned(visible: 3, budget: 3, defaultRecent: 64).recent, 0)
+        o.recent = 0
+        XCTAssertEqual(o.pinned(visible: 4096, budget: 256, defaultRecent: 64).recent, 0)
     }
 
     /// `--ds-group soft` against its float64 definition (and it must differ from the summed query

@@ -67,6 +67,10 @@ public struct AttentionOptions: Sendable {
     public var sinks: Int = 0
     /// Whether `sinks` was given (StreamingLLM uses 4 when it was not).
     public var sinksGiven: Bool = false
+    /// Recent window of the top-k methods (double-sparse, loki): the last N visible positions
+    /// are always selected, after the sinks, taking at most half of what the budget leaves after
+    /// the sinks. nil = the method's default (double-sparse 64, loki 0).
+    public var recent: Int?
     /// GQA for the methods that choose per group or per head (Quest, SparQ): true = every
     /// query head selects on its own, false = one selection per KV head; nil = the method's default.
     public var gqaPerHead: Bool?
@@ -113,4 +117,27 @@ public struct AttentionOptions: Sendable {
     public var modelSHA256: String?
 
     public init() {}
+}
+
+extension AttentionOptions {
+    /// Double Sparsity's default recent window (tokens).
+    public static let doubleSparsityRecent = 64
+
+    /// How many of the first and of the last visible positions a top-k method always keeps:
+    /// sinks = min(--sinks, visible, budget); recent = min(--recent, (budget − sinks) / 2,
+    /// visible − sinks). Both count against the budget, so sinks + recent ≤ budget and the
+    /// selection stays a top-k. The CUDA scores kernels apply the same rule on the device.
+    public func pinned(visible: Int, budget: Int, defaultRecent: Int) -> (sinks: Int, recent: Int) {
+        let s = max(0, min(sinks, visible, budget))
+        let w = max(0, min(recent ?? defaultRecent, (budget - s) / 2, visible - s))
+        return (s, w)
+    }
+
+    /// Marks the pinned positions of `scores` (the visible tokens first..<first+visible of a
+    /// query at absolute positions; `first` > 0 only in windowed layers) with +inf.
+    public func pin(_ scores: UnsafeMutablePointer<Float>, first: Int, visible: Int, budget: Int, defaultRecent: Int) {
+        let (s, w) = pinned(visible: first + visible, budget: budget, defaultRecent: defaultRecent)
+        for j in 0..<max(0, min(s - first, visible)) { scores[j] = .infinity }
+        for j in max(0, visible - w)..<visible { scores[j] = .infinity }
+    }
 }

@@ -83,7 +83,8 @@ public final class DoubleSparseAttention: SparseAwareAttention, @unchecked Senda
                             approximateScores(layer: layer, kvHead: kvh, q: qh, heads: heads, headDim: shape.headDim,
                                               first: first, count: visible, into: scores)
                         }
-                        for j in 0..<max(0, min(options.sinks - first, visible, budget)) { scores[j] = .infinity }
+                        options.pin(scores, first: first, visible: visible, budget: budget,
+                                    defaultRecent: AttentionOptions.doubleSparsityRecent)
                         TopK.select(scores, count: visible, k: budget, base: first, into: picked.baseAddress!)
                         DenseAttention.attendGroup(q: qh, groupSize: heads, keys: cache.keys(layer, kvh),
                                                    values: cache.values(layer, kvh), first: 0, count: budget,

@@ -87,7 +87,7 @@ public final class LokiAttention: SparseAwareAttention, @unchecked Sendable {
                 withUnsafeTemporaryAllocation(of: Int32.self, capacity: budget) { pickedBuf in
                     let scores = scoreBuf.baseAddress!, picked = pickedBuf.baseAddress!
                     approximateScores(layer: layer, kvHead: kvh, q: qg, heads: g, first: first, count: visible, into: scores)
-                    for j in 0..<max(0, min(options.sinks - first, visible, budget)) { scores[j] = .infinity }
+                    options.pin(scores, first: first, visible: visible, budget: budget, defaultRecent: 0)
                     TopK.select(scores, count: visible, k: budget, base: first, into: picked)
                     DenseAttention.attendGroup(q: qg, groupSize: g, keys: keys, values: values, first: 0, count: budget,
                                                rows: picked, headDim: d, scale: shape.scale, out: og)

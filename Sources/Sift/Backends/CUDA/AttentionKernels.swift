@@ -221,10 +221,12 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
 
         /// One decode step: `q` bf16 `[batch][heads][headDim]`, labels `[page][kvHead][pageSize][channels]`
         /// bf16 (paged like the cache), `channelList` Int32 `[kvHeads][channels]`, `seqLens` and
-        /// `kPerSeq` Int32 `[batch]` on the device; `out` bf16. The first `sinks` positions always win.
+        /// `kPerSeq` Int32 `[batch]` on the device; `out` bf16. The first `sinks` positions and the
+        /// last `recent` (at most half of what k leaves after the sinks, as `AttentionOptions.pinned`)
+        /// always win.
         public func run(q: CUdeviceptr, keys kc: CUdeviceptr, values vc: CUdeviceptr, labels: CUdeviceptr,
                         channelList: CUdeviceptr, pageTable: CUdeviceptr, pageSize: Int, maxPages: Int,
-                        seqLens: CUdeviceptr, kPerSeq: CUdeviceptr, sinks: Int, out: CUdeviceptr,
+                        seqLens: CUdeviceptr, kPerSeq: CUdeviceptr, sinks: Int, recent: Int = 0, out: CUdeviceptr,
                         parts: String = "sta", labelScale: CUdeviceptr = 0) throws {
             let c = kernels.context, g = heads / kvHeads, shift = CUDAAttentionKernels.log2(pageSize)
             if parts.contains("s") {
@@ -235,7 +237,8 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
                 precondition(labelBits == 16 || labelScale != 0, "4-bit DS labels need their query scale")
                 var args: [KernelArg] = [
                     .pointer(q), .pointer(labels), .pointer(channelList), .pointer(pageTable), .pointer(seqLens),
-                    .int(g), .int(headDim), .int(shift), .int(maxPages), .int(sinks), .ptr(keys), .int(keyStride),
+                    .int(g), .int(headDim), .int(shift), .int(maxPages), .int(sinks), .pointer(kPerSeq), .int(recent),
+                    .ptr(keys), .int(keyStride),
                     .ptr(hist), .int(rounds)]
                 if labelBits == 4 { args.append(.pointer(labelScale)) }
                 try c.launch(f, grid: ((maxLength + 2048 * rounds - 1) / (2048 * rounds), kvHeads, batch), block: (256, 1, 1), args)

@@ -182,6 +182,8 @@ public final class CUDADoubleSparseAttention: SparseAwareAttention, BatchedDecod
     /// Run the DS kernels even where the budget covers every visible token (checks: the kernels
     /// then select everything and must agree with dense attention).
     public var alwaysKernels = false
+    /// `--recent` (default 64), capped on the device per sequence as `AttentionOptions.pinned`.
+    var recent: Int { options.recent ?? AttentionOptions.doubleSparsityRecent }
     /// Decode rows attended through the DS kernels and densely (for checks and reports).
     public private(set) var sparseRows = 0, denseRows = 0
     let backend: CUDABackend
@@ -323,7 +325,7 @@ public final class CUDADoubleSparseAttention: SparseAwareAttention, BatchedDecod
                 try ds.run(q: qb.address + UInt64(t * width * 2), keys: c.keys(layer), values: c.values(layer),
                            labels: labels.labels(layer), channelList: labels.channels(layer), pageTable: c.activePageTable,
                            pageSize: c.pageSize, maxPages: c.pageCount, seqLens: control.address,
-                           kPerSeq: control.address + 4, sinks: options.sinks, out: ob.address + UInt64(t * width * 2),
+                           kPerSeq: control.address + 4, sinks: options.sinks, recent: recent, out: ob.address + UInt64(t * width * 2),
                            labelScale: labels.queryScale(layer))
                 try ctx.launch(kToF32, grid: ((width + 255) / 256, 1, 1), block: (256, 1, 1),
                                [.pointer(ob.address + UInt64(t * width * 2)), .pointer(oRow), .int64(Int64(width))])
@@ -379,7 +381,7 @@ public final class CUDADoubleSparseAttention: SparseAwareAttention, BatchedDecod
             try batchDS!.run(q: qb.address, keys: c.keys(layer), values: c.values(layer), labels: labels.labels(layer),
                              channelList: labels.channels(layer), pageTable: c.pageTable.address, pageSize: c.pageSize,
                              maxPages: c.pageCount, seqLens: c.seqLens.address, kPerSeq: batchK!.address,
-                             sinks: options.sinks, out: ob.address, labelScale: labels.queryScale(layer))
+                             sinks: options.sinks, recent: recent, out: ob.address, labelScale: labels.queryScale(layer))
             try ctx.launch(kToF32, grid: ((b * width + 255) / 256, 1, 1), block: (256, 1, 1),
                            [.ptr(ob), .pointer(CUDABackend.address(out)), .int64(Int64(b * width))])
             sparseRows += b

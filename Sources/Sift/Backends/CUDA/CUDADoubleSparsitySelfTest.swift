@@ -8,7 +8,7 @@ extension CUDASelfTest {
     /// GPU Double Sparsity (CUDADoubleSparsity.swift) against the CPU method and float64
     /// references, on a random Qwen2-shaped model (head_dim 128, 4 query heads per KV head):
     ///
-    /// - one layer's attention over 1,537 random keys (r = 16 and 8, budget 1/16, 4 sinks): the
+    /// - one layer's attention over 1,537 random keys (r = 16 and 8, budget 1/16, 4 sinks, the default recent window): the
     ///   GPU label cache against bf16 of the keys (exact) and the CPU's f16 labels; the GPU
     ///   selection has exactly k tokens, is a true top-k of its own scores, and overlaps the
     ///   CPU's selection (float64 scores from f16 labels, as DoubleSparsity.swift defines it);
@@ -92,7 +92,7 @@ extension CUDASelfTest {
             gpuDS.attend(layer: layer, q: tensor(b, Q, rows: 1, cols: heads * hd), k: tensor(b, Array(lastK), rows: 1, cols: kvw),
                          v: tensor(b, Array(lastV), rows: 1, cols: kvw), start: L, shape: shape, out: gpuOut)
             try b.checkError()
-            let tag = "DS r=\(rr)\(bits == 4 ? " 4-bit labels" : "") h\(heads)/kv\(kvHeads) d\(hd) L=\(n) 1/16 sinks 4"
+            let tag = "DS r=\(rr)\(bits == 4 ? " 4-bit labels" : "") h\(heads)/kv\(kvHeads) d\(hd) L=\(n) 1/16 sinks 4 recent \(options.pinned(visible: n, budget: options.budget.count(visible: n), defaultRecent: AttentionOptions.doubleSparsityRecent).recent)"
             let ch = channels(rr)[layer]
             let norm = config.labelNormalization(channels: rr)
             // 4-bit: the GPU's records decoded, [position][kvHead] → (scale, offset, codes).
@@ -163,6 +163,7 @@ extension CUDASelfTest {
                     }
                 }
                 var cpuScore = [Double](repeating: 0, count: n), gpuScore = [Double](repeating: 0, count: n)
+                let pin = options.pinned(visible: n, budget: k, defaultRecent: AttentionOptions.doubleSparsityRecent)
                 for p in 0..<n {
                     if bits == 4 {
                         // Σ_c q_c·σ_c·(m + s·u_c) from each side's own records (CPU: its decoded
@@ -181,13 +182,13 @@ extension CUDASelfTest {
                             gpuScore[p] += qsB[c] * bf16(key)
                         }
                     }
-                    if p < options.sinks { cpuScore[p] = .infinity; gpuScore[p] = .infinity }
+                    if p < pin.sinks || p >= n - pin.recent { cpuScore[p] = .infinity; gpuScore[p] = .infinity }
                 }
                 let cpuSel = Set((0..<n).sorted { cpuScore[$0] != cpuScore[$1] ? cpuScore[$0] > cpuScore[$1] : $0 < $1 }.prefix(k))
                 let gpuSel = Set(sel[h])
                 worstOverlap = min(worstOverlap, Double(cpuSel.intersection(gpuSel).count) / Double(k))
                 // A true top-k of the GPU's own scores by their 16-bit keys (the score truncated to
-                // bf16, ordered; sinks 0xffff): no unselected token's key above a selected one's,
+                // bf16, ordered; sinks and recent window 0xffff): no unselected token's key above a selected one's,
                 // in key steps (f32 summation may move a key across one bf16 boundary: ≤ 1).
                 func key16(_ x: Double) -> Int {
                     if x == .infinity { return 0xffff }

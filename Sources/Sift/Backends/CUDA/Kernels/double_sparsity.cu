@@ -24,7 +24,8 @@
 //   hist       [B][KVH][4096] int32, zero before the first call (the candidates kernel re-zeroes it)
 //   thr        [B][KVH][2] uint32: T and the tie cut
 // One selection per KV group, from the group's summed query (as the CPU path does):
-//   s_j = (Σ_{h∈group} q_h[C]) · label_j.  The first `sinks` tokens always win (key 0xffff).
+//   s_j = (Σ_{h∈group} q_h[C]) · label_j.  The first `sinks` tokens and the
+//   recent window (ds_recent_from) always win (key 0xffff).
 
 #include "decode_core.cuh"
 
@@ -94,16 +95,25 @@ __device__ __forceinline__ float ds_f16_to_f32(unsigned h) {
     return f;
 }
 
+// The recent window (AttentionOptions.pinned on the CPU): with k the sequence's budget, the last
+// w = min(recent, (k - min(sinks, k)) / 2, n - min(sinks, k)) positions always win, like the sinks.
+// Returns the first of them (n when w = 0).
+__device__ __forceinline__ int ds_recent_from(int n, int k, int sinks, int recent) {
+    const int s = min(min(sinks, k), n);
+    return n - max(0, min(recent, min((k - s) / 2, n - s)));
+}
+
 template <int R, bool HIST_MATCH>
 __device__ __forceinline__ void ds_scores(
     const sift_bf16* __restrict__ q, const void* __restrict__ labels, const int* __restrict__ channels,
     const int* __restrict__ page_table, const int* __restrict__ seq_lens, int G, int D,
-    int page_shift, int max_pages, int sinks, unsigned short* __restrict__ keys, int key_stride, int* __restrict__ hist,
-    int rounds)
+    int page_shift, int max_pages, int sinks, const int* __restrict__ k_per_seq, int recent,
+    unsigned short* __restrict__ keys, int key_stride, int* __restrict__ hist, int rounds)
 {
     typedef ds_label16<R> L;
     const int kvh = blockIdx.y, b = blockIdx.z, KVH = gridDim.y, Hq = KVH * G;
     const int n = seq_lens[b];
+    const int recent_from = ds_recent_from(n, k_per_seq[b], sinks, recent);
     __shared__ float qs[R];
     const int* pt = page_table + (sift_size)b * max_pages;
     const int pmask = (1 << page_shift) - 1;
@@ -138,7 +148,7 @@ __device__ __forceinline__ void ds_scores(
         const int t = t0 + u * blockDim.x;
         if (t < n) {
             const float s = L::dot(qs, lr[u]);
-            key[u] = t < sinks ? 0xffffu : ds_key16(s);
+            key[u] = t < sinks || t >= recent_from ? 0xffffu : ds_key16(s);
             kout[t] = (unsigned short)key[u];
         }
     }
@@ -185,13 +195,14 @@ template <int R>
 __device__ __forceinline__ void ds_scores4(
     const sift_bf16* __restrict__ q, const sift_u32* __restrict__ labels, const int* __restrict__ channels,
     const int* __restrict__ page_table, const int* __restrict__ seq_lens, int G, int D,
-    int page_shift, int max_pages, int sinks, unsigned short* __restrict__ keys, int key_stride, int* __restrict__ hist,
-    int rounds, const float* __restrict__ qscale)
+    int page_shift, int max_pages, int sinks, const int* __restrict__ k_per_seq, int recent,
+    unsigned short* __restrict__ keys, int key_stride, int* __restrict__ hist, int rounds, const float* __restrict__ qscale)
 {
     constexpr int W = 1 + R / 8;            // words a record
     constexpr int GPT = DS_TPT / 4;         // groups of 4 tokens a thread a round
     const int kvh = blockIdx.y, b = blockIdx.z, KVH = gridDim.y, Hq = KVH * G;
     const int n = seq_lens[b];
+    const int recent_from = ds_recent_from(n, k_per_seq[b], sinks, recent);
     __shared__ float qs[R];
     const int* pt = page_table + (sift_size)b * max_pages;
     const int pmask = (1 << page_shift) - 1;
@@ -251,7 +262,7 @@ __device__ __forceinline__ void ds_scores4(
 #pragma unroll
                 for (int c = 0; c < R; c++) acc = fmaf(qr[c], ds_nibble(r[1 + c / 8], c % 8), acc);
                 const float s = fmaf(ds_f16_to_f32(r[0] >> 16), qsum, ds_f16_to_f32(r[0] & 0xffffu) * acc);
-                key[j] = t + j < sinks ? 0xffffu : ds_key16(s);
+                key[j] = t + j < sinks || t + j >= recent_from ? 0xffffu : ds_key16(s);
             }
             if (t + 3 < n) {
                 *(uint2*)(kout + t) = make_uint2(key[0] | (key[1] << 16), key[2] | (key[3] << 16));
@@ -712,8 +723,9 @@ __device__ __forceinline__ void ds_attend(
 #define SIFT_DS_SCORES(R, M, NAME) \
     extern "C" __global__ void __launch_bounds__(256, (R) == 8 ? 4 : 1) NAME(const sift_bf16* q, const sift_bf16* labels, const int* channels, \
         const int* page_table, const int* seq_lens, int G, int D, int page_shift, int max_pages, int sinks, \
-        unsigned short* keys, int key_stride, int* hist, int rounds) \
-    { ds_scores<R, M>(q, labels, channels, page_table, seq_lens, G, D, page_shift, max_pages, sinks, keys, key_stride, hist, rounds); }
+        const int* k_per_seq, int recent, unsigned short* keys, int key_stride, int* hist, int rounds) \
+    { ds_scores<R, M>(q, labels, channels, page_table, seq_lens, G, D, page_shift, max_pages, sinks, k_per_seq, recent, \
+                      keys, key_stride, hist, rounds); }
 SIFT_DS_SCORES(8, false, sift_ds_scores_r8)
 SIFT_DS_SCORES(16, false, sift_ds_scores_r16)
 SIFT_DS_SCORES(8, true, sift_ds_scores_match_r8)
@@ -722,9 +734,9 @@ SIFT_DS_SCORES(16, true, sift_ds_scores_match_r16)
 #define SIFT_DS_SCORES4(R, NAME) \
     extern "C" __global__ void __launch_bounds__(256, (R) == 8 ? 4 : 1) NAME(const sift_bf16* q, const unsigned* labels, const int* channels, \
         const int* page_table, const int* seq_lens, int G, int D, int page_shift, int max_pages, int sinks, \
-        unsigned short* keys, int key_stride, int* hist, int rounds, const float* qscale) \
-    { ds_scores4<R>(q, labels, channels, page_table, seq_lens, G, D, page_shift, max_pages, sinks, keys, key_stride, \
-                    hist, rounds, qscale); }
+        const int* k_per_seq, int recent, unsigned short* keys, int key_stride, int* hist, int rounds, const float* qscale) \
+    { ds_scores4<R>(q, labels, channels, page_table, seq_lens, G, D, page_shift, max_pages, sinks, k_per_seq, recent, \
+                    keys, key_stride, hist, rounds, qscale); }
 SIFT_DS_SCORES4(8, sift_ds_scores4_r8)
 SIFT_DS_SCORES4(16, sift_ds_scores4_r16)
 
