@@ -24,6 +24,27 @@ struct KernelCheck {
     }
     static func f(_ b: UInt16) -> Double { Double(Float(bitPattern: UInt32(b) << 16)) }
 
+    /// softmax(q·K_r/√d)·V_r in float64 over the cache rows r (element offsets of head_dim
+    /// values in the bf16 `keys` and `values`; d = q.count, rows in any order): the attention
+    /// reference of every kernel check here and in KernelCheckSparse.swift.
+    static func attendReference(_ q: [Double], keys: [UInt16], values: [UInt16], rows: [Int]) -> [Double] {
+        let D = q.count
+        var s = rows.map { r -> Double in
+            var d = 0.0
+            for i in 0..<D { d += q[i] * f(keys[r + i]) }
+            return d / Double(D).squareRoot()
+        }
+        let m = s.max() ?? 0
+        var sum = 0.0
+        for i in s.indices { s[i] = exp(s[i] - m); sum += s[i] }
+        var o = [Double](repeating: 0, count: D)
+        for (j, r) in rows.enumerated() {
+            let w = s[j] / sum
+            for i in 0..<D { o[i] += w * f(values[r + i]) }
+        }
+        return o
+    }
+
     func report(_ what: String, _ err: Double, _ scale: Double, tol: Double = 1e-2) -> Bool {
         let ok = err <= tol * max(scale, 1e-6) && !err.isNaN
         print("\(ok ? "PASS" : "FAIL") \(name) \(what): max|err| \(scientific(err, 3)) (ref max \(scientific(scale, 3)))")
@@ -50,24 +71,9 @@ struct KernelCheck {
         try ctx.upload(qh, to: qd.address); try ctx.upload(lens.map { Int32($0) }, to: ld.address)
         let scratch = try CUDAAttentionKernels.Scratch(context: ctx, batch: B, heads: H, headDim: D, maxSplits: 2 * ctx.multiprocessors + 1)
 
-        /// softmax(q·K_rows/√d)·V_rows in float64 for query head h of sequence b.
+        /// The float64 attention of query head h of sequence b over its positions `rows`.
         func attend(_ q: [Double], _ b: Int, _ h: Int, _ rows: [Int]) -> [Double] {
-            let kvh = h / G
-            var s = rows.map { t -> Double in
-                let r = row(b, t, kvh)
-                var d = 0.0
-                for i in 0..<D { d += q[i] * Self.f(kh[r + i]) }
-                return d / Double(D).squareRoot()
-            }
-            let m = s.max() ?? 0
-            var sum = 0.0
-            for i in s.indices { s[i] = exp(s[i] - m); sum += s[i] }
-            var o = [Double](repeating: 0, count: D)
-            for (j, t) in rows.enumerated() {
-                let r = row(b, t, kvh), w = s[j] / sum
-                for i in 0..<D { o[i] += w * Self.f(vh[r + i]) }
-            }
-            return o
+            Self.attendReference(q, keys: kh, values: vh, rows: rows.map { row(b, $0, h / G) })
         }
         func qrow(_ b: Int, _ h: Int) -> [Double] { (0..<D).map { Self.f(qh[(b * H + h) * D + $0]) } }
         var ok = true

@@ -44,17 +44,7 @@ extension KernelCheck {
             return d
         }
         func attend(_ q: [Double], _ b: Int, _ h: Int, _ rows: [Int]) -> [Double] {
-            let kvh = h / G
-            var s = rows.map { dot(q, b, $0, kvh) * scale }
-            let m = s.max() ?? 0
-            var sum = 0.0
-            for i in s.indices { s[i] = exp(s[i] - m); sum += s[i] }
-            var o = [Double](repeating: 0, count: D)
-            for (j, t) in rows.enumerated() {
-                let r = row(b, t, kvh), w = s[j] / sum
-                for i in 0..<D { o[i] += w * Self.f(vh[r + i]) }
-            }
-            return o
+            Self.attendReference(q, keys: kh, values: vh, rows: rows.map { row(b, $0, h / G) })
         }
         func newQuery() throws -> [UInt16] {
             let qh = (0..<(B * H * D)).map { _ in Self.bf16(rnd(2)) }

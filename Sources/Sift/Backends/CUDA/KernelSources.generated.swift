@@ -436,7 +436,8 @@ __device__ __forceinline__ void decode_combine(
 """##),
         ("select_common.cuh", ##"""
 // Pieces shared by the token-selection kernels (double_sparsity.cu, sparse_select.cu): the
-// order-preserving uint32 key of a float score and a block-wide scan.
+// order-preserving uint32 key of a float score, a block-wide scan, the flush of a block's
+// shared-memory key histogram, and the tie-cut scan of the exact top-k threshold.
 #ifndef SIFT_SELECT_COMMON
 #define SIFT_SELECT_COMMON
 #include "attention_common.cuh"
@@ -472,6 +473,44 @@ __device__ __forceinline__ int block_scan(int v, int* sm, int* total) {
     *total = sm[nw - 1];
     __syncthreads();
     return r;
+}
+
+// Adds a block's shared-memory histogram of 4096 bins into its global copy (nonzero bins only).
+// The caller's barrier must order every thread's updates of sh before this.
+__device__ __forceinline__ void flush_hist(const int* sh, int* gh) {
+    for (int i = threadIdx.x; i < 4096; i += blockDim.x) if (sh[i]) atomicAdd(&gh[i], sh[i]);
+}
+
+// Tie cut of an exact top-k threshold T, for the whole block: of the elements 0 ..< len, in
+// order, the `remaining`-th one (1-based) that ties with T; *cut gets its position from the one
+// thread that finds it (nothing is written when there are fewer ties). tie_at(i, pos) says
+// whether element i ties, called only for i < len; pos comes in as i, and tie_at sets it where
+// the position differs from the index. Elements go `stride` (= blockDim.x) at a time through
+// block_scan with a carry, stopping once `remaining` ties have gone by (the stop is uniform).
+// No barrier after the last scan: the caller syncs before reading *cut. Used by
+// sift_ds_threshold over its 32-bit keys and by sift_ds_candidates over its 16-bit keys or its
+// gathered candidate words. Callers capture by value: a [&] capture changed NVVM's alias
+// analysis of the whole kernel (its key loads became ld.global.nc).
+template <typename TieAt>
+__device__ __forceinline__ void tie_cut_scan(int len, int stride, int remaining, int* scan_sm, int* cut,
+                                             TieAt tie_at) {
+    int carry = 0;
+    for (int c0 = 0; c0 < len; c0 += stride) {
+        const int i = c0 + (int)threadIdx.x;
+        int pos = i;
+        const int tie = (i < len && tie_at(i, pos)) ? 1 : 0;
+        int total;
+        const int incl = block_scan(tie, scan_sm, &total) + carry;
+        if (tie && incl == remaining) *cut = pos;
+        carry += total;
+        if (carry >= remaining) break;
+    }
+}
+
+// The threshold (T, cut) when everything (k >= n) or nothing (k <= 0) is selected.
+__device__ __forceinline__ void write_all_or_none(sift_u32* out, int k) {
+    out[0] = k <= 0 ? 0xffffffffu : 0u;
+    out[1] = k <= 0 ? 0xffffffffu : 0x7fffffffu;
 }
 
 #endif
@@ -720,7 +759,8 @@ SIFT_DECODE_KERNELS(256)
 // candidates kernel's last block of each (b, KV head) resets both).
 #define DS_META 4
 
-// float_key and block_scan live in select_common.cuh (shared with sparse_select.cu).
+// float_key, block_scan, flush_hist, tie_cut_scan and write_all_or_none live in select_common.cuh
+// (shared with sparse_select.cu).
 #include "select_common.cuh"
 
 // Bin containing the `remaining`-th largest of hist[0..nb) (counted from the top), for the whole
@@ -856,8 +896,7 @@ __device__ __forceinline__ void ds_scores(
     }
     }
     __syncthreads();
-    int* gh = hist + (sift_size)(b * KVH + kvh) * 4096;
-    for (int i = threadIdx.x; i < 4096; i += blockDim.x) if (sh[i]) atomicAdd(&gh[i], sh[i]);
+    flush_hist(sh, hist + (sift_size)(b * KVH + kvh) * 4096);
 }
 
 // The 4-bit scores kernel (issue 5): a thread owns groups of 4 consecutive tokens (one page-table
@@ -962,8 +1001,7 @@ __device__ __forceinline__ void ds_scores4(
         }
     }
     __syncthreads();
-    int* gh = hist + (sift_size)(b * KVH + kvh) * 4096;
-    for (int i = threadIdx.x; i < 4096; i += blockDim.x) if (sh[i]) atomicAdd(&gh[i], sh[i]);
+    flush_hist(sh, hist + (sift_size)(b * KVH + kvh) * 4096);
 }
 
 // 2. The exact threshold and the selection lists, over the grid (ceil(chunks / CPB), KVH, B) of
@@ -1133,7 +1171,7 @@ __device__ __forceinline__ void ds_candidates(
     __threadfence();
     sift_u32* out = thr + (sift_size)bh * 2;
     if (!partial) {
-        if (tid == 0) { out[0] = k <= 0 ? 0xffffffffu : 0u; out[1] = k <= 0 ? 0xffffffffu : 0x7fffffffu; }
+        if (tid == 0) write_all_or_none(out, k);
     } else {
         // Candidate prefix over the chunks (in chunk order = position order).
         const int nch = max_chunks;
@@ -1193,21 +1231,12 @@ __device__ __forceinline__ void ds_candidates(
         const sift_u32 low = (sift_u32)s_digit, T = (d1 << 4) | low;
         const int remaining = s_rem;
         if (s_cut < 0) {   // tie cut: the remaining-th key equal to T, by position
-            int acc = 0;
-            const int len = listed ? total : n;
-            for (int c0 = 0; c0 < len; c0 += DS_CAND_THREADS) {
-                const int i = c0 + tid;
-                int pos = 0, tie = 0;
-                if (i < len) {
-                    if (listed) { const sift_u32 x = fits ? sm[i] : cand_at(i); tie = (x >> 28) == low; pos = (int)(x & 0x0fffffffu); }
-                    else { tie = kp[i] == T; pos = i; }
-                }
-                int t2;
-                const int inc = block_scan(tie, scan_sm, &t2) + acc;
-                if (tie && inc == remaining) s_cut = pos;
-                acc += t2;
-                if (acc >= remaining) break;
-            }
+            // Over the candidates in position order (their low 4 bits = T's), or over the keys.
+            tie_cut_scan(listed ? total : n, DS_CAND_THREADS, remaining, scan_sm, &s_cut,
+                         [listed, fits, low, kp, T, cand_at](int i, int& pos) -> bool {
+                if (listed) { const sift_u32 x = fits ? sm[i] : cand_at(i); pos = (int)(x & 0x0fffffffu); return (x >> 28) == low; }
+                return kp[i] == T;
+            });
             __syncthreads();
         }
         if (tid == 0) { out[0] = T; out[1] = (sift_u32)s_cut; }
@@ -1242,7 +1271,7 @@ __device__ __forceinline__ void ds_threshold(
     if (tid == 0) { s_count = 0; s_cut = -1; }
     __syncthreads();
     if (k >= n || k <= 0) {                      // everything (or nothing) is selected
-        if (tid == 0) { out[0] = k <= 0 ? 0xffffffffu : 0u; out[1] = k <= 0 ? 0xffffffffu : 0x7fffffffu; }
+        if (tid == 0) write_all_or_none(out, k);
         return;
     }
     pick_bin(sh, 4096, k, scan_sm, &s_digit, &s_rem);
@@ -1321,17 +1350,9 @@ __device__ __forceinline__ void ds_threshold(
             for (int j = 0; j < cnt; j++) rank += (ckey[j] == T && cidx[j] < cidx[i]) ? 1 : 0;
             if (rank == remaining - 1) s_cut = cidx[i];
         }
-    } else {
-        int carry = 0;
-        for (int chunk = 0; chunk < n; chunk += blockDim.x) {
-            const int i = chunk + tid;
-            const int tie = (i < n && kp[i] == T) ? 1 : 0;
-            int total;
-            const int incl = block_scan(tie, scan_sm, &total) + carry;
-            if (tie && incl == remaining) s_cut = i;
-            carry += total;
-            if (carry >= remaining) break;
-        }
+    } else {   // over the keys, in position order
+        tie_cut_scan(n, (int)blockDim.x, remaining, scan_sm, &s_cut,
+                     [kp, T](int i, int&) -> bool { return kp[i] == T; });
     }
     __syncthreads();
     if (tid == 0) { out[0] = T; out[1] = (sift_u32)s_cut; }
@@ -2202,8 +2223,7 @@ __device__ __forceinline__ void tidal_scores(
         }
     }
     __syncthreads();
-    int* gh = hist + (sift_size)(b * KVH + kvh) * 4096;
-    for (int i = threadIdx.x; i < 4096; i += blockDim.x) if (sh[i]) atomicAdd(&gh[i], sh[i]);
+    flush_hist(sh, hist + (sift_size)(b * KVH + kvh) * 4096);
 }
 
 #define SIFT_TIDAL_SCORES(D, G) \

@@ -1,5 +1,6 @@
 // Pieces shared by the token-selection kernels (double_sparsity.cu, sparse_select.cu): the
-// order-preserving uint32 key of a float score and a block-wide scan.
+// order-preserving uint32 key of a float score, a block-wide scan, the flush of a block's
+// shared-memory key histogram, and the tie-cut scan of the exact top-k threshold.
 #ifndef SIFT_SELECT_COMMON
 #define SIFT_SELECT_COMMON
 #include "attention_common.cuh"
@@ -35,6 +36,44 @@ __device__ __forceinline__ int block_scan(int v, int* sm, int* total) {
     *total = sm[nw - 1];
     __syncthreads();
     return r;
+}
+
+// Adds a block's shared-memory histogram of 4096 bins into its global copy (nonzero bins only).
+// The caller's barrier must order every thread's updates of sh before this.
+__device__ __forceinline__ void flush_hist(const int* sh, int* gh) {
+    for (int i = threadIdx.x; i < 4096; i += blockDim.x) if (sh[i]) atomicAdd(&gh[i], sh[i]);
+}
+
+// Tie cut of an exact top-k threshold T, for the whole block: of the elements 0 ..< len, in
+// order, the `remaining`-th one (1-based) that ties with T; *cut gets its position from the one
+// thread that finds it (nothing is written when there are fewer ties). tie_at(i, pos) says
+// whether element i ties, called only for i < len; pos comes in as i, and tie_at sets it where
+// the position differs from the index. Elements go `stride` (= blockDim.x) at a time through
+// block_scan with a carry, stopping once `remaining` ties have gone by (the stop is uniform).
+// No barrier after the last scan: the caller syncs before reading *cut. Used by
+// sift_ds_threshold over its 32-bit keys and by sift_ds_candidates over its 16-bit keys or its
+// gathered candidate words. Callers capture by value: a [&] capture changed NVVM's alias
+// analysis of the whole kernel (its key loads became ld.global.nc).
+template <typename TieAt>
+__device__ __forceinline__ void tie_cut_scan(int len, int stride, int remaining, int* scan_sm, int* cut,
+                                             TieAt tie_at) {
+    int carry = 0;
+    for (int c0 = 0; c0 < len; c0 += stride) {
+        const int i = c0 + (int)threadIdx.x;
+        int pos = i;
+        const int tie = (i < len && tie_at(i, pos)) ? 1 : 0;
+        int total;
+        const int incl = block_scan(tie, scan_sm, &total) + carry;
+        if (tie && incl == remaining) *cut = pos;
+        carry += total;
+        if (carry >= remaining) break;
+    }
+}
+
+// The threshold (T, cut) when everything (k >= n) or nothing (k <= 0) is selected.
+__device__ __forceinline__ void write_all_or_none(sift_u32* out, int k) {
+    out[0] = k <= 0 ? 0xffffffffu : 0u;
+    out[1] = k <= 0 ? 0xffffffffu : 0x7fffffffu;
 }
 
 #endif

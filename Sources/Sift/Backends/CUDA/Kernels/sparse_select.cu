@@ -215,8 +215,7 @@ __device__ __forceinline__ void tidal_scores(
         }
     }
     __syncthreads();
-    int* gh = hist + (sift_size)(b * KVH + kvh) * 4096;
-    for (int i = threadIdx.x; i < 4096; i += blockDim.x) if (sh[i]) atomicAdd(&gh[i], sh[i]);
+    flush_hist(sh, hist + (sift_size)(b * KVH + kvh) * 4096);
 }
 
 #define SIFT_TIDAL_SCORES(D, G) \
