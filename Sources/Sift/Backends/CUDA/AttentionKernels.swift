@@ -177,8 +177,8 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
         public init(kernels: CUDAAttentionKernels, batch: Int, heads: Int, kvHeads: Int, headDim: Int, channels: Int,
                     maxLength: Int, splitPositions: Int? = nil, attendVariant: Int = 0,
                     candidateCapacity: Int? = nil, labelBits: Int = 16) throws {
-            guard channels == 8 || channels == 16 else {
-                throw CUDAError.invalid("GPU Double Sparsity supports 8 or 16 label channels, not \(channels)")
+            guard CUDADoubleSparseAttention.supportedChannels(labelBits: labelBits).contains(channels) else {
+                throw CUDAError.invalid("GPU Double Sparsity supports \(CUDADoubleSparseAttention.supportedChannels(labelBits: labelBits)) label channels with \(labelBits)-bit labels, not \(channels)")
             }
             guard labelBits == 16 || labelBits == 4 else {
                 throw CUDAError.invalid("GPU Double Sparsity labels are 16 or 4 bits, not \(labelBits)")

@@ -40,8 +40,8 @@ public final class CUDALabelCache: @unchecked Sendable {
         layerCount = layers
         kvHeads = heads
         channels = r
-        guard bits == 16 || (bits == 4 && r % 8 == 0 && r <= 16) else {
-            throw CUDAError.invalid("GPU Double Sparsity labels: \(bits) bits with \(r) channels not supported (16, or 4 with 8 or 16 channels)")
+        guard bits == 16 || (bits == 4 && r % 8 == 0 && r <= 32) else {
+            throw CUDAError.invalid("GPU Double Sparsity labels: \(bits) bits with \(r) channels not supported (16, or 4 with 8, 16, 24 or 32 channels)")
         }
         self.bits = bits
         recordBytes = bits == 16 ? r * 2 : 4 + r / 2
@@ -195,7 +195,9 @@ public final class CUDADoubleSparseAttention: SparseAwareAttention, BatchedDecod
     private let kToF32: CUDAFunction
 
     /// Label channels the GPU kernels are built for.
-    public static let supportedChannels = [8, 16]
+    /// bf16 labels: 8 or 16; 4-bit labels also 24 and 32 (16 and 20 bytes a row: 24 channels at
+    /// 4 bits take the bytes of 8 at bf16).
+    public static func supportedChannels(labelBits: Int) -> [Int] { labelBits == 4 ? [8, 16, 24, 32] : [8, 16] }
 
     /// - Parameter channels: per layer and KV head the channels to label (r = 8 or 16 each).
     /// - Parameter mean, std: the label channels' key moments for 4-bit labels
@@ -203,8 +205,9 @@ public final class CUDADoubleSparseAttention: SparseAwareAttention, BatchedDecod
     public init(cache: CUDAKVCache, backend: CUDABackend, heads: Int, channels: [[[Int32]]], options: AttentionOptions,
                 mean: [[[Float]]]? = nil, std: [[[Float]]]? = nil) throws {
         let r = channels.first?.first?.count ?? 0
-        guard Self.supportedChannels.contains(r) else {
-            throw CUDAError.invalid("--ds-channels \(r): the GPU Double Sparsity kernels support \(Self.supportedChannels.map(String.init).joined(separator: " or ")) label channels (pass --ds-channels 8 or 16, or use --device cpu)")
+        let supported = Self.supportedChannels(labelBits: options.dsLabelBits)
+        guard supported.contains(r) else {
+            throw CUDAError.invalid("--ds-channels \(r): the GPU Double Sparsity kernels support \(supported.map(String.init).joined(separator: ", ")) label channels with --ds-label-bits \(options.dsLabelBits) (or use --device cpu)")
         }
         guard options.dsSoftGroup != true else {
             throw CUDAError.invalid("--ds-group soft is not supported on the GPU (its selection ranks by the summed group query): drop --ds-group or use --device cpu")
@@ -270,8 +273,9 @@ public final class CUDADoubleSparseAttention: SparseAwareAttention, BatchedDecod
             guard r >= 1 && r <= c.headDim else {
                 throw ModelError.invalid("--ds-channels must be in 1...\(c.headDim), got \(r)")
             }
-            if options.dsChannels == nil && !supportedChannels.contains(r) {
-                throw CUDAError.invalid("the default label channel count for this model is \(r) (\(config.defaultChannels != nil ? "the calibration's default_channels" : "head_dim/16")); the GPU Double Sparsity kernels support \(supportedChannels.map(String.init).joined(separator: " or ")): pass --ds-channels 8 or 16, or use --device cpu")
+            let supported = supportedChannels(labelBits: options.dsLabelBits)
+            if options.dsChannels == nil && !supported.contains(r) {
+                throw CUDAError.invalid("the default label channel count for this model is \(r) (\(config.defaultChannels != nil ? "the calibration's default_channels" : "head_dim/16")); the GPU Double Sparsity kernels support \(supported.map(String.init).joined(separator: ", ")) with --ds-label-bits \(options.dsLabelBits): pass --ds-channels 8 or 16, or use --device cpu")
             }
             channels = config.channels.map { $0.map { $0.prefix(r).map { Int32($0) } } }
             norm = config.labelNormalization(channels: r)

@@ -18,7 +18,7 @@ extension CUDASelfTest {
     ///   dense (same route), the DS kernels forced to select everything agree with GPU dense,
     ///   GPU DS logits vs CPU DS logits within GPU-vs-CPU dense noise plus a margin, and
     ///   sparse-aware perplexity GPU vs CPU;
-    /// - 4-bit labels (`--ds-label-bits 4`, normalised by random key moments), r = 16 and 8: the
+    /// - 4-bit labels (`--ds-label-bits 4`, normalised by random key moments), r = 16, 8, 24, 32: the
     ///   GPU records against the CPU's bytes (scale and offset equal, codes within one), the
     ///   selection a true top-k of its own scores (float64 from the GPU's records), the output
     ///   against float64 over that selection, and whole-model logits GPU vs CPU.
@@ -65,7 +65,7 @@ extension CUDASelfTest {
 
         // MARK: one layer's attention
         let L = 1536, n = L + 1, layer = 1
-        for (rr, bits) in [(16, 16), (8, 16), (16, 4), (8, 4)] {
+        for (rr, bits) in [(16, 16), (8, 16), (16, 4), (8, 4), (24, 4), (32, 4)] {
             let K = r.floats(n * kvw, scale: 2), V = r.floats(n * kvw), Q = r.floats(heads * hd, scale: 2)
             let opts = bits == 4 ? options4 : options
             let cpuCache = KVCache(layers: layers, kvHeads: kvHeads, headDim: hd, capacity: n)

@@ -1447,6 +1447,8 @@ SIFT_DS_SCORES(16, true, sift_ds_scores_match_r16)
                     keys, key_stride, hist, rounds, qscale); }
 SIFT_DS_SCORES4(8, sift_ds_scores4_r8)
 SIFT_DS_SCORES4(16, sift_ds_scores4_r16)
+SIFT_DS_SCORES4(24, sift_ds_scores4_r24)
+SIFT_DS_SCORES4(32, sift_ds_scores4_r32)
 
 #define SIFT_DS_CANDIDATES(CPB, MINB) \
     extern "C" __global__ void __launch_bounds__(DS_CAND_THREADS, MINB) sift_ds_candidates_c##CPB(const unsigned short* keys, \
@@ -1545,10 +1547,10 @@ extern "C" __global__ void sift_ds_label_store_batch(const float* k, bf16_t* lab
 //   x_c = (key[ch_c] - mean_c) * inv_std_c, m = f16(min x), s = f16(max(max x - m, 0) / 15),
 //   u_c = clamp(round((x_c - m) / s), 0, 15) (0 where s = 0): the same f32 operations, each
 //   rounded once (no contraction), as the CPU, so the codes are bit-identical.
-//   mean, inv_std [KVH][R] f32 of this layer. R <= 16, a multiple of 8.
+//   mean, inv_std [KVH][R] f32 of this layer. R <= 32, a multiple of 8.
 __device__ __forceinline__ void ds_label4_encode(const float* key, const int* ch, const float* mean,
                                                  const float* inv_std, int r, unsigned* rec) {
-    float x[16];
+    float x[32];
     float lo = __int_as_float(0x7f800000), hi = -lo;
     for (int c = 0; c < r; c++) {
         x[c] = __fmul_rn(__fsub_rn(key[ch[c]], mean[c]), inv_std[c]);

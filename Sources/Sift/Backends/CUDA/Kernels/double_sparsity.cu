@@ -721,6 +721,8 @@ SIFT_DS_SCORES(16, true, sift_ds_scores_match_r16)
                     keys, key_stride, hist, rounds, qscale); }
 SIFT_DS_SCORES4(8, sift_ds_scores4_r8)
 SIFT_DS_SCORES4(16, sift_ds_scores4_r16)
+SIFT_DS_SCORES4(24, sift_ds_scores4_r24)
+SIFT_DS_SCORES4(32, sift_ds_scores4_r32)
 
 #define SIFT_DS_CANDIDATES(CPB, MINB) \
     extern "C" __global__ void __launch_bounds__(DS_CAND_THREADS, MINB) sift_ds_candidates_c##CPB(const unsigned short* keys, \
