@@ -14,7 +14,7 @@ for d in /tmp/gemma3-270m /tmp/qwen2.5-coder-0.5b /tmp/qwen2.5-coder-1.5b; do
 done
 G=$M/gemma3-270m.gguf; Q05=$M/qwen2.5-coder-0.5b.gguf; Q15=$M/qwen2.5-coder-1.5b.gguf
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee $R/gpu.txt
-step() { local name=$1 t=$2; shift 2; local s=$(date +%s); timeout $t "$@" > $R/$name.log 2>&1; echo "$name rc=$? $(( $(date +%s) - s ))s" | tee -a $R/steps.txt; }
+source "$(dirname "$0")/lib.sh"
 case "${1:-all}" in
  check)
   step selftest 240 $B selftest --device cuda --golden .dev-final/bin/greedy.jsonl -m $G -m $Q05 -m $Q15

@@ -2,7 +2,7 @@
 # Device run 1 (no real model): all GPU checks on random inputs/models, then synthetic benches.
 set -uo pipefail
 B=${SIFT_BIN:-.dev-final/bin/sift}; R=/tmp/res1; mkdir -p $R
-step() { local name=$1 t=$2; shift 2; local s=$(date +%s); timeout $t "$@" > $R/$name.log 2>&1; echo "$name rc=$? $(( $(date +%s) - s ))s" | tee -a $R/steps.txt; }
+source "$(dirname "$0")/lib.sh"
 step selftest 200 $B selftest --device cuda --seed 5
 step kcheck 120 $B kernel-bench --check-only --models llama3-8b,qwen2.5-1.5b,qwen2.5-0.5b,gemma3-270m
 step methods 90 $B kernel-bench --methods --lengths 32768,65536 --batches 1,8 --models llama3-8b,qwen2.5-1.5b --iterations 10

@@ -5,7 +5,7 @@ B=${SIFT_BIN:-.dev-final/bin/sift}; M=/tmp/models; R=/tmp/res; mkdir -p $M $R ~/
 cp -r .dev-final/haystack ~/.cache/sift/ 2>/dev/null
 Q=$M/qwen2.5-coder-1.5b.gguf; C=.dev-final/calib/q15-qk-centered.json
 [ -s $Q ] || { cat /tmp/q15/c* > $Q; sha256sum $Q | tee $R/sha256.txt; }
-step() { local name=$1 t=$2; shift 2; local s=$(date +%s); timeout $t "$@" > $R/$name.log 2>&1; echo "$name rc=$? $(( $(date +%s) - s ))s" | tee -a $R/steps.txt; }
+source "$(dirname "$0")/lib.sh"
 case "${1:-a}" in
  a)
   step selftest 240 $B selftest --device cuda --models-only --golden .dev-final/bin/greedy.jsonl -m $Q

@@ -5,7 +5,7 @@
 set -uo pipefail
 B=${SIFT_BIN:-.dev-final/bin2/sift}; R=/tmp/res; mkdir -p $R ~/.cache/sift
 C=docs/eval/cuda/qwen2.5-coder-1.5b/ds-calibration-qk-centered.json
-step() { local name=$1 t=$2; shift 2; local s=$(date +%s); timeout $t "$@" > $R/$name.log 2>&1; echo "$name rc=$? $(( $(date +%s) - s ))s" | tee -a $R/steps.txt; }
+source "$(dirname "$0")/lib.sh"
 case "${1:-checks}" in
  checks)
   step selftest 200 $B selftest --device cuda -t 16
@@ -15,9 +15,7 @@ case "${1:-checks}" in
   step e2e-l8b 150 $B bench --device cuda --synthetic llama3-8b --attention dense,double-sparse --batch 8 -p 0 -n 32 -d 32768 --fill random -r 3
   step e2e-l8b-4 80 $B bench --device cuda --synthetic llama3-8b --attention double-sparse --ds-label-bits 4 --batch 8 -p 0 -n 32 -d 32768 --fill random -r 3 ;;
  qwen)
-  cp -r .dev-final/haystack ~/.cache/sift/ 2>/dev/null
-  Q=/tmp/models/qwen2.5-coder-1.5b.gguf; mkdir -p /tmp/models
-  [ -s $Q ] || { cat /tmp/q15/c* > $Q; sha256sum $Q | tee $R/sha256.txt; }
+  qwen15b
   E=$R/eval/qwen2.5-coder-1.5b; X="--attention double-sparse --ds-config $C"
   step selftest 150 $B selftest --device cuda --models-only --golden .dev-final/bin2/greedy.jsonl -m $Q
   step batch 150 $B bench -m $Q --device cuda -p 0 -n 32 -d 32704 -r 2 --fill random --batch 1,8,16,32 --attention dense,double-sparse --ds-config $C

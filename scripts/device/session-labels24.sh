@@ -6,10 +6,8 @@
 set -uo pipefail
 B=${SIFT_BIN:-.dev-final/bin6/sift}; R=/tmp/res; mkdir -p $R ~/.cache/sift
 C=docs/eval/cuda/qwen2.5-coder-1.5b/ds-calibration-qk-centered.json
-step() { local name=$1 t=$2; shift 2; local s=$(date +%s); timeout $t "$@" > $R/$name.log 2>&1; echo "$name rc=$? $(( $(date +%s) - s ))s" | tee -a $R/steps.txt; }
-cp -r .dev-final/haystack ~/.cache/sift/ 2>/dev/null
-Q=/tmp/models/qwen2.5-coder-1.5b.gguf; mkdir -p /tmp/models
-[ -s $Q ] || { cat /tmp/q15/c* > $Q; sha256sum $Q | tee $R/sha256.txt; }
+source "$(dirname "$0")/lib.sh"
+qwen15b
 E=$R/eval/qwen2.5-coder-1.5b; X="--attention double-sparse --ds-config $C"; P="-m $Q --device cuda -f heldout -c 4096 --chunks 2 $X"
 step selftest 200 $B selftest --device cuda -t 16
 step kcheck 100 $B kernel-bench --check-only --models llama3-8b

@@ -6,16 +6,14 @@
 set -uo pipefail
 B=${SIFT_BIN:-.dev-final/bin5/sift}; R=/tmp/res; mkdir -p $R ~/.cache/sift
 C=docs/eval/cuda/qwen2.5-coder-1.5b/ds-calibration-qk-centered.json
-step() { local name=$1 t=$2; shift 2; local s=$(date +%s); timeout $t "$@" > $R/$name.log 2>&1; echo "$name rc=$? $(( $(date +%s) - s ))s" | tee -a $R/steps.txt; }
+source "$(dirname "$0")/lib.sh"
 case "${1:-checks}" in
  checks)
   step selftest 200 $B selftest --device cuda -t 16
   step kcheck 150 $B kernel-bench --check-only --models llama3-8b,qwen2.5-1.5b,gemma3-270m
   step kbench 120 $B kernel-bench --models llama3-8b --batches 8,32 --lengths 32768,131072 --iterations 10 ;;
  qwen)
-  cp -r .dev-final/haystack ~/.cache/sift/ 2>/dev/null
-  Q=/tmp/models/qwen2.5-coder-1.5b.gguf; mkdir -p /tmp/models
-  [ -s $Q ] || { cat /tmp/q15/c* > $Q; sha256sum $Q | tee $R/sha256.txt; }
+  qwen15b
   E=$R/eval/qwen2.5-coder-1.5b; X="--attention double-sparse --ds-config $C"
   step selftest 150 $B selftest --device cuda --models-only --golden ${B%/sift}/greedy.jsonl -m $Q
   step niah-8 70 $B eval niah -m $Q --device cuda $X --out $E/niah-double-sparse-recent64

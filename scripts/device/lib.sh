@@ -1,0 +1,9 @@
+# Shared by the device scripts here (sourced): step NAME TIMEOUT CMD… runs CMD with a time limit,
+# its output in $R/NAME.log, and appends "NAME rc=… Ns" to $R/steps.txt; qwen15b reassembles Qwen
+# 1.5B from the carried pieces /tmp/q15/c* into $Q (once) and installs the carried haystack.
+step() { local name=$1 t=$2; shift 2; local s=$(date +%s); timeout $t "$@" > $R/$name.log 2>&1; echo "$name rc=$? $(( $(date +%s) - s ))s" | tee -a $R/steps.txt; }
+qwen15b() {
+  cp -r .dev-final/haystack ~/.cache/sift/ 2>/dev/null
+  Q=/tmp/models/qwen2.5-coder-1.5b.gguf; mkdir -p /tmp/models
+  [ -s $Q ] || { cat /tmp/q15/c* > $Q; sha256sum $Q | tee $R/sha256.txt; }
+}
