@@ -1,3 +1,4 @@
+import ArgumentParser
 import Sift
 
 extension KernelBench {
@@ -5,19 +6,35 @@ extension KernelBench {
     /// GQA selection) reading bf16 labels (2r bytes a row) and 4-bit labels (4 + r/2 bytes: f16
     /// scale and offset, r codes; CUDALabelCache), against dense decode, on the synthetic cache.
     /// The 4-bit pool holds random bytes in the same buffer (its rows are smaller; the same page
-    /// table): a speed-only measurement, the selections are not meaningful.
+    /// table): a speed-only measurement, the selections are not meaningful. `--ds-label4-channels`
+    /// gives the 4-bit column its own channel count (own random pool and channel list).
     func labelBitsTable(ctx: CUDAContext, kernels k: CUDAAttentionKernels, flush: DeviceBuffer, names: [String]) throws {
         print("| shape | B | L | dense ms | DS bf16 labels ms | DS 4-bit labels ms | speedup bf16 | speedup 4-bit | scores bf16 ms | scores 4-bit ms | label bytes/row bf16 → 4-bit |")
         print("|---|---|---|---|---|---|---|---|---|---|---|")
+        if let r4 = dsLabel4Channels, !CUDADoubleSparseAttention.supportedChannels(labelBits: 4).contains(r4) {
+            throw ValidationError("--ds-label4-channels must be one of \(CUDADoubleSparseAttention.supportedChannels(labelBits: 4)), not \(r4)")
+        }
         try forEachCell(k, names) { n, s, b, l, syn in
-            let r = syn.channels
+            let r = syn.channels, r4 = dsLabel4Channels ?? r
             let ds4 = try CUDAAttentionKernels.DoubleSparsity(kernels: k, batch: b, heads: s.heads, kvHeads: s.kvHeads,
-                                                              headDim: s.headDim, channels: r, maxLength: l, labelBits: 4)
-            let scale = try ctx.allocate(bytes: s.kvHeads * r * 4)
-            try ctx.upload([Float](repeating: 1, count: s.kvHeads * r), to: scale.address)
+                                                              headDim: s.headDim, channels: r4, maxLength: l, labelBits: 4)
+            let scale = try ctx.allocate(bytes: s.kvHeads * r4 * 4)
+            try ctx.upload([Float](repeating: 1, count: s.kvHeads * r4), to: scale.address)
+            // Own pool and channel list when the 4-bit column has its own channel count.
+            var pool4: DeviceBuffer?, list4: DeviceBuffer?
+            if r4 != r {
+                let rows = (b * syn.maxPages + 3) * s.kvHeads * pageSize, words = 1 + r4 / 8
+                pool4 = try ctx.allocate(bytes: rows * words * 4)
+                try k.fillRandom(pool4!.address, count: rows * words * 2, seed: 7)
+                list4 = try ctx.allocate(bytes: s.kvHeads * r4 * 4)
+                var ch = [Int32]()
+                for _ in 0..<s.kvHeads { ch += Array(0..<Int32(s.headDim)).shuffled().prefix(r4) }
+                try ctx.upload(ch, to: list4!.address)
+            }
             func run4(_ parts: String) throws {
-                try ds4.run(q: syn.q.address, keys: syn.keys.address, values: syn.values.address, labels: syn.labels.address,
-                            channelList: syn.channelList.address, pageTable: syn.pageTable.address, pageSize: pageSize,
+                try ds4.run(q: syn.q.address, keys: syn.keys.address, values: syn.values.address,
+                            labels: pool4?.address ?? syn.labels.address,
+                            channelList: list4?.address ?? syn.channelList.address, pageTable: syn.pageTable.address, pageSize: pageSize,
                             maxPages: syn.maxPages, seqLens: syn.seqLens.address, kPerSeq: syn.kPerSeq.address, sinks: 0,
                             out: syn.out.address, parts: parts, labelScale: scale.address)
             }
@@ -30,7 +47,7 @@ extension KernelBench {
             try ds4.clearState()
             print("| \(n) | \(b) | \(l) | \(fixed(dense, 4)) | \(fixed(ds16, 4)) | \(fixed(ds4t, 4)) | "
                   + "\(fixed(dense / ds16, 2))x | \(fixed(dense / ds4t, 2))x | \(fixed(s16, 4)) | \(fixed(s4, 4)) | "
-                  + "\(2 * r) → \(4 + r / 2) |")
+                  + "\(2 * r) → \(4 + r4 / 2)\(r4 != r ? " (\(r4) channels)" : "") |")
         }
     }
 }
