@@ -1,6 +1,9 @@
 # Shared by the device scripts here (sourced): step NAME TIMEOUT CMD… runs CMD with a time limit,
 # its output in $R/NAME.log, and appends "NAME rc=… Ns" to $R/steps.txt; qwen15b reassembles Qwen
 # 1.5B from the carried pieces /tmp/q15/c* into $Q (once) and installs the carried haystack.
+# Sets R (results, default /tmp/res) and C (Qwen 1.5B's committed DS calibration).
+R=${R:-/tmp/res}; mkdir -p $R ~/.cache/sift
+C=docs/eval/cuda/qwen2.5-coder-1.5b/ds-calibration-qk-centered.json
 step() { local name=$1 t=$2; shift 2; local s=$(date +%s); timeout $t "$@" > $R/$name.log 2>&1; echo "$name rc=$? $(( $(date +%s) - s ))s" | tee -a $R/steps.txt; }
 qwen15b() {
   cp -r .dev-final/haystack ~/.cache/sift/ 2>/dev/null

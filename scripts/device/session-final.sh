@@ -3,8 +3,7 @@
 # decode and retrieval". checks: random models/inputs only; qwen: Qwen 1.5B reassembled from
 # /tmp/q15/c* (see README.md here). Binary: $SIFT_BIN (default .dev-final/bin2/sift).
 set -uo pipefail
-B=${SIFT_BIN:-.dev-final/bin2/sift}; R=/tmp/res; mkdir -p $R ~/.cache/sift
-C=docs/eval/cuda/qwen2.5-coder-1.5b/ds-calibration-qk-centered.json
+B=${SIFT_BIN:-.dev-final/bin2/sift}
 source "$(dirname "$0")/lib.sh"
 case "${1:-checks}" in
  checks)

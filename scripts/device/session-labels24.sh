@@ -4,8 +4,7 @@
 # (reassembled from /tmp/q15/c*, README.md here): GPU sparse-aware perplexity, NIAH/KV and batched
 # decode with 24 and 32 label channels at 4 bits. Binary: $SIFT_BIN (default .dev-final/bin6/sift).
 set -uo pipefail
-B=${SIFT_BIN:-.dev-final/bin6/sift}; R=/tmp/res; mkdir -p $R ~/.cache/sift
-C=docs/eval/cuda/qwen2.5-coder-1.5b/ds-calibration-qk-centered.json
+B=${SIFT_BIN:-.dev-final/bin6/sift}
 source "$(dirname "$0")/lib.sh"
 qwen15b
 E=$R/eval/qwen2.5-coder-1.5b; X="--attention double-sparse --ds-config $C"; P="-m $Q --device cuda -f heldout -c 4096 --chunks 2 $X"

@@ -4,8 +4,7 @@
 # (README.md here), sparse-aware perplexity on the GPU and NIAH/KV retrieval with the recent window.
 # Binary: $SIFT_BIN (default .dev-final/bin5/sift, greedy.jsonl beside it).
 set -uo pipefail
-B=${SIFT_BIN:-.dev-final/bin5/sift}; R=/tmp/res; mkdir -p $R ~/.cache/sift
-C=docs/eval/cuda/qwen2.5-coder-1.5b/ds-calibration-qk-centered.json
+B=${SIFT_BIN:-.dev-final/bin5/sift}
 source "$(dirname "$0")/lib.sh"
 case "${1:-checks}" in
  checks)
