@@ -212,15 +212,21 @@ final class Synthetic {
         try ctx.upload(lengthsHost.map { Int32($0) }, to: seqLens.address)
         kPerSeq = try ctx.allocate(bytes: batch * 4)
         try ctx.upload(lengthsHost.map { Int32(max(1, $0 / 16)) }, to: kPerSeq.address)
-        channelList = try ctx.allocate(bytes: kvHeads * channels * 4)
-        var ch = [Int32]()
-        for _ in 0..<kvHeads { ch += Array(0..<headDim).shuffled(using: &rng).prefix(channels).map { Int32($0) } }
-        try ctx.upload(ch, to: channelList.address)
+        channelList = try Self.randomChannelList(ctx, kvHeads: kvHeads, headDim: headDim, channels: channels)
         scratch = try CUDAAttentionKernels.Scratch(context: ctx, batch: batch, heads: heads, headDim: headDim,
                                                    maxSplits: 2 * ctx.multiprocessors + 1)
         ds = try CUDAAttentionKernels.DoubleSparsity(kernels: kernels, batch: batch, heads: heads, kvHeads: kvHeads,
                                                      headDim: headDim, channels: channels, maxLength: length)
         try ctx.synchronize()
+    }
+
+    /// A device channel list `[kvHeads][channels]` Int32: random distinct channels per KV head.
+    static func randomChannelList(_ ctx: CUDAContext, kvHeads: Int, headDim: Int, channels: Int) throws -> DeviceBuffer {
+        let list = try ctx.allocate(bytes: kvHeads * channels * 4)
+        var ch = [Int32]()
+        for _ in 0..<kvHeads { ch += Array(0..<Int32(headDim)).shuffled().prefix(channels) }
+        try ctx.upload(ch, to: list.address)
+        return list
     }
 
     func dense(window: Int = 0, splitTokens: Int? = nil) throws {

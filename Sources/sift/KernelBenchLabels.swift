@@ -26,10 +26,7 @@ extension KernelBench {
                 let rows = (b * syn.maxPages + 3) * s.kvHeads * pageSize, words = 1 + r4 / 8
                 pool4 = try ctx.allocate(bytes: rows * words * 4)
                 try k.fillRandom(pool4!.address, count: rows * words * 2, seed: 7)
-                list4 = try ctx.allocate(bytes: s.kvHeads * r4 * 4)
-                var ch = [Int32]()
-                for _ in 0..<s.kvHeads { ch += Array(0..<Int32(s.headDim)).shuffled().prefix(r4) }
-                try ctx.upload(ch, to: list4!.address)
+                list4 = try Synthetic.randomChannelList(ctx, kvHeads: s.kvHeads, headDim: s.headDim, channels: r4)
             }
             func run4(_ parts: String) throws {
                 try ds4.run(q: syn.q.address, keys: syn.keys.address, values: syn.values.address,

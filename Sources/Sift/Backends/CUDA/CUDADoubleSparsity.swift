@@ -40,8 +40,9 @@ public final class CUDALabelCache: @unchecked Sendable {
         layerCount = layers
         kvHeads = heads
         channels = r
-        guard bits == 16 || (bits == 4 && r % 8 == 0 && r <= 32) else {
-            throw CUDAError.invalid("GPU Double Sparsity labels: \(bits) bits with \(r) channels not supported (16, or 4 with 8, 16, 24 or 32 channels)")
+        let four = CUDADoubleSparseAttention.supportedChannels(labelBits: 4)
+        guard bits == 16 || (bits == 4 && four.contains(r)) else {
+            throw CUDAError.invalid("GPU Double Sparsity labels: \(bits) bits with \(r) channels not supported (16, or 4 with \(four.map(String.init).joined(separator: ", ")) channels)")
         }
         self.bits = bits
         recordBytes = bits == 16 ? r * 2 : 4 + r / 2
