@@ -159,18 +159,33 @@ struct KernelCheck {
             qz[(b * H + h * G + g) * D + Int(ch[h * R + c])] = 0
         } } } }
         // The last runs take the experimental attend variants (1...5) through the plain case.
-        // The fifth field is the recent window (`--recent`, capped per sequence at half of k − sinks).
-        let configs = [(0, 0, false, 0, 0), (4, 0, false, 0, 0), (0, 1, false, 0, 0), (0, 1, true, 0, 0), (0, 2, false, 0, 0),
-                       (3, 2, true, 0, 0), (1, 0, false, -1, 0), (0, 1, false, -1, 0), (0, 0, true, 0, 0), (0, 1, false, -2, 0),
-                       (2, 2, false, -2, 0), (4, 0, false, 0, 64), (0, 2, false, 0, 1000), (4, 1, true, 0, 64)]
-            + (1...5).map { (2, 0, false, $0, 0) }
-        for (sinks, mode, small, variant, recent) in configs {
+        // The fifth field is the recent window (`--recent`, capped per sequence at half of k − sinks);
+        // the sixth one selection per query head (`--ds-group per-head`) instead of per KV group.
+        let configs = [(0, 0, false, 0, 0, false), (4, 0, false, 0, 0, false), (0, 1, false, 0, 0, false),
+                       (0, 1, true, 0, 0, false), (0, 2, false, 0, 0, false), (3, 2, true, 0, 0, false),
+                       (1, 0, false, -1, 0, false), (0, 1, false, -1, 0, false), (0, 0, true, 0, 0, false),
+                       (0, 1, false, -2, 0, false), (2, 2, false, -2, 0, false), (4, 0, false, 0, 64, false),
+                       (0, 2, false, 0, 1000, false), (4, 1, true, 0, 64, false),
+                       (4, 0, false, 0, 64, true), (0, 1, true, 0, 0, true), (2, 2, false, -2, 64, true)]
+            + (1...5).map { (2, 0, false, $0, 0, false) }
+        for (sinks, mode, small, variant, recent, perHead) in configs {
             let quantized = mode == 1
             let qv = mode == 1 ? qq : mode == 2 ? qz : qh
-            let ds = variant > 0
-                ? try CUDAAttentionKernels.DoubleSparsity(kernels: kernels, batch: B, heads: H, kvHeads: KVH, headDim: D,
-                                                          channels: R, maxLength: lens.max()!, attendVariant: variant)
-                : small ? dsSmall : variant == -1 ? dsWide : variant == -2 ? dsKeys : ds0
+            let ds: CUDAAttentionKernels.DoubleSparsity
+            if variant > 0 {
+                ds = try CUDAAttentionKernels.DoubleSparsity(kernels: kernels, batch: B, heads: H, kvHeads: KVH, headDim: D,
+                                                             channels: R, maxLength: lens.max()!, attendVariant: variant)
+            } else if perHead {   // the shared configuration's splits and capacities, one selection a query head
+                let base = small ? dsSmall : variant == -1 ? dsWide : variant == -2 ? dsKeys : ds0
+                ds = try CUDAAttentionKernels.DoubleSparsity(kernels: kernels, batch: B, heads: H, kvHeads: KVH, headDim: D,
+                                                             channels: R, maxLength: lens.max()!, splitPositions: base.splitPositions,
+                                                             candidateCapacity: small ? 64 : nil, perHead: true)
+                ds.thresholdChunksPerBlock = base.thresholdChunksPerBlock
+            } else {
+                ds = small ? dsSmall : variant == -1 ? dsWide : variant == -2 ? dsKeys : ds0
+            }
+            // Selections per sequence (KVH, or H per head), each over gs query heads of KV head s / spk.
+            let S = ds.selections, spk = S / KVH, gs = G / spk
             try ctx.upload(qv, to: qd.address)
             try ds.run(q: qd.address, keys: kd.address, values: vd.address, labels: labd.address, channelList: chd.address,
                        pageTable: pt.address, pageSize: P, maxPages: maxPages, seqLens: ld.address, kPerSeq: kpd.address,
@@ -178,8 +193,9 @@ struct KernelCheck {
             let got = try ctx.download(od.address, count: B * H * D, as: UInt16.self)
             let keys = try ds.keysHost(), thr = try ds.thresholdsHost(), lists = try ds.selectionListsHost()
             var selOK = true, listsOK = true, scoreErr = 0.0, err = 0.0, scale = 0.0, maxTies = 0, keyDiffs = 0, refDiffs = 0
-            for b in 0..<B { for h in 0..<KVH {
-                let base = (b * KVH + h) * ds.keyRowStride, T = thr[(b * KVH + h) * 2], cut = Int(Int32(bitPattern: thr[(b * KVH + h) * 2 + 1]))
+            for b in 0..<B { for s in 0..<S {
+                let h = s / spk, bs = b * S + s
+                let base = bs * ds.keyRowStride, T = thr[bs * 2], cut = Int(Int32(bitPattern: thr[bs * 2 + 1]))
                 let L = lens[b]
                 var pin = AttentionOptions()
                 pin.sinks = sinks
@@ -195,8 +211,8 @@ struct KernelCheck {
                 let taken = tiePos.filter { selSet.contains($0) }.count
                 if tiePos.prefix(taken).contains(where: { !selSet.contains($0) }) { selOK = false }
                 maxTies = max(maxTies, tiePos.count)
-                // scores against float64: s_j = (Σ_g q_g[C])·K_j[C]
-                let qs = (0..<R).map { c in (0..<G).reduce(0.0) { $0 + Self.f(qv[(b * H + h * G + $1) * D + Int(ch[h * R + c])]) } }
+                // scores against float64: s_j = (Σ_g q_g[C])·K_j[C], over the selection's query heads
+                let qs = (0..<R).map { c in (0..<gs).reduce(0.0) { $0 + Self.f(qv[(b * H + s * gs + $1) * D + Int(ch[h * R + c])]) } }
                 // The 16-bit key is the score truncated to bf16 (toward zero): within 2^-7 of it.
                 var refKey = [UInt32](repeating: 0xffff, count: L)
                 for j in sinks..<(L - w) {
@@ -215,19 +231,20 @@ struct KernelCheck {
                 let refSel = Set((0..<L).sorted { refKey[$0] != refKey[$1] ? refKey[$0] > refKey[$1] : $0 < $1 }.prefix(min(kper[b], L)))
                 refDiffs += refSel.symmetricDifference(selSet).count
                 // The lists the attend kernel reads hold exactly this selection.
-                if let got = lists[b * KVH + h] {
+                if let got = lists[bs] {
                     let fromRows = got.rows.map { position(b, $0, h) ?? -1 }
                     let all = fromRows + got.positions
                     if all.count != sel.count || Set(all) != selSet { listsOK = false }
                 } else { listsOK = false }
                 for j in 0..<min(sinks, L) where !selSet.contains(j) { selOK = false }   // sinks always selected
                 for j in (L - w)..<L where !selSet.contains(j) { selOK = false }          // and the recent window
-                for g in 0..<G {
-                    let r = attend((0..<D).map { Self.f(qv[(b * H + h * G + g) * D + $0]) }, b, h * G + g, sel)
-                    for i in 0..<D { err = max(err, abs(r[i] - Self.f(got[(b * H + h * G + g) * D + i]))); scale = max(scale, abs(r[i])) }
+                for g in 0..<gs {
+                    let qhd = s * gs + g
+                    let r = attend((0..<D).map { Self.f(qv[(b * H + qhd) * D + $0]) }, b, qhd, sel)
+                    for i in 0..<D { err = max(err, abs(r[i] - Self.f(got[(b * H + qhd) * D + i]))); scale = max(scale, abs(r[i])) }
                 }
             } }
-            let what = "sinks \(sinks)\(recent > 0 ? ", recent \(recent)" : "")\(quantized ? ", quantized scores" : mode == 2 ? ", all scores equal" : "")\(small ? ", candidates read from global lists, 512-position splits, 4 chunks a threshold block" : "")\(variant == -1 ? ", 4096-position splits, 2 chunks a threshold block" : "")\(variant == -2 ? ", 4-position splits (1025 chunks: threshold passes over the keys)" : "")\(variant > 0 ? ", attend variant \(variant)" : "")"
+            let what = "\(perHead ? "per-head selections, " : "")sinks \(sinks)\(recent > 0 ? ", recent \(recent)" : "")\(quantized ? ", quantized scores" : mode == 2 ? ", all scores equal" : "")\(small ? ", candidates read from global lists, 512-position splits, 4 chunks a threshold block" : "")\(variant == -1 ? ", 4096-position splits, 2 chunks a threshold block" : "")\(variant == -2 ? ", 4-position splits (1025 chunks: threshold passes over the keys)" : "")\(variant > 0 ? ", attend variant \(variant)" : "")"
             let refOK = keyDiffs == 0 ? refDiffs == 0 : refDiffs <= 2 * keyDiffs
             print("\(selOK ? "PASS" : "FAIL") \(name) DS \(what): exactly k = L/16 tokens, the top-k of the kernel's 16-bit keys, ties in position order (most keys equal to T: \(maxTies)); score err vs float64 beyond bf16 truncation \(scientific(max(0, scoreErr), 2))")
             print("\(refOK ? "PASS" : "FAIL") \(name) DS \(what): vs the float64 top-k by 16-bit key: \(refDiffs) tokens differ (keys off by f32 summation: \(keyDiffs))")

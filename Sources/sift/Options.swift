@@ -74,7 +74,7 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .customLong("sparq-r"), help: "SparQ query channels r per step (default head_dim/8).")
     var sparqR: Int?
 
-    @Option(name: .customLong("ds-group"), help: "GQA: shared (one token selection per KV head, from the summed group query), soft (one selection from the sum of each head's softmax of its approximate scores; CPU) or per-head.")
+    @Option(name: .customLong("ds-group"), help: "GQA: shared (one token selection per KV head, from the summed group query), soft (one selection from the sum of each head's softmax of its approximate scores; CPU only) or per-head (one selection per query head: up to G× the label and row reads).")
     var dsGroup: String = "shared"
 
     @Option(name: .customLong("tidal-dense-layers"), help: "TidalDecode: layers attended densely before the token-selection layer.")

@@ -136,19 +136,28 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
 
     /// Double Sparsity decode state for a batch: 16-bit keys, histogram, thresholds, selection
     /// lists, partials. One selection per KV group from the summed group query (as the CPU path),
-    /// exactly the top-k by 16-bit key (the score truncated to bf16, ordered), ties to the lowest
-    /// position, sinks always in.
+    /// or with `perHead` one per query head (`--ds-group per-head`), exactly the top-k by 16-bit
+    /// key (the score truncated to bf16, ordered), ties to the lowest position, sinks and the
+    /// recent window always in.
     public final class DoubleSparsity: @unchecked Sendable {
         public let batch: Int, heads: Int, kvHeads: Int, headDim: Int, channels: Int, maxLength: Int
+        /// One selection per query head (else per KV group).
+        public let perHead: Bool
+        /// Selections per sequence: `kvHeads`, or `heads` per head. The keys, histogram,
+        /// thresholds and lists are per (sequence, selection); selection s belongs to KV head
+        /// s / (selections / kvHeads).
+        public let selections: Int
+        /// Query heads one selection serves (the attend kernel's group size).
+        var selectionGroup: Int { heads / selections }
         /// Label encoding the scores kernel reads: 16 (bf16) or 4 (CUDALabelCache's 4-bit records).
         public let labelBits: Int
         public let splitPositions: Int
         let keyStride: Int
         let keys: DeviceBuffer, hist: DeviceBuffer, thresholds: DeviceBuffer
-        /// The selection lists `[batch][kvHeads][listStride]` UInt32 (split s's list at
+        /// The selection lists `[batch][selections][listStride]` UInt32 (split s's list at
         /// s·splitPositions: the pool rows above the threshold's top-12-bit bin, then that bin's
-        /// candidates as key << 16 | position in the split), their counts `[batch][kvHeads][maxSplits]`
-        /// of (rows, candidates), and the threshold pass's counters `[batch][kvHeads][4]` (ticket;
+        /// candidates as key << 16 | position in the split), their counts `[batch][selections][maxSplits]`
+        /// of (rows, candidates), and the threshold pass's counters `[batch][selections][4]` (ticket;
         /// zero between calls).
         let lists: DeviceBuffer, counts: DeviceBuffer, meta: DeviceBuffer
         let listStride: Int
@@ -176,7 +185,7 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
         /// candidates the threshold pass resolves in shared memory, for checks of its fallback path.
         public init(kernels: CUDAAttentionKernels, batch: Int, heads: Int, kvHeads: Int, headDim: Int, channels: Int,
                     maxLength: Int, splitPositions: Int? = nil, attendVariant: Int = 0,
-                    candidateCapacity: Int? = nil, labelBits: Int = 16) throws {
+                    candidateCapacity: Int? = nil, labelBits: Int = 16, perHead: Bool = false) throws {
             guard CUDADoubleSparseAttention.supportedChannels(labelBits: labelBits).contains(channels) else {
                 throw CUDAError.invalid("GPU Double Sparsity supports \(CUDADoubleSparseAttention.supportedChannels(labelBits: labelBits)) label channels with \(labelBits)-bit labels, not \(channels)")
             }
@@ -194,28 +203,31 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
             self.kernels = kernels
             self.batch = batch; self.heads = heads; self.kvHeads = kvHeads; self.headDim = headDim
             self.channels = channels; self.maxLength = maxLength
+            self.perHead = perHead
+            let sel = perHead ? heads : kvHeads
+            selections = sel
             let c = kernels.context
             keyStride = (maxLength + 3) / 4 * 4
-            keys = try c.allocate(bytes: batch * kvHeads * keyStride * 2)
-            hist = try c.allocate(bytes: batch * kvHeads * 4096 * 4)
+            keys = try c.allocate(bytes: batch * sel * keyStride * 2)
+            hist = try c.allocate(bytes: batch * sel * 4096 * 4)
             try c.memset(hist.address, byte: 0, bytes: hist.bytes)
-            thresholds = try c.allocate(bytes: batch * kvHeads * 2 * 4)
+            thresholds = try c.allocate(bytes: batch * sel * 2 * 4)
             // ~1-3% of the keys share the top 12 bits of the k-th largest; more than the cap take
             // the (exact, slower) passes over all keys.
             candidateCap = max(1, min(4096, candidateCapacity ?? 4096))
-            meta = try c.allocate(bytes: batch * kvHeads * 4 * 4)
+            meta = try c.allocate(bytes: batch * sel * 4 * 4)
             try c.memset(meta.address, byte: 0, bytes: meta.bytes)
-            counters = try c.allocate(bytes: batch * kvHeads * 4)
+            counters = try c.allocate(bytes: batch * sel * 4)
             try c.memset(counters.address, byte: 0, bytes: counters.bytes)
             let sms = c.multiprocessors
-            let per = (maxLength * batch * kvHeads + 2 * sms - 1) / (2 * sms)
+            let per = (maxLength * batch * sel + 2 * sms - 1) / (2 * sms)
             self.splitPositions = splitPositions ?? min(4096, max(1024, (per + 1023) / 1024 * 1024))
             let maxSplits = (maxLength + self.splitPositions - 1) / self.splitPositions
             scratch = try Scratch(context: c, batch: batch, heads: heads, headDim: headDim, maxSplits: maxSplits)
             listStride = maxSplits * self.splitPositions
-            lists = try c.allocate(bytes: batch * kvHeads * listStride * 4)
-            counts = try c.allocate(bytes: batch * kvHeads * maxSplits * 8)
-            let blocks = (maxLength + 2047) / 2048 * batch * kvHeads
+            lists = try c.allocate(bytes: batch * sel * listStride * 4)
+            counts = try c.allocate(bytes: batch * sel * maxSplits * 8)
+            let blocks = (maxLength + 2047) / 2048 * batch * sel
             rounds = max(1, min(8, blocks / (4 * sms)))
         }
 
@@ -228,7 +240,8 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
                         channelList: CUdeviceptr, pageTable: CUdeviceptr, pageSize: Int, maxPages: Int,
                         seqLens: CUdeviceptr, kPerSeq: CUdeviceptr, sinks: Int, recent: Int = 0, out: CUdeviceptr,
                         parts: String = "sta", labelScale: CUdeviceptr = 0) throws {
-            let c = kernels.context, g = heads / kvHeads, shift = CUDAAttentionKernels.log2(pageSize)
+            // g: the query heads a selection serves (the kernels' group size); spk: selections per KV head.
+            let c = kernels.context, g = selectionGroup, spk = selections / kvHeads, shift = CUDAAttentionKernels.log2(pageSize)
             if parts.contains("s") {
                 let f = try kernels.function("double_sparsity.cu", headDim: headDim, group: g,
                                              labelBits == 4 ? "sift_ds_scores4_r\(channels)"
@@ -241,29 +254,30 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
                     .ptr(keys), .int(keyStride),
                     .ptr(hist), .int(rounds)]
                 if labelBits == 4 { args.append(.pointer(labelScale)) }
-                try c.launch(f, grid: ((maxLength + 2048 * rounds - 1) / (2048 * rounds), kvHeads, batch), block: (256, 1, 1), args)
+                args.append(.int(spk))
+                try c.launch(f, grid: ((maxLength + 2048 * rounds - 1) / (2048 * rounds), selections, batch), block: (256, 1, 1), args)
             }
             if parts.contains("t") {
                 // One chunk a block: 2 or 4 (fewer histogram reads, fewer blocks) measured slower at every shape.
                 let cpb = thresholdChunksPerBlock ?? 1
                 guard [1, 2, 4].contains(cpb) else { throw CUDAError.invalid("threshold chunks per block \(cpb): have 1, 2, 4") }
                 let pick = try kernels.function("double_sparsity.cu", headDim: headDim, group: g, "sift_ds_pick_d1")
-                try c.launch(pick, grid: (kvHeads, batch, 1), block: (256, 1, 1), [
+                try c.launch(pick, grid: (selections, batch, 1), block: (256, 1, 1), [
                     .ptr(hist), .pointer(seqLens), .pointer(kPerSeq), .ptr(meta)])
                 let f = try kernels.function("double_sparsity.cu", headDim: headDim, group: g, "sift_ds_candidates_c\(cpb)")
-                try c.launch(f, grid: ((scratch.maxSplits + cpb - 1) / cpb, kvHeads, batch), block: (256, 1, 1), [
+                try c.launch(f, grid: ((scratch.maxSplits + cpb - 1) / cpb, selections, batch), block: (256, 1, 1), [
                     .ptr(keys), .int(keyStride), .ptr(hist), .pointer(seqLens), .pointer(kPerSeq), .pointer(pageTable),
                     .int(shift), .int(maxPages), .int(splitPositions), .ptr(lists), .int(listStride), .ptr(counts),
-                    .int(scratch.maxSplits), .int(candidateCap), .ptr(meta), .ptr(thresholds)])
+                    .int(scratch.maxSplits), .int(candidateCap), .ptr(meta), .ptr(thresholds), .int(spk)])
             }
             if parts.contains("a") {
                 let v = attendVariant == 0 ? "" : "v\(attendVariant)_"
                 let f = try kernels.function("double_sparsity.cu", headDim: headDim, group: g, "sift_ds_attend_\(v)d\(headDim)_g\(g)")
-                try c.launch(f, grid: (scratch.maxSplits, kvHeads, batch), block: (128, 1, 1), [
+                try c.launch(f, grid: (scratch.maxSplits, selections, batch), block: (128, 1, 1), [
                     .pointer(q), .pointer(kc), .pointer(vc), .pointer(pageTable), .pointer(seqLens), .ptr(lists),
                     .int(listStride), .ptr(counts), .ptr(thresholds), .ptr(scratch.partO), .ptr(scratch.partLSE), .int(shift),
                     .int(maxPages), .int(splitPositions), .int(scratch.maxSplits), .float(1 / Float(headDim).squareRoot()),
-                    .ptr(counters), .pointer(out)])
+                    .ptr(counters), .pointer(out), .int(spk)])
                 if attendVariant >= 4 { return }   // the last block of each (b, KV head) combined
                 let comb = try kernels.function("decode_attention.cu", headDim: headDim, group: g, "sift_decode_combine_d\(headDim)")
                 try c.launch(comb, grid: (heads, batch, 1), block: (min(headDim, 128), 1, 1), sharedBytes: 4 * scratch.maxSplits, [
@@ -279,24 +293,24 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
             try kernels.context.memset(meta.address, byte: 0, bytes: meta.bytes)
         }
 
-        /// The selection threshold per (sequence, KV head): (T, tie cut) as written by the last run.
+        /// The selection threshold per (sequence, selection): (T, tie cut) as written by the last run.
         public func thresholdsHost() throws -> [UInt32] {
-            try kernels.context.download(thresholds.address, count: batch * kvHeads * 2, as: UInt32.self)
+            try kernels.context.download(thresholds.address, count: batch * selections * 2, as: UInt32.self)
         }
-        /// The 16-bit keys of the last run (widened), `[batch][kvHeads][keyRowStride]`.
+        /// The 16-bit keys of the last run (widened), `[batch][selections][keyRowStride]`.
         public func keysHost() throws -> [UInt32] {
-            try kernels.context.download(keys.address, count: batch * kvHeads * keyStride, as: UInt16.self).map { UInt32($0) }
+            try kernels.context.download(keys.address, count: batch * selections * keyStride, as: UInt16.self).map { UInt32($0) }
         }
-        /// What each (sequence, KV head) attends over after the last run, as the attend kernel
+        /// What each (sequence, selection) attends over after the last run, as the attend kernel
         /// reads it from the selection lists: the pool rows listed above the threshold's bin, and
         /// the positions of the candidates it takes (key > T, or key == T at a position <= the tie
         /// cut); nil for a row whose counts are out of range. For checks.
         public func selectionListsHost() throws -> [(rows: [Int], positions: [Int])?] {
             let c = kernels.context, ms = scratch.maxSplits
-            let l = try c.download(lists.address, count: batch * kvHeads * listStride, as: UInt32.self)
-            let n = try c.download(counts.address, count: batch * kvHeads * ms * 2, as: Int32.self)
+            let l = try c.download(lists.address, count: batch * selections * listStride, as: UInt32.self)
+            let n = try c.download(counts.address, count: batch * selections * ms * 2, as: Int32.self)
             let thr = try thresholdsHost()
-            return (0..<(batch * kvHeads)).map { bh -> (rows: [Int], positions: [Int])? in
+            return (0..<(batch * selections)).map { bh -> (rows: [Int], positions: [Int])? in
                 var rows: [Int] = [], positions: [Int] = []
                 let T = thr[2 * bh], cut = Int(Int32(bitPattern: thr[2 * bh + 1]))
                 for s in 0..<ms {

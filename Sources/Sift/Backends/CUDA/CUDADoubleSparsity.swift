@@ -155,7 +155,9 @@ public final class CUDALabelCache: @unchecked Sendable {
 
 /// Double Sparsity (Attention/DoubleSparsity.swift) on the GPU: the same method, the same
 /// settings (`--ds-config`, `--ds-channels`, `--budget`/`--ds-tokens`, `--sinks`,
-/// `--ds-dense-below`), one selection per KV group from the group's summed query.
+/// `--ds-dense-below`, `--ds-group shared|per-head`): one selection per KV group from the
+/// group's summed query, or one per query head (each reads its KV head's labels and up to k
+/// rows of its own: up to G× the label and row reads).
 ///
 /// - Every stored row (prefill chunks, decode steps, `append`) goes to the paged bf16 KV cache
 ///   (CUDADenseAttention's store) and its labels to `CUDALabelCache`.
@@ -213,9 +215,6 @@ public final class CUDADoubleSparseAttention: SparseAwareAttention, BatchedDecod
         guard options.dsSoftGroup != true else {
             throw CUDAError.invalid("--ds-group soft is not supported on the GPU (its selection ranks by the summed group query): drop --ds-group or use --device cpu")
         }
-        guard !options.dsPerHead else {
-            throw CUDAError.invalid("--ds-group per-head is not supported on the GPU (its selection is shared per KV group, the CPU default): drop --ds-group or use --device cpu")
-        }
         guard options.dsLabelBits == 16 || options.dsLabelBits == 4 else {
             throw CUDAError.invalid("--ds-label-bits must be 16 or 4, got \(options.dsLabelBits)")
         }
@@ -234,7 +233,7 @@ public final class CUDADoubleSparseAttention: SparseAwareAttention, BatchedDecod
         sparsePrefill = options.sparsePrefill
         ds = try CUDAAttentionKernels.DoubleSparsity(kernels: dense.fast, batch: 1, heads: heads, kvHeads: cache.kvHeads,
                                                      headDim: cache.headDim, channels: r, maxLength: cache.capacity,
-                                                     labelBits: options.dsLabelBits)
+                                                     labelBits: options.dsLabelBits, perHead: options.dsPerHead)
         control = try backend.context.allocate(bytes: 8)
         kToF32 = try backend.context.kernel("ds_labels.cu", "sift_bf16_to_f32")
         try warmUp(heads: heads)
@@ -367,7 +366,7 @@ public final class CUDADoubleSparseAttention: SparseAwareAttention, BatchedDecod
             if batchDS == nil || batchDS!.batch < b {
                 batchDS = try CUDAAttentionKernels.DoubleSparsity(kernels: dense.fast, batch: c.sequenceCount, heads: ds.heads,
                                                                  kvHeads: ds.kvHeads, headDim: ds.headDim, channels: ds.channels,
-                                                                 maxLength: c.capacity, labelBits: labels.bits)
+                                                                 maxLength: c.capacity, labelBits: labels.bits, perHead: ds.perHead)
                 batchK = try ctx.allocate(bytes: c.sequenceCount * 4)
             }
             // Sequences past b keep length 0 and k 0 (nothing selected, nothing attended).
@@ -407,12 +406,13 @@ public final class CUDADoubleSparseAttention: SparseAwareAttention, BatchedDecod
 
     public func truncate(to n: Int) { dense.truncate(to: n) }
 
-    /// The positions the last DS kernel call selected for each KV head (ascending), from the
-    /// kernels' keys and threshold (for checks).
+    /// The positions the last DS kernel call selected for each selection (ascending): per KV
+    /// head, or per query head with `--ds-group per-head`; from the kernels' keys and threshold
+    /// (for checks).
     public func lastSelection(length n: Int) throws -> [[Int]] {
         try backend.synchronize()
         let keys = try ds.keysHost(), thr = try ds.thresholdsHost()
-        return (0..<ds.kvHeads).map { h in
+        return (0..<ds.selections).map { h in
             let T = thr[2 * h], cut = Int(Int32(bitPattern: thr[2 * h + 1]))
             let row = h * ds.keyRowStride
             return (0..<n).filter { j in keys[row + j] > T || (keys[row + j] == T && j <= cut) }

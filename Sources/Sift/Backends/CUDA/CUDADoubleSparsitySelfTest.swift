@@ -65,9 +65,11 @@ extension CUDASelfTest {
 
         // MARK: one layer's attention
         let L = 1536, n = L + 1, layer = 1
-        for (rr, bits) in [(16, 16), (8, 16), (16, 4), (8, 4), (24, 4), (32, 4)] {
+        for (rr, bits, perHead) in [(16, 16, false), (8, 16, false), (16, 4, false), (8, 4, false), (24, 4, false), (32, 4, false),
+                                    (8, 16, true), (24, 4, true)] {
             let K = r.floats(n * kvw, scale: 2), V = r.floats(n * kvw), Q = r.floats(heads * hd, scale: 2)
-            let opts = bits == 4 ? options4 : options
+            var opts = bits == 4 ? options4 : options
+            opts.dsPerHead = perHead
             let cpuCache = KVCache(layers: layers, kvHeads: kvHeads, headDim: hd, capacity: n)
             let cpuDS = try DoubleSparseAttention(cache: cpuCache, config: config, channels: rr, options: opts, pool: cpu.pool)
             let gpuCache = try CUDAKVCache(context: b.context, layers: layers, kvHeads: kvHeads, headDim: hd, contextLength: n,
@@ -92,7 +94,7 @@ extension CUDASelfTest {
             gpuDS.attend(layer: layer, q: tensor(b, Q, rows: 1, cols: heads * hd), k: tensor(b, Array(lastK), rows: 1, cols: kvw),
                          v: tensor(b, Array(lastV), rows: 1, cols: kvw), start: L, shape: shape, out: gpuOut)
             try b.checkError()
-            let tag = "DS r=\(rr)\(bits == 4 ? " 4-bit labels" : "") h\(heads)/kv\(kvHeads) d\(hd) L=\(n) 1/16 sinks 4 recent \(options.pinned(visible: n, budget: options.budget.count(visible: n), defaultRecent: AttentionOptions.doubleSparsityRecent).recent)"
+            let tag = "DS r=\(rr)\(bits == 4 ? " 4-bit labels" : "")\(perHead ? " per-head" : "") h\(heads)/kv\(kvHeads) d\(hd) L=\(n) 1/16 sinks 4 recent \(options.pinned(visible: n, budget: options.budget.count(visible: n), defaultRecent: AttentionOptions.doubleSparsityRecent).recent)"
             let ch = channels(rr)[layer]
             let norm = config.labelNormalization(channels: rr)
             // 4-bit: the GPU's records decoded, [position][kvHead] → (scale, offset, codes).
@@ -153,13 +155,18 @@ extension CUDASelfTest {
                                    tolerance: 0, detail: "k = \(k)"))
             var worstOverlap = 1.0, worstGap = 0.0
             var refOut = [Double](repeating: 0, count: heads * hd)
-            for h in 0..<kvHeads {
-                // CPU definition: group-summed f32 query over the channels · f16 labels.
+            // One selection per KV head, or per query head: selection s serves the gs query heads
+            // s·gs ..< (s+1)·gs of KV head s / spk.
+            let spk = perHead ? g : 1, gs = g / spk
+            checks.append(GPUCheck(name: "\(tag): selections − \(kvHeads * spk)", error: Double(abs(sel.count - kvHeads * spk)), tolerance: 0))
+            for s in 0..<min(sel.count, kvHeads * spk) {
+                let h = s / spk
+                // CPU definition: the selection's f32 query (group-summed when shared) over the channels · f16 labels.
                 var qsF = [Float](repeating: 0, count: rr), qsB = [Double](repeating: 0, count: rr)
                 for c in 0..<rr {
-                    for j in 0..<g {
-                        qsF[c] += Q[(h * g + j) * hd + Int(ch[h][c])]
-                        qsB[c] += bf16(Q[(h * g + j) * hd + Int(ch[h][c])])
+                    for j in (s * gs)..<((s + 1) * gs) {
+                        qsF[c] += Q[j * hd + Int(ch[h][c])]
+                        qsB[c] += bf16(Q[j * hd + Int(ch[h][c])])
                     }
                 }
                 var cpuScore = [Double](repeating: 0, count: n), gpuScore = [Double](repeating: 0, count: n)
@@ -185,7 +192,7 @@ extension CUDASelfTest {
                     if p < pin.sinks || p >= n - pin.recent { cpuScore[p] = .infinity; gpuScore[p] = .infinity }
                 }
                 let cpuSel = Set((0..<n).sorted { cpuScore[$0] != cpuScore[$1] ? cpuScore[$0] > cpuScore[$1] : $0 < $1 }.prefix(k))
-                let gpuSel = Set(sel[h])
+                let gpuSel = Set(sel[s])
                 worstOverlap = min(worstOverlap, Double(cpuSel.intersection(gpuSel).count) / Double(k))
                 // A true top-k of the GPU's own scores by their 16-bit keys (the score truncated to
                 // bf16, ordered; sinks and recent window 0xffff): no unselected token's key above a selected one's,
@@ -195,13 +202,13 @@ extension CUDASelfTest {
                     let u = Float(x).bitPattern
                     return Int((u & 0x8000_0000 != 0 ? ~u : u | 0x8000_0000) >> 16)
                 }
-                let minIn = sel[h].map { key16(gpuScore[$0]) }.min() ?? 0
+                let minIn = sel[s].map { key16(gpuScore[$0]) }.min() ?? 0
                 let maxOut = (0..<n).filter { !gpuSel.contains($0) }.map { key16(gpuScore[$0]) }.max() ?? 0
                 worstGap = max(worstGap, Double(maxOut - minIn))
                 // float64 attention of each query head over the GPU's selection (bf16 q, K, V).
-                for j in 0..<g {
-                    let qh = (0..<hd).map { bf16(Q[(h * g + j) * hd + $0]) }
-                    let rows = sel[h]
+                for j in (s * gs)..<((s + 1) * gs) {
+                    let qh = (0..<hd).map { bf16(Q[j * hd + $0]) }
+                    let rows = sel[s]
                     let sc = rows.map { p in (0..<hd).reduce(0.0) { $0 + qh[$1] * bf16(K[p * kvw + h * hd + $1]) } / Double(hd).squareRoot() }
                     let mx = sc.max() ?? 0
                     let e = sc.map { exp($0 - mx) }
@@ -209,7 +216,7 @@ extension CUDASelfTest {
                     for d in 0..<hd {
                         var acc = 0.0
                         for (i, p) in rows.enumerated() { acc += e[i] * bf16(V[p * kvw + h * hd + d]) }
-                        refOut[(h * g + j) * hd + d] = acc / sum
+                        refOut[j * hd + d] = acc / sum
                     }
                 }
             }
@@ -294,11 +301,19 @@ extension CUDASelfTest {
             cache: KVCache(layers: layers, kvHeads: kvHeads, headDim: hd, capacity: ctx), config: config, channels: 16,
             options: options4, pool: cpu.pool))
         let (gpuDS4, gpuDS4Method) = try gpuSession(options4)
-        let sessions = [cpuDense, cpuDS, gpuDense, gpuDS, gpuAll, gpuForced, cpuDS4, gpuDS4]
+        var perHead = options
+        perHead.dsPerHead = true
+        let cpuDSPH = Session(model: mc, attention: try DoubleSparseAttention(
+            cache: KVCache(layers: layers, kvHeads: kvHeads, headDim: hd, capacity: ctx), config: config, channels: 16,
+            options: perHead, pool: cpu.pool))
+        let (gpuDSPH, gpuDSPHMethod) = try gpuSession(perHead)
+        let sessions = [cpuDense, cpuDS, gpuDense, gpuDS, gpuAll, gpuForced, cpuDS4, gpuDS4, cpuDSPH, gpuDSPH]
         var logits = try sessions.map { try $0.evaluate(prompt, logits: .last)[0] }
-        // dense GPU/CPU, DS GPU/CPU, all vs dense, forced vs dense, DS vs dense (GPU)
-        var worst = [Double](repeating: 0, count: 6)
+        // dense GPU/CPU, DS GPU/CPU, all vs dense, forced vs dense, DS vs dense (GPU), 4-bit GPU/CPU,
+        // per-head GPU/CPU
+        var worst = [Double](repeating: 0, count: 7)
         func compare() {
+            worst[6] = max(worst[6], relErr(logits[9], logits[8]))
             worst[5] = max(worst[5], relErr(logits[7], logits[6]))
             worst[4] = max(worst[4], relErr(logits[3], logits[2]))
             worst[0] = max(worst[0], relErr(logits[2], logits[0]))
@@ -328,7 +343,10 @@ extension CUDASelfTest {
         // DS vs dense. Bound: dense GPU-CPU noise + 0.15.
         checks.append(GPUCheck(name: "\(mtag): GPU DS vs CPU DS logits (1/16, 4-bit labels)", error: worst[5],
                                tolerance: worst[0] + 0.15, detail: "\(gpuDS4Method.sparseRows) DS rows"))
-        if gpuDSMethod.sparseRows == 0 || gpuDS4Method.sparseRows == 0 {
+        // Per-head selections (one per query head): the same GPU-vs-CPU bound as the shared ones.
+        checks.append(GPUCheck(name: "\(mtag): GPU DS vs CPU DS logits (1/16, per-head selections)", error: worst[6],
+                               tolerance: worst[0] + 0.1, detail: "\(gpuDSPHMethod.sparseRows) DS rows"))
+        if gpuDSMethod.sparseRows == 0 || gpuDS4Method.sparseRows == 0 || gpuDSPHMethod.sparseRows == 0 {
             checks.append(GPUCheck(name: "\(mtag): decode steps ran the DS kernels", error: .infinity, tolerance: 0))
         }
 

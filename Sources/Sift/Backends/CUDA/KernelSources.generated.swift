@@ -746,12 +746,14 @@ SIFT_DECODE_KERNELS(256)
 //              f16 offset and R 4-bit codes (ds_labels.cu), scored with the query scaled by
 //              qscale [KVH][R] (the channels' σ): s_j = m·Σq' + s·Σ q'_c·u_c, q' = q·σ
 //   channels   [KVH][R] int32: the calibrated channels of this layer, per KV head
-//   keys       [B][KVH][key_stride] u16 (key_stride a multiple of 4)
-//   hist       [B][KVH][4096] int32, zero before the first call (the candidates kernel re-zeroes it)
-//   thr        [B][KVH][2] uint32: T and the tie cut
-// One selection per KV group, from the group's summed query (as the CPU path does):
-//   s_j = (Σ_{h∈group} q_h[C]) · label_j.  The first `sinks` tokens and the
-//   recent window (ds_recent_from) always win (key 0xffff).
+//   keys       [B][S][key_stride] u16 (key_stride a multiple of 4)
+//   hist       [B][S][4096] int32, zero before the first call (the candidates kernel re-zeroes it)
+//   thr        [B][S][2] uint32: T and the tie cut
+// By default one selection per KV group, from the group's summed query (as the CPU path does):
+//   s_j = (Σ_{h∈group} q_h[C]) · label_j;  with spk > 1 (`--ds-group per-head`) one selection per
+//   query head, s_j = q_h[C] · label_j, each reading its KV head's labels and rows (grid.y and the
+//   keys, histogram, lists and thresholds are per selection: DS_SELECTION_INDICES). The first
+//   `sinks` tokens and the recent window (ds_recent_from) always win (key 0xffff).
 
 #include "decode_core.cuh"
 
@@ -822,6 +824,13 @@ __device__ __forceinline__ float ds_f16_to_f32(unsigned h) {
     return f;
 }
 
+// The selection a scores block works for: grid.y holds S = KVH·spk selections per sequence (spk 1:
+// one per KV group, from the group's summed query; spk = heads per KV head: one per query head,
+// `--ds-group per-head`); G is the query heads one selection sums (heads per KV head / spk).
+// Selection sel reads the labels of KV head kvh = sel / spk and the queries sel·G ... sel·G + G - 1.
+#define DS_SELECTION_INDICES \
+    const int sel = blockIdx.y, b = blockIdx.z, S = gridDim.y, KVH = S / spk, kvh = sel / spk, Hq = S * G
+
 // The recent window (AttentionOptions.pinned on the CPU): with k the sequence's budget, the last
 // w = min(recent, (k - min(sinks, k)) / 2, n - min(sinks, k)) positions always win, like the sinks.
 // Returns the first of them (n when w = 0).
@@ -835,16 +844,16 @@ __device__ __forceinline__ void ds_scores(
     const sift_bf16* __restrict__ q, const void* __restrict__ labels, const int* __restrict__ channels,
     const int* __restrict__ page_table, const int* __restrict__ seq_lens, int G, int D,
     int page_shift, int max_pages, int sinks, const int* __restrict__ k_per_seq, int recent,
-    unsigned short* __restrict__ keys, int key_stride, int* __restrict__ hist, int rounds)
+    unsigned short* __restrict__ keys, int key_stride, int* __restrict__ hist, int rounds, int spk)
 {
     typedef ds_label16<R> L;
-    const int kvh = blockIdx.y, b = blockIdx.z, KVH = gridDim.y, Hq = KVH * G;
+    DS_SELECTION_INDICES;
     const int n = seq_lens[b];
     const int recent_from = ds_recent_from(n, k_per_seq[b], sinks, recent);
     __shared__ float qs[R];
     const int* pt = page_table + (sift_size)b * max_pages;
     const int pmask = (1 << page_shift) - 1;
-    unsigned short* kout = keys + (sift_size)(b * KVH + kvh) * key_stride;
+    unsigned short* kout = keys + (sift_size)(b * S + sel) * key_stride;
     __shared__ int sh[4096];
     for (int i = threadIdx.x; i < 4096; i += blockDim.x) sh[i] = 0;
     const unsigned lane = threadIdx.x & 31;
@@ -865,7 +874,7 @@ __device__ __forceinline__ void ds_scores(
         if (threadIdx.x < R) {
             const int ch = channels[kvh * R + threadIdx.x];
             float s = 0.f;
-            for (int g = 0; g < G; g++) s += bf16_to_f32(q[(sift_size)(b * Hq + kvh * G + g) * D + ch]);
+            for (int g = 0; g < G; g++) s += bf16_to_f32(q[(sift_size)(b * Hq + sel * G + g) * D + ch]);
             qs[threadIdx.x] = s;
         }
         __syncthreads();   // qs, and the zeroed histogram
@@ -896,7 +905,7 @@ __device__ __forceinline__ void ds_scores(
     }
     }
     __syncthreads();
-    flush_hist(sh, hist + (sift_size)(b * KVH + kvh) * 4096);
+    flush_hist(sh, hist + (sift_size)(b * S + sel) * 4096);
 }
 
 // The 4-bit scores kernel (issue 5): a thread owns groups of 4 consecutive tokens (one page-table
@@ -922,17 +931,18 @@ __device__ __forceinline__ void ds_scores4(
     const sift_bf16* __restrict__ q, const sift_u32* __restrict__ labels, const int* __restrict__ channels,
     const int* __restrict__ page_table, const int* __restrict__ seq_lens, int G, int D,
     int page_shift, int max_pages, int sinks, const int* __restrict__ k_per_seq, int recent,
-    unsigned short* __restrict__ keys, int key_stride, int* __restrict__ hist, int rounds, const float* __restrict__ qscale)
+    unsigned short* __restrict__ keys, int key_stride, int* __restrict__ hist, int rounds, const float* __restrict__ qscale,
+    int spk)
 {
     constexpr int W = 1 + R / 8;            // words a record
     constexpr int GPT = DS_TPT / 4;         // groups of 4 tokens a thread a round
-    const int kvh = blockIdx.y, b = blockIdx.z, KVH = gridDim.y, Hq = KVH * G;
+    DS_SELECTION_INDICES;
     const int n = seq_lens[b];
     const int recent_from = ds_recent_from(n, k_per_seq[b], sinks, recent);
     __shared__ float qs[R];
     const int* pt = page_table + (sift_size)b * max_pages;
     const int pmask = (1 << page_shift) - 1;
-    unsigned short* kout = keys + (sift_size)(b * KVH + kvh) * key_stride;
+    unsigned short* kout = keys + (sift_size)(b * S + sel) * key_stride;
     __shared__ int sh[4096];
     for (int i = threadIdx.x; i < 4096; i += blockDim.x) sh[i] = 0;
     float qr[R];
@@ -970,7 +980,7 @@ __device__ __forceinline__ void ds_scores4(
             if (threadIdx.x < R) {
                 const int ch = channels[kvh * R + threadIdx.x];
                 float s = 0.f;
-                for (int g = 0; g < G; g++) s += bf16_to_f32(q[(sift_size)(b * Hq + kvh * G + g) * D + ch]);
+                for (int g = 0; g < G; g++) s += bf16_to_f32(q[(sift_size)(b * Hq + sel * G + g) * D + ch]);
                 qs[threadIdx.x] = s * qscale[kvh * R + threadIdx.x];
             }
             __syncthreads();   // qs, and the zeroed histogram
@@ -1001,7 +1011,7 @@ __device__ __forceinline__ void ds_scores4(
         }
     }
     __syncthreads();
-    flush_hist(sh, hist + (sift_size)(b * KVH + kvh) * 4096);
+    flush_hist(sh, hist + (sift_size)(b * S + sel) * 4096);
 }
 
 // 2. The exact threshold and the selection lists, over the grid (ceil(chunks / CPB), KVH, B) of
@@ -1016,8 +1026,8 @@ __device__ __forceinline__ void ds_scores4(
 // kernel reads only its chunk's list (k·4 bytes in all), never the keys. More than `cand_cap`
 // candidates (at most DS_CHUNK) are read from the lists in global memory instead of shared
 // memory; more than DS_MAX_CHUNKS chunks fall back to passes over the row's keys: exact, slow.
-//   lists  [B][KVH][list_stride] u32, chunk c's list at c·chunk
-//   counts [B][KVH][max_chunks] int2: (rows above D1, candidates)
+//   lists  [B][S][list_stride] u32, chunk c's list at c·chunk
+//   counts [B][S][max_chunks] int2: (rows above D1, candidates)
 #define DS_CAND_THREADS 256
 #define DS_CHUNK 4096
 #define DS_KPT (DS_CHUNK / DS_CAND_THREADS)   // keys a thread owns in a chunk (consecutive positions)
@@ -1070,10 +1080,11 @@ __device__ __forceinline__ void ds_candidates(
     const unsigned short* __restrict__ keys, int key_stride, int* __restrict__ hist, const int* __restrict__ seq_lens,
     const int* __restrict__ k_per_seq, const int* __restrict__ page_table, int page_shift, int max_pages,
     int chunk, sift_u32* __restrict__ lists, int list_stride, int2* __restrict__ counts, int max_chunks,
-    int cand_cap, int* __restrict__ meta, sift_u32* __restrict__ thr)
+    int cand_cap, int* __restrict__ meta, sift_u32* __restrict__ thr, int spk)
 {
-    const int kvh = blockIdx.y, b = blockIdx.z, KVH = gridDim.y, tid = threadIdx.x;
-    const int bh = b * KVH + kvh;
+    const int sel = blockIdx.y, b = blockIdx.z, S = gridDim.y, tid = threadIdx.x;
+    const int KVH = S / spk, kvh = sel / spk;   // the KV head whose rows the lists name
+    const int bh = b * S + sel;
     const int n = seq_lens[b];
     const int k = min(k_per_seq[b], n);
     const unsigned short* kp = keys + (sift_size)bh * key_stride;
@@ -1373,9 +1384,10 @@ __device__ __forceinline__ void ds_attend(
     const int* __restrict__ page_table, const int* __restrict__ seq_lens,
     const sift_u32* __restrict__ lists, int list_stride, const int2* __restrict__ counts, const sift_u32* __restrict__ thr,
     float* __restrict__ part_o, float* __restrict__ part_lse,
-    int page_shift, int max_pages, int split_pos, int max_splits, float scale, int* counters, sift_bf16* out)
+    int page_shift, int max_pages, int split_pos, int max_splits, float scale, int* counters, sift_bf16* out, int spk)
 {
-    const int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z, KVH = gridDim.y;
+    const int split = blockIdx.x, sel = blockIdx.y, b = blockIdx.z, S = gridDim.y;
+    const int KVH = S / spk, kvh = sel / spk;   // the KV head whose rows it reads
     const int n = seq_lens[b];
     const int start = split * split_pos;
     if (start >= n) return;
@@ -1385,7 +1397,7 @@ __device__ __forceinline__ void ds_attend(
     __shared__ int scan_sm[32];
     int* list = (int*)smem;
     __shared__ int spt[DS_ATTEND_PAGES];   // the page-table entries of this chunk (when they fit)
-    const int bh = b * KVH + kvh;
+    const int bh = b * S + sel;
     const sift_u32* lp = lists + (sift_size)bh * list_stride + (sift_size)split * split_pos;
     const int* pt = page_table + (sift_size)b * max_pages;
     const int pmask = (1 << page_shift) - 1;
@@ -1423,7 +1435,7 @@ __device__ __forceinline__ void ds_attend(
         count += total;
     }
     __syncthreads();
-    decode_core<D, G, DPL, FUSED, UF, true>(q, 0, kc, vc, pt, list, 0, count, b, kvh, KVH,
+    decode_core<D, G, DPL, FUSED, UF, true>(q, 0, kc, vc, pt, list, 0, count, b, sel, S,
                            part_o, part_lse, split, max_splits, page_shift, scale, smem,
                            (n + split_pos - 1) / split_pos, counters, out);
 }
@@ -1431,9 +1443,9 @@ __device__ __forceinline__ void ds_attend(
 #define SIFT_DS_SCORES(R, M, NAME) \
     extern "C" __global__ void __launch_bounds__(256, (R) == 8 ? 4 : 1) NAME(const sift_bf16* q, const sift_bf16* labels, const int* channels, \
         const int* page_table, const int* seq_lens, int G, int D, int page_shift, int max_pages, int sinks, \
-        const int* k_per_seq, int recent, unsigned short* keys, int key_stride, int* hist, int rounds) \
+        const int* k_per_seq, int recent, unsigned short* keys, int key_stride, int* hist, int rounds, int spk) \
     { ds_scores<R, M>(q, labels, channels, page_table, seq_lens, G, D, page_shift, max_pages, sinks, k_per_seq, recent, \
-                      keys, key_stride, hist, rounds); }
+                      keys, key_stride, hist, rounds, spk); }
 SIFT_DS_SCORES(8, false, sift_ds_scores_r8)
 SIFT_DS_SCORES(16, false, sift_ds_scores_r16)
 SIFT_DS_SCORES(8, true, sift_ds_scores_match_r8)
@@ -1442,9 +1454,10 @@ SIFT_DS_SCORES(16, true, sift_ds_scores_match_r16)
 #define SIFT_DS_SCORES4(R, NAME) \
     extern "C" __global__ void __launch_bounds__(256, (R) == 8 ? 4 : 1) NAME(const sift_bf16* q, const unsigned* labels, const int* channels, \
         const int* page_table, const int* seq_lens, int G, int D, int page_shift, int max_pages, int sinks, \
-        const int* k_per_seq, int recent, unsigned short* keys, int key_stride, int* hist, int rounds, const float* qscale) \
+        const int* k_per_seq, int recent, unsigned short* keys, int key_stride, int* hist, int rounds, const float* qscale, \
+        int spk) \
     { ds_scores4<R>(q, labels, channels, page_table, seq_lens, G, D, page_shift, max_pages, sinks, k_per_seq, recent, \
-                    keys, key_stride, hist, rounds, qscale); }
+                    keys, key_stride, hist, rounds, qscale, spk); }
 SIFT_DS_SCORES4(8, sift_ds_scores4_r8)
 SIFT_DS_SCORES4(16, sift_ds_scores4_r16)
 SIFT_DS_SCORES4(24, sift_ds_scores4_r24)
@@ -1454,9 +1467,9 @@ SIFT_DS_SCORES4(32, sift_ds_scores4_r32)
     extern "C" __global__ void __launch_bounds__(DS_CAND_THREADS, MINB) sift_ds_candidates_c##CPB(const unsigned short* keys, \
         int key_stride, int* hist, const int* seq_lens, const int* k_per_seq, const int* page_table, int page_shift, \
         int max_pages, int chunk, sift_u32* lists, int list_stride, int2* counts, int max_chunks, int cand_cap, int* meta, \
-        sift_u32* thr) \
+        sift_u32* thr, int spk) \
     { ds_candidates<CPB>(keys, key_stride, hist, seq_lens, k_per_seq, page_table, page_shift, max_pages, chunk, lists, \
-                         list_stride, counts, max_chunks, cand_cap, meta, thr); }
+                         list_stride, counts, max_chunks, cand_cap, meta, thr, spk); }
 SIFT_DS_CANDIDATES(1, 6)
 SIFT_DS_CANDIDATES(2, 4)
 SIFT_DS_CANDIDATES(4, 3)
@@ -1465,9 +1478,9 @@ SIFT_DS_CANDIDATES(4, 3)
     extern "C" __global__ void __launch_bounds__(DEC_WARPS * 32, MINB) NAME( \
         const sift_bf16* q, const sift_bf16* kc, const sift_bf16* vc, const int* page_table, const int* seq_lens, \
         const sift_u32* lists, int list_stride, const int2* counts, const sift_u32* thr, float* part_o, float* part_lse, \
-        int page_shift, int max_pages, int split_pos, int max_splits, float scale, int* counters, sift_bf16* out) \
+        int page_shift, int max_pages, int split_pos, int max_splits, float scale, int* counters, sift_bf16* out, int spk) \
     { ds_attend<D, G, DPL, UF, FUSED>(q, kc, vc, page_table, seq_lens, lists, list_stride, counts, thr, part_o, part_lse, \
-                               page_shift, max_pages, split_pos, max_splits, scale, counters, out); }
+                               page_shift, max_pages, split_pos, max_splits, scale, counters, out, spk); }
 // Default: up to 4 heads a group, 8 dims a lane and 4 token steps in flight at <= 128 registers
 // (4 blocks of 4 warps per SM; measured 5-10% faster than the dense kernel's layout on an H100 at
 // B >= 8, docs/cuda-attention.md); larger groups keep the dense kernel's layout (no spills).

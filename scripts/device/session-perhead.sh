@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Device runs behind docs/benchmarks.md "Per-head selection on the GPU". checks: selftest (now with
+# per-head selections against the CPU and float64) and kernel checks (per-head configurations);
+# qwen: Qwen 1.5B reassembled from /tmp/q15/c* (README.md here): sparse-aware perplexity, NIAH/KV
+# and batched decode with one selection per query head; gemma: gemma 3 270M from /tmp/gem/c*,
+# sparse-aware perplexity, shared and per-head. Binary: $SIFT_BIN (default .dev-final/bin8/sift).
+set -uo pipefail
+B=${SIFT_BIN:-.dev-final/bin8/sift}
+source "$(dirname "$0")/lib.sh"
+case "${1:-checks}" in
+ checks)
+  step selftest 240 $B selftest --device cuda -t 16
+  step kcheck 200 $B kernel-bench --check-only --models llama3-8b,qwen2.5-1.5b,gemma3-270m ;;
+ qwen)
+  qwen15b
+  E=$R/eval/qwen2.5-coder-1.5b; X="--attention double-sparse --ds-config $C"; P="-m $Q --device cuda -f heldout -c 4096 --chunks 2"
+  step mselftest 100 $B selftest --device cuda --models-only --golden ${B%/sift}/greedy.jsonl -m $Q
+  step ppl8-shared 60 $B ppl $P $X
+  step ppl8-perhead 60 $B ppl $P $X --ds-group per-head
+  step ppl24q4-perhead 60 $B ppl $P $X --ds-group per-head --ds-channels 24 --ds-label-bits 4
+  step niah-8-perhead 100 $B eval niah -m $Q --device cuda $X --ds-group per-head --out $E/niah-double-sparse-per-head
+  step kv-8-perhead 80 $B eval kv -m $Q --device cuda $X --ds-group per-head --lengths 1k,2k,4k,8k,16k --out $E/kv-double-sparse-per-head
+  step bench-perhead 150 $B bench -m $Q --device cuda -p 0 -n 32 -d 32704 -r 2 --fill random --batch 1,16,32 --attention dense,double-sparse --ds-config $C --ds-group per-head
+  step bench-shared 150 $B bench -m $Q --device cuda -p 0 -n 32 -d 32704 -r 2 --fill random --batch 1,16,32 --attention dense,double-sparse --ds-config $C ;;
+ qwen24)
+  qwen15b
+  E=$R/eval/qwen2.5-coder-1.5b; X="--attention double-sparse --ds-config $C --ds-group per-head --ds-channels 24 --ds-label-bits 4"
+  step niah-24q4-perhead 100 $B eval niah -m $Q --device cuda $X --out $E/niah-double-sparse-24ch-4bit-per-head
+  step kv-24q4-perhead 80 $B eval kv -m $Q --device cuda $X --lengths 1k,2k,4k,8k,16k --out $E/kv-double-sparse-24ch-4bit-per-head
+  step bench-24q4-perhead 150 $B bench -m $Q --device cuda -p 0 -n 32 -d 32704 -r 2 --fill random --batch 1,16,32 --attention dense,double-sparse --ds-config $C --ds-group per-head --ds-channels 24 --ds-label-bits 4 ;;
+ gemma)
+  G=/tmp/models/gemma3-270m.gguf; mkdir -p /tmp/models; [ -s $G ] || { cat /tmp/gem/c* > $G; sha256sum $G | tee $R/sha256-gemma.txt; }
+  X="--attention double-sparse --ds-config .dev-final/calib/gemma-qk.json"; P="-m $G --device cuda -f heldout -c 4096 --chunks 2"
+  step gppl-dense 60 $B ppl $P
+  step gppl16-shared 60 $B ppl $P $X
+  step gppl16-perhead 60 $B ppl $P $X --ds-group per-head ;;
+esac
+cd $R && tar czf $OUT/res-${1:-checks}.tgz --exclude='*.tmp' . ; grep -h "FAIL" $R/*.log | head; for f in $R/*.log; do echo "== $f"; tr '\r' '\n' < $f | grep "|\|checks passed\|ALL CHECKS\|accuracy\|^ppl\|per-head" | cut -c1-250 | tail -14; done
