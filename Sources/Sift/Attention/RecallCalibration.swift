@@ -79,19 +79,24 @@ public enum RecallCalibration {
                 let count = n - w - sk, pick = k - sk - w
                 // Exact softmax of every head of the group, in float64.
                 var probs = [[Double]]()
-                for h in 0..<g {
-                    let q = qi * g * d + h * d
-                    var logits = [Double](repeating: 0, count: n)
-                    var m = -Double.infinity
-                    for j in 0..<n {
-                        var dot = 0.0
-                        for c in 0..<d { dot += Double(s.queries[q + c]) * Double(s.keys[j * d + c]) }
-                        logits[j] = dot * Double(p.scale)
-                        m = max(m, logits[j])
+                s.queries.withUnsafeBufferPointer { qb in
+                    s.keys.withUnsafeBufferPointer { kb in
+                        for h in 0..<g {
+                            let q = qb.baseAddress! + qi * g * d + h * d
+                            var logits = [Double](repeating: 0, count: n)
+                            var m = -Double.infinity
+                            for j in 0..<n {
+                                let kr = kb.baseAddress! + j * d
+                                var dot = 0.0
+                                for c in 0..<d { dot += Double(q[c]) * Double(kr[c]) }
+                                logits[j] = dot * Double(p.scale)
+                                m = max(m, logits[j])
+                            }
+                            var z = 0.0
+                            for j in 0..<n { logits[j] = exp(logits[j] - m); z += logits[j] }
+                            probs.append(logits.map { $0 / z })
+                        }
                     }
-                    var z = 0.0
-                    for j in 0..<n { logits[j] = exp(logits[j] - m); z += logits[j] }
-                    probs.append(logits.map { $0 / z })
                 }
                 func pinnedMass(_ pr: [Double]) -> Double {
                     var mass = 0.0
@@ -129,115 +134,120 @@ public enum RecallCalibration {
         return (units, constant, total)
     }
 
-    /// Mass of the top-`pick` of `scores[0..<n]` (ties to the lower index) under `probs`.
-    /// `scratch` (n floats) is overwritten.
+    /// Mass of the top-`pick` of the scores base[j] + a · keys[j], j < n (ties to the lower j),
+    /// under `probs`: one pass keeping a min-heap of the `pick` best so far (most candidates are
+    /// rejected by one comparison with its root). `heapScore`/`heapIndex` hold `pick` entries.
     @inline(__always)
-    static func topMass(scores: UnsafePointer<Float>, probs: UnsafePointer<Float>, n: Int, pick: Int,
-                        scratch: UnsafeMutablePointer<Float>) -> Double {
-        scratch.update(from: scores, count: n)
-        let t = kthLargestInPlace(scratch, n, pick)
-        var mass = 0.0, above = 0, equal = 0, equalMass = 0.0
-        for j in 0..<n {
-            let s = scores[j]
-            if s > t { mass += Double(probs[j]); above += 1 }
-            else if s == t { equal += 1; equalMass += Double(probs[j]) }
-        }
-        var ties = pick - above
-        if ties == equal { return mass + equalMass }
-        for j in 0..<n where ties > 0 && scores[j] == t {
-            mass += Double(probs[j])
-            ties -= 1
-        }
-        return mass
-    }
-
-    /// k-th largest of a[0..<n] (1 ≤ k ≤ n); reorders `a`.
-    static func kthLargestInPlace(_ a: UnsafeMutablePointer<Float>, _ n: Int, _ k: Int) -> Float {
-        var lo = 0, hi = n - 1
-        let target = k - 1
-        var seed: UInt64 = 0x2545_F491_4F6C_DD1D
-        while lo < hi {
-            seed = seed &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
-            let pivot = a[lo + Int((seed >> 33) % UInt64(hi - lo + 1))]
-            var lt = lo, i = lo, gt = hi
-            while i <= gt {
-                let x = a[i]
-                if x > pivot { a[i] = a[lt]; a[lt] = x; lt += 1; i += 1 }
-                else if x < pivot { a[i] = a[gt]; a[gt] = x; gt -= 1 }
-                else { i += 1 }
+    static func topMass(base: UnsafePointer<Float>, a: Float, keys: UnsafePointer<Float>, probs: UnsafePointer<Float>,
+                        n: Int, pick: Int, heapScore hs: UnsafeMutablePointer<Float>, heapIndex hi: UnsafeMutablePointer<Int32>) -> Double {
+        // Root = the worst kept: lowest score, and among equal scores the highest index.
+        @inline(__always) func worse(_ x: Int, _ y: Int) -> Bool { hs[x] < hs[y] || (hs[x] == hs[y] && hi[x] > hi[y]) }
+        @inline(__always) func siftDown(_ start: Int, _ size: Int) {
+            var i = start
+            while true {
+                let l = 2 * i + 1
+                if l >= size { return }
+                var m = l
+                if l + 1 < size && worse(l + 1, l) { m = l + 1 }
+                if !worse(m, i) { return }
+                let ts = hs[i]; hs[i] = hs[m]; hs[m] = ts
+                let ti = hi[i]; hi[i] = hi[m]; hi[m] = ti
+                i = m
             }
-            if target < lt { hi = lt - 1 }
-            else if target > gt { lo = gt + 1 }
-            else { return pivot }
         }
-        return a[lo]
-    }
-
-    /// Keys of one sample transposed to [channel][position].
-    static func transposed(_ p: Problem) -> [[Float]] {
-        let d = p.headDim
-        return p.samples.map { s in
-            let len = s.keys.count / d
-            var t = [Float](repeating: 0, count: d * len)
-            for j in 0..<len { for c in 0..<d { t[c * len + j] = s.keys[j * d + c] } }
-            return t
+        for j in 0..<pick { hs[j] = base[j] + a * keys[j]; hi[j] = Int32(j) }
+        var i = pick / 2 - 1
+        while i >= 0 { siftDown(i, pick); i -= 1 }
+        var root = hs[0]
+        for j in pick..<n {
+            let x = base[j] + a * keys[j]
+            // A later position enters only if strictly better (an equal score loses to a lower index).
+            if x > root {
+                hs[0] = x
+                hi[0] = Int32(j)
+                siftDown(0, pick)
+                root = hs[0]
+            }
         }
+        var mass = 0.0
+        for j in 0..<pick { mass += Double(probs[Int(hi[j])]) }
+        return mass
     }
 
     /// Greedy forward selection of `steps` channels (see the type's description); the pool runs
     /// the candidates of a step in parallel.
     public static func greedy(_ p: Problem, steps: Int, perHead: Bool, options: AttentionOptions, pool: ThreadPool) -> Greedy {
         let d = p.headDim
-        var (units, constant, total) = Self.units(p, perHead: perHead, options: options)
-        let kt = transposed(p)
-        let lengths = p.samples.map { $0.keys.count / d }
-        let maxCount = units.map(\.count).max() ?? 1
-        var chosen = [Bool](repeating: false, count: d)
+        let (units, constant, total) = Self.units(p, perHead: perHead, options: options)
         var result = Greedy(channels: [], recall: [])
         guard total > 0 else { return result }
+        // Flat storage (no reference counting in the hot loop): keys transposed per sample
+        // [channel][position]; per unit its query coefficients, exact probabilities and running scores.
+        let lengths = p.samples.map { $0.keys.count / d }
+        var keyOffset = [Int](), ko = 0
+        for l in lengths { keyOffset.append(ko); ko += l * d }
+        var kt = [Float](repeating: 0, count: max(1, ko))
+        for (si, s) in p.samples.enumerated() {
+            let len = lengths[si], base = keyOffset[si]
+            for j in 0..<len { for c in 0..<d { kt[base + c * len + j] = s.keys[j * d + c] } }
+        }
+        let u = units.count
+        var offset = [Int](), col = [Int](), count = [Int](), pick = [Int](), total32 = 0
+        for x in units {
+            offset.append(total32)
+            total32 += x.count
+            count.append(x.count)
+            pick.append(x.pick)
+            col.append(keyOffset[x.sample] + x.first)   // + c * length: the ranked keys of channel c
+        }
+        let unitLength = units.map { lengths[$0.sample] }
+        var coef = [Float](repeating: 0, count: max(1, u * d))
+        var probs = [Float](repeating: 0, count: max(1, total32)), scores = probs
+        for (i, x) in units.enumerated() {
+            for c in 0..<d { coef[i * d + c] = x.coef[c] }
+            for j in 0..<x.count { probs[offset[i] + j] = x.probs[j] }
+        }
+        let maxPick = pick.max() ?? 1
+        var chosen = [Bool](repeating: false, count: d)
         for _ in 0..<min(steps, d) {
             var gain = [Double](repeating: -1, count: d)
-            gain.withUnsafeMutableBufferPointer { gainBuf in
-                let gains = gainBuf.baseAddress!
+            kt.withUnsafeBufferPointer { ktb in
+            coef.withUnsafeBufferPointer { cb in
+            probs.withUnsafeBufferPointer { pb in
+            scores.withUnsafeBufferPointer { sb in
+            gain.withUnsafeMutableBufferPointer { gb in
+            chosen.withUnsafeBufferPointer { ch in
+            offset.withUnsafeBufferPointer { ob in
+            col.withUnsafeBufferPointer { colb in
+            count.withUnsafeBufferPointer { nb in
+            pick.withUnsafeBufferPointer { kb in
+            unitLength.withUnsafeBufferPointer { lb in
+                let keys = ktb.baseAddress!, co = cb.baseAddress!, pr = pb.baseAddress!, sc = sb.baseAddress!
+                let gains = gb.baseAddress!
                 pool.parallelFor(d) { c in
-                    guard !chosen[c] else { return }
-                    withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * maxCount) { buf in
-                        let s = buf.baseAddress!, scratch = s + maxCount
-                        var sum = 0.0
-                        for u in units {
-                            let a = u.coef[c]
-                            kt[u.sample].withUnsafeBufferPointer { keys in
-                                let col = keys.baseAddress! + c * lengths[u.sample] + u.first
-                                u.scores.withUnsafeBufferPointer { base in
-                                    for j in 0..<u.count { s[j] = base[j] + a * col[j] }
-                                }
+                    guard !ch[c] else { return }
+                    withUnsafeTemporaryAllocation(of: Float.self, capacity: maxPick) { hs in
+                        withUnsafeTemporaryAllocation(of: Int32.self, capacity: maxPick) { hi in
+                            var sum = 0.0
+                            for i in 0..<u {
+                                sum += topMass(base: sc + ob[i], a: co[i * d + c], keys: keys + colb[i] + c * lb[i],
+                                               probs: pr + ob[i], n: nb[i], pick: kb[i],
+                                               heapScore: hs.baseAddress!, heapIndex: hi.baseAddress!)
                             }
-                            sum += u.probs.withUnsafeBufferPointer {
-                                topMass(scores: s, probs: $0.baseAddress!, n: u.count, pick: u.pick, scratch: scratch)
-                            }
+                            gains[c] = sum
                         }
-                        gains[c] = sum
                     }
                 }
-            }
+            } } } } } } } } } } }
             var best = -1
             for c in 0..<d where !chosen[c] && (best < 0 || gain[c] > gain[best]) { best = c }
             chosen[best] = true
             result.channels.append(best)
             result.recall.append((gain[best] + constant) / Double(total))
             // Fold the chosen channel into the running scores.
-            units.withUnsafeMutableBufferPointer { ub in
-                pool.parallelRanges(ub.count, grain: 16) { range in
-                    for i in range {
-                        let a = ub[i].coef[best], first = ub[i].first, len = lengths[ub[i].sample]
-                        kt[ub[i].sample].withUnsafeBufferPointer { keys in
-                            let col = keys.baseAddress! + best * len + first
-                            ub[i].scores.withUnsafeMutableBufferPointer { s in
-                                for j in 0..<s.count { s[j] += a * col[j] }
-                            }
-                        }
-                    }
-                }
+            for i in 0..<u {
+                let a = coef[i * d + best], kc = col[i] + best * unitLength[i], o = offset[i]
+                for j in 0..<count[i] { scores[o + j] += a * kt[kc + j] }
             }
         }
         return result
@@ -250,18 +260,14 @@ public enum RecallCalibration {
         guard total > 0 else { return 1 }
         var sum = constant
         for u in units {
-            var s = [Float](repeating: 0, count: u.count), scratch = s
+            var s = [Float](repeating: 0, count: u.count)
             let keys = p.samples[u.sample].keys
             for c in channels {
                 for j in 0..<u.count { s[j] += u.coef[c] * keys[(u.first + j) * d + c] }
             }
-            sum += s.withUnsafeBufferPointer { sb in
-                u.probs.withUnsafeBufferPointer { pb in
-                    scratch.withUnsafeMutableBufferPointer { tb in
-                        topMass(scores: sb.baseAddress!, probs: pb.baseAddress!, n: u.count, pick: u.pick, scratch: tb.baseAddress!)
-                    }
-                }
-            }
+            let zero = [Float](repeating: 0, count: u.count)
+            var hs = [Float](repeating: 0, count: u.pick), hi = [Int32](repeating: 0, count: u.pick)
+            sum += topMass(base: s, a: 0, keys: zero, probs: u.probs, n: u.count, pick: u.pick, heapScore: &hs, heapIndex: &hi)
         }
         return sum / Double(total)
     }
