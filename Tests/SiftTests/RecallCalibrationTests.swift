@@ -115,7 +115,7 @@ final class RecallCalibrationTests: XCTestCase {
                 let q = Tensor(rows: length, cols: heads * d), k = Tensor(rows: length, cols: kvHeads * d)
                 let v = Tensor(rows: length, cols: kvHeads * d)
                 for t in 0..<length {
-                    let x = rng.next() % 12 == 0 ? 2.0 : gaussian() * 0.2
+                    let x = rng.next() % 12 == 0 ? 2 + 0.5 * gaussian() : gaussian() * 0.2
                     let y = gaussian() * 3
                     let key: [Double] = [40, x + y, x - y, -30] + (0..<(d - 4)).map { _ in gaussian() * 0.5 }
                     for c in 0..<d { k.row(t)[c] = Float(Float16(Float(key[c]))); v.row(t)[c] = Float(uniform()) }
@@ -147,7 +147,9 @@ final class RecallCalibrationTests: XCTestCase {
             let got = referenceRecall(p, channels: recallChoice, perHead: perHead, budget: o.budget, sinks: 0, recent: 4)
             let qkRecall = referenceRecall(p, channels: qkChoice, perHead: perHead, budget: o.budget, sinks: 0, recent: 4)
             XCTAssertGreaterThanOrEqual(got, qkRecall)
-            XCTAssertGreaterThan(got, 0.9, "the pair {1, 2} ranks by the true score 2x")
+            // About 20 spikes compete for 12 ranked slots, so even the true score keeps ~0.6–0.7;
+            // the constants rank by position only.
+            XCTAssertGreaterThan(got, qkRecall + 0.1, "the pair {1, 2} ranks by the true score 2x")
             XCTAssertEqual(r.curve[0][0].count, 2)
             XCTAssertEqual(r.curve[0][0][1], got, accuracy: 1e-6)
         }
