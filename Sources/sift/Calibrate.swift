@@ -24,8 +24,14 @@ struct Calibrate: ParsableCommand {
     @Option(name: .customLong("data"), help: "Calibration text file (default: the essays' calibration part).")
     var data: String?
 
-    @Option(help: "Statistic: qk (the paper's), q, k or qk-centered (E|q_c|·σ(k_c), sift's).")
+    @Option(help: "Statistic: qk (the paper's), q, k, qk-centered (E|q_c|·σ(k_c), sift's) or recall (greedy channels that maximise the attention recall of the selection they induce, for the --ds-group (shared or per-head), --budget, --sinks and --recent given; sift's).")
     var statistic: String = "qk"
+
+    @Option(name: .customLong("recall-queries"), help: "recall: query positions kept per sample, spread over its second half.")
+    var recallQueries: Int = 32
+
+    @Option(name: .customLong("recall-greedy"), help: "recall: channels chosen greedily (default 2 × head_dim/16); the rest follow in qk-centered order.")
+    var recallGreedy: Int?
 
     @Option(name: .customLong("channels"), help: "Label channels per head to record as the default for this config (default: head_dim/16 at run time).")
     var channels: Int?
@@ -33,8 +39,10 @@ struct Calibrate: ParsableCommand {
     @Option(help: "Calibration tokens (a multiple of --sample-length is used).")
     var tokens: Int = 8192
 
-    @Option(name: .customLong("sample-length"), help: "Tokens per calibration sample.")
-    var sampleLength: Int = 512
+    @Option(name: .customLong("sample-length"), help: "Tokens per calibration sample (default 512; recall: 2048).")
+    var sampleLengthOption: Int?
+
+    var sampleLength: Int { sampleLengthOption ?? (statistic == "recall" ? 2048 : 512) }
 
     @Option(name: [.short, .customLong("output")], help: "Config file to write (default: the model's cached calibration).")
     var output: String?
@@ -52,6 +60,8 @@ struct Calibrate: ParsableCommand {
             throw ValidationError("--method must be double-sparsity or loki, not '\(method)'")
         }
         if let rank, rank < 1 { throw ValidationError("--rank must be ≥ 1") }
+        guard recallQueries >= 1 else { throw ValidationError("--recall-queries must be ≥ 1") }
+        if let recallGreedy, recallGreedy < 0 { throw ValidationError("--recall-greedy must be ≥ 0") }
         if method == "loki" && (channels != nil || statistic != "qk") {
             throw ValidationError("--channels and --statistic are Double Sparsity settings; Loki takes --rank")
         }
@@ -91,8 +101,24 @@ struct Calibrate: ParsableCommand {
             try calibrateLoki(m, ids: ids, pool: pool, clock: clock, t0: t0)
             return
         }
+        var recall = RecallSettings()
+        if stat == .recall {
+            let o = try options.attentionOptions()
+            guard o.dsSoftGroup != true else {
+                throw ValidationError("--statistic recall optimises the shared or the per-head selection; --ds-group soft is not supported")
+            }
+            recall.perHead = o.dsPerHead
+            recall.options = o
+            recall.queriesPerSample = recallQueries
+            if let g = recallGreedy, g > m.config.headDim {
+                throw ValidationError("--recall-greedy \(g) exceeds the model's head_dim \(m.config.headDim)")
+            }
+            recall.greedyChannels = recallGreedy
+            let json = json
+            recall.progress = { done, total in if !json { progressLine("recall greedy: head \(done)/\(total)") } }
+        }
         let result = try ChannelCalibrator.calibrateWithMoments(
-            model: m.model, tokens: ids, sampleLength: sampleLength, statistic: stat, pool: pool
+            model: m.model, tokens: ids, sampleLength: sampleLength, statistic: stat, pool: pool, recall: recall
         ) { done, total in
             if !json { progressLine("calibrating: sample \(done)/\(total)") }
         }
@@ -109,7 +135,14 @@ struct Calibrate: ParsableCommand {
             keyStd: result.std.map { $0.map { head in
                 let floor = max(head.max() ?? 0, 1e-20) * 1e-3
                 return head.map { max($0, floor) }
-            } })
+            } },
+            recall: result.recallCurve.map { curve in
+                let o = recall.options
+                return .init(group: recall.perHead ? "per-head" : "shared", budget: o.budget.description, sinks: o.sinks,
+                             recent: o.recent ?? AttentionOptions.doubleSparsityRecent, queriesPerSample: recall.queriesPerSample,
+                             greedyChannels: recall.greedyChannels ?? min(m.config.headDim, 2 * max(1, m.config.headDim / 16)),
+                             curve: curve, qkCenteredRecall: result.recallBaseline)
+            })
         let path = output ?? DoubleSparsityConfig.cachedPath(modelSHA256: sha)
         if output == nil { try makeDirectories(ModelHub.cacheDirectory + "/calibration") }
         try writeFile(path, config.encoded())
@@ -119,6 +152,20 @@ struct Calibrate: ParsableCommand {
             progressLine("")
             print(path)
             note("calibrated on \(usable) tokens in \(fixed(seconds, 1)) s, peak memory \(fixed(Double(config.calibration.peakMemoryBytes) / 1_048_576, 0)) MiB")
+            if let curve = result.recallCurve, let base = result.recallBaseline {
+                let r = max(1, m.config.headDim / 16)
+                var greedy = [Double](), centered = [Double]()
+                for (l, heads) in curve.enumerated() {
+                    for (h, c) in heads.enumerated() where c.count >= r {
+                        greedy.append(c[r - 1])
+                        if let b = base[l][h] { centered.append(b) }
+                    }
+                }
+                if !greedy.isEmpty {
+                    let mean = { (v: [Double]) in v.reduce(0, +) / Double(max(1, v.count)) }
+                    note("calibration recall at \(r) channels (mean over \(greedy.count) full-attention layer×KV heads): recall \(fixed(mean(greedy), 4)), qk-centered \(fixed(mean(centered), 4))")
+                }
+            }
         }
     }
 

@@ -20,8 +20,14 @@ public final class ChannelCalibrator: AttentionMethod, @unchecked Sendable {
     private(set) var keySums: [[Double]], keySquares: [[Double]]
     private(set) var tokens: [Int]
     let heads: Int, kvHeads: Int, headDim: Int
+    /// `recall` only: the query positions (within a sample) whose queries are kept, and per layer
+    /// the data of each sample so far (nil for sliding-window layers, which Double Sparsity
+    /// leaves dense), with the layer's softmax scale.
+    let recallPositions: [Int]
+    private(set) var recallSamples: [[RecallCalibration.Problem.Sample]?]
+    private(set) var recallScale: [Float]
 
-    public init(cache: KVCache, heads: Int, statistic: ChannelStatistic, pool: ThreadPool) {
+    public init(cache: KVCache, heads: Int, statistic: ChannelStatistic, pool: ThreadPool, recallPositions: [Int] = []) {
         dense = DenseAttention(cache: cache, pool: pool)
         self.statistic = statistic
         self.heads = heads
@@ -31,6 +37,35 @@ public final class ChannelCalibrator: AttentionMethod, @unchecked Sendable {
         keySums = sums
         keySquares = keySums
         tokens = Array(repeating: 0, count: cache.layerCount)
+        self.recallPositions = recallPositions
+        recallSamples = Array(repeating: [], count: statistic == .recall ? cache.layerCount * cache.kvHeads : 0)
+        recallScale = Array(repeating: 1, count: cache.layerCount)
+    }
+
+    /// Keeps the keys (rounded to f16, as the cache holds them) and the recorded queries of each
+    /// KV head of a full-attention layer; a forward pass starting at position 0 opens a new sample.
+    private func record(layer: Int, q: Tensor, k: Tensor, start: Int, shape: AttentionShape) {
+        let d = headDim, g = heads / kvHeads
+        recallScale[layer] = shape.scale
+        for kvh in 0..<kvHeads {
+            let i = layer * kvHeads + kvh
+            guard shape.window == 0 else { recallSamples[i] = nil; continue }
+            guard var samples = recallSamples[i] else { continue }
+            recallSamples[i] = []  // no copy-on-write while appending
+            if start == 0 { samples.append(.init(keys: [], positions: [], queries: [])) }
+            guard !samples.isEmpty else { recallSamples[i] = samples; continue }
+            let last = samples.count - 1
+            for t in 0..<k.rows {
+                let kr = k.row(t) + kvh * d
+                for c in 0..<d { samples[last].keys.append(Float(Float16(kr[c]))) }
+            }
+            for t in 0..<q.rows where recallPositions.contains(start + t) {
+                samples[last].positions.append(start + t)
+                let qr = q.row(t) + kvh * g * d
+                for x in 0..<(g * d) { samples[last].queries.append(qr[x]) }
+            }
+            recallSamples[i] = samples
+        }
     }
 
     public func attend(layer: Int, q: Tensor, k: Tensor, v: Tensor, start: Int, shape: AttentionShape, out: Tensor) {
@@ -45,7 +80,7 @@ public final class ChannelCalibrator: AttentionMethod, @unchecked Sendable {
                     case .qk: for c in 0..<d { a[c] += Double(abs(qh[c] * kh[c])) }
                     case .q: for c in 0..<d { a[c] += Double(abs(qh[c])) }
                     case .k: for c in 0..<d { a[c] += Double(abs(kh[c])) }
-                    case .qkCentered: for c in 0..<d { a[c] += Double(abs(qh[c])) }
+                    case .qkCentered, .recall: for c in 0..<d { a[c] += Double(abs(qh[c])) }
                     }
                 }
             }
@@ -62,6 +97,7 @@ public final class ChannelCalibrator: AttentionMethod, @unchecked Sendable {
             }
         }
         tokens[layer] += q.rows
+        if statistic == .recall { record(layer: layer, q: q, k: k, start: start, shape: shape) }
         dense.attend(layer: layer, q: q, k: k, v: v, start: start, shape: shape, out: out)
     }
 
@@ -74,7 +110,7 @@ public final class ChannelCalibrator: AttentionMethod, @unchecked Sendable {
             return (0..<heads).map { h in
                 (0..<headDim).map { c in
                     let i = h * headDim + c
-                    guard statistic == .qkCentered else { return s[i] / n }
+                    guard statistic == .qkCentered || statistic == .recall else { return s[i] / n }
                     // E|q_c| · σ(k_c): how much channel c moves the score between tokens.
                     let mean = keySums[l][i] / n
                     return s[i] / n * max(0, keySquares[l][i] / n - mean * mean).squareRoot()
@@ -103,7 +139,8 @@ public final class ChannelCalibrator: AttentionMethod, @unchecked Sendable {
         return (mean, std)
     }
 
-    /// Channels of every [layer][KV head], most important first (ties: lower channel first).
+    /// Channels of every [layer][KV head], most important first (ties: lower channel first);
+    /// `recall` ranks here by `qk-centered` (its greedy part is `recallRanking`).
     public var ranking: [[[Int]]] {
         let g = heads / kvHeads
         return means.map { layer in
@@ -113,6 +150,34 @@ public final class ChannelCalibrator: AttentionMethod, @unchecked Sendable {
                 return (0..<headDim).sorted { score[$0] > score[$1] || (score[$0] == score[$1] && $0 < $1) }
             }
         }
+    }
+
+    /// `recall`: per layer and KV head, the greedy channels (`RecallCalibration.greedy`, `steps` of
+    /// them) followed by the remaining channels in `qk-centered` order, and the greedy recall
+    /// curve (empty for sliding-window layers, which keep the `qk-centered` order).
+    /// `baseline[layer][kv head]` is the recall of the first head_dim / 16 `qk-centered` channels
+    /// on the same data (nil for sliding-window layers).
+    public func recallRanking(settings: RecallSettings, pool: ThreadPool)
+        -> (ranking: [[[Int]]], curve: [[[Double]]], baseline: [[Double?]]) {
+        let base = ranking, g = heads / kvHeads
+        let steps = settings.greedyChannels ?? min(headDim, 2 * max(1, headDim / 16))
+        var rank = base, curve = base.map { $0.map { _ in [Double]() } }
+        var baseline = base.map { $0.map { _ -> Double? in nil } }
+        for l in 0..<base.count {
+            for kvh in 0..<kvHeads {
+                guard let samples = recallSamples[l * kvHeads + kvh], !samples.isEmpty else { continue }
+                let problem = RecallCalibration.Problem(headDim: headDim, groupSize: g, scale: recallScale[l], samples: samples)
+                let greedy = RecallCalibration.greedy(problem, steps: steps, perHead: settings.perHead,
+                                                      options: settings.options, pool: pool)
+                let picked = Set(greedy.channels)
+                rank[l][kvh] = greedy.channels + base[l][kvh].filter { !picked.contains($0) }
+                curve[l][kvh] = greedy.recall
+                baseline[l][kvh] = RecallCalibration.meanRecall(problem, channels: Array(base[l][kvh].prefix(max(1, headDim / 16))),
+                                                                perHead: settings.perHead, options: settings.options)
+                settings.progress(l * kvHeads + kvh + 1, base.count * kvHeads)
+            }
+        }
+        return (rank, curve, baseline)
     }
 
     /// Runs `model` over `tokens` in samples of `sampleLength` (each from an empty cache) and
@@ -125,8 +190,9 @@ public final class ChannelCalibrator: AttentionMethod, @unchecked Sendable {
 
     /// As `calibrate`, also returning the key channel moments (`keyMoments`).
     public static func calibrateWithMoments(model: LanguageModel, tokens: [Int32], sampleLength: Int, statistic: ChannelStatistic,
-                                            pool: ThreadPool, progress: (Int, Int) -> Void = { _, _ in }) throws
-        -> (ranking: [[[Int]]], mean: [[[Double]]], std: [[[Double]]]) {
+                                            pool: ThreadPool, recall: RecallSettings = RecallSettings(),
+                                            progress: (Int, Int) -> Void = { _, _ in }) throws
+        -> (ranking: [[[Int]]], mean: [[[Double]]], std: [[[Double]]], recallCurve: [[[Double]]]?, recallBaseline: [[Double?]]?) {
         let c = model.config
         guard sampleLength >= 2 else { throw ModelError.invalid("calibration sample length must be ≥ 2") }
         let samples = tokens.count / sampleLength
@@ -134,7 +200,10 @@ public final class ChannelCalibrator: AttentionMethod, @unchecked Sendable {
             throw ModelError.invalid("calibration needs at least \(sampleLength) tokens, the text has \(tokens.count)")
         }
         let cache = KVCache(layers: c.layerCount, kvHeads: c.kvHeadCount, headDim: c.headDim, capacity: sampleLength)
-        let calibrator = ChannelCalibrator(cache: cache, heads: c.headCount, statistic: statistic, pool: pool)
+        let positions = statistic == .recall
+            ? RecallCalibration.queryPositions(sampleLength: sampleLength, count: recall.queriesPerSample) : []
+        let calibrator = ChannelCalibrator(cache: cache, heads: c.headCount, statistic: statistic, pool: pool,
+                                           recallPositions: positions)
         let session = Session(model: model, attention: calibrator)
         for s in 0..<samples {
             session.reset()
@@ -142,8 +211,25 @@ public final class ChannelCalibrator: AttentionMethod, @unchecked Sendable {
             progress(s + 1, samples)
         }
         let m = calibrator.keyMoments
-        return (calibrator.ranking, m.mean, m.std)
+        if statistic == .recall {
+            let r = calibrator.recallRanking(settings: recall, pool: pool)
+            return (r.ranking, m.mean, m.std, r.curve, r.baseline)
+        }
+        return (calibrator.ranking, m.mean, m.std, nil, nil)
     }
+}
+
+/// Settings of the `recall` statistic: which selection it optimises (the run's --ds-group,
+/// --budget, --sinks, --recent), how many queries per sample it keeps, how many channels it
+/// picks greedily (nil = 2 × head_dim / 16).
+public struct RecallSettings {
+    public var perHead = false
+    public var options = AttentionOptions()
+    public var queriesPerSample = 32
+    public var greedyChannels: Int?
+    /// Called after each (layer, KV head) with (done, total).
+    public var progress: (Int, Int) -> Void = { _, _ in }
+    public init() {}
 }
 
 /// Peak resident memory of this process so far (VmHWM), in bytes; 0 where unknown.

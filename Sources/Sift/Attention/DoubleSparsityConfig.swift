@@ -16,8 +16,22 @@ import Foundation
 ///       "channels": [[[17, 3, …], […]], …],       // [layer][kv head] → all head_dim channels,
 ///                                                 // most important first
 ///       "key_mean": [[[0.12, …], […]], …],        // optional: [layer][kv head][channel] mean and
-///       "key_std":  [[[1.7, …], […]], …]          // standard deviation of the post-RoPE key
-///     }                                           // channel (indexed by channel, not rank)
+///       "key_std":  [[[1.7, …], […]], …],         // standard deviation of the post-RoPE key
+///                                                 // channel (indexed by channel, not rank)
+///       "recall": { "group": "per-head", "budget": "1/16", "sinks": 0, "recent": 64,
+///                   "queries_per_sample": 32, "greedy_channels": 16,
+///                   "curve": [[[0.41, 0.63, …], […]], …],
+///                   "qk_centered_recall": [[0.52, …], …] }   // optional, statistic "recall" only
+///     }
+///
+/// `recall` (statistic `recall` only, absent elsewhere; configs without it load as before)
+/// records what the greedy channel choice optimised: the token selection of `--ds-group`
+/// `group` (shared or per-head) at that budget, sinks and recent window, on `queries_per_sample`
+/// queries per calibration sample; the first `greedy_channels` of each list are greedy and
+/// `curve[layer][kv head][i]` is the mean calibration recall with the first i + 1 of them
+/// (empty for sliding-window layers, which Double Sparsity keeps dense and which keep the
+/// `qk-centered` order); `qk_centered_recall[layer][kv head]` is the recall of the first
+/// head_dim / 16 `qk-centered` channels on the same queries (null for sliding-window layers).
 ///
 /// `key_mean`/`key_std` (written by `sift calibrate` since the 4-bit label normalisation) let
 /// 4-bit labels quantise (k_c − μ_c)/σ_c instead of k_c, so that channels of very different
@@ -86,14 +100,48 @@ public struct DoubleSparsityConfig: Codable, Sendable, Equatable {
     /// (optional; both or neither; every σ > 0).
     public var keyMean: [[[Double]]]?
     public var keyStd: [[[Double]]]?
+    /// What the `recall` statistic optimised (nil for the other statistics).
+    public var recall: RecallInfo?
+
+    public struct RecallInfo: Codable, Sendable, Equatable {
+        /// "shared" or "per-head".
+        public var group: String
+        public var budget: String
+        public var sinks: Int
+        public var recent: Int
+        public var queriesPerSample: Int
+        public var greedyChannels: Int
+        public var curve: [[[Double]]]
+        /// [layer][kv head]: the calibration recall of the first head_dim / 16 channels in
+        /// `qk-centered` order, for comparison with curve[…][head_dim / 16 − 1] (nil: not measured).
+        public var qkCenteredRecall: [[Double?]]?
+        enum CodingKeys: String, CodingKey {
+            case group, budget, sinks, recent, curve
+            case queriesPerSample = "queries_per_sample", greedyChannels = "greedy_channels"
+            case qkCenteredRecall = "qk_centered_recall"
+        }
+        public init(group: String, budget: String, sinks: Int, recent: Int, queriesPerSample: Int, greedyChannels: Int,
+                    curve: [[[Double]]], qkCenteredRecall: [[Double?]]? = nil) {
+            self.qkCenteredRecall = qkCenteredRecall
+            self.group = group
+            self.budget = budget
+            self.sinks = sinks
+            self.recent = recent
+            self.queriesPerSample = queriesPerSample
+            self.greedyChannels = greedyChannels
+            self.curve = curve
+        }
+    }
 
     enum CodingKeys: String, CodingKey {
-        case format, version, model, statistic, calibration, channels
+        case format, version, model, statistic, calibration, channels, recall
         case defaultChannels = "default_channels", keyMean = "key_mean", keyStd = "key_std"
     }
 
     public init(model: ModelIdentity, statistic: ChannelStatistic, calibration: Calibration, channels: [[[Int]]],
-                defaultChannels: Int? = nil, keyMean: [[[Double]]]? = nil, keyStd: [[[Double]]]? = nil) {
+                defaultChannels: Int? = nil, keyMean: [[[Double]]]? = nil, keyStd: [[[Double]]]? = nil,
+                recall: RecallInfo? = nil) {
+        self.recall = recall
         self.model = model
         self.statistic = statistic
         self.calibration = calibration
@@ -198,6 +246,14 @@ public struct DoubleSparsityConfig: Codable, Sendable, Equatable {
                 }
             }
         }
+        if let r = recall {
+            guard r.group == "shared" || r.group == "per-head" else {
+                throw ModelError.invalid("\(path): recall.group is '\(r.group)', must be shared or per-head")
+            }
+            guard (0...m.headDim).contains(r.greedyChannels) else {
+                throw ModelError.invalid("\(path): recall.greedy_channels is \(r.greedyChannels), must be in 0...\(m.headDim)")
+            }
+        }
         if let r = defaultChannels, !(1...m.headDim).contains(r) {
             throw ModelError.invalid("\(path): default_channels is \(r), must be in 1...\(m.headDim)")
         }
@@ -232,4 +288,9 @@ public enum ChannelStatistic: String, Codable, Sendable, CaseIterable {
     /// nearly constant (Qwen2's key biases), which cannot help rank tokens. sift's addition,
     /// not in the paper.
     case qkCentered = "qk-centered"
+    /// Greedy forward selection per layer and KV head of the channels whose approximate scores
+    /// keep the most exact attention mass in the top-k selection, on calibration queries
+    /// (RecallCalibration); the first 2 × head_dim / 16 channels greedy, then `qk-centered` order.
+    /// sift's addition, not in the paper.
+    case recall
 }
