@@ -31,6 +31,8 @@ struct KernelBench: ParsableCommand {
     var dsLabelBits = false
     @Option(help: "With --ds-label-bits: label channels of the 4-bit column (8, 16, 24 or 32; default d/16 as the bf16 column). 24 at 4 bits read the bytes of 8 at bf16.")
     var dsLabel4Channels: Int?
+    @Flag(help: "With --ds-label-bits: time every column twice, with programmatic dependent launch off and on (sm_90; each kernel's launch overlaps the previous kernel's tail).")
+    var pdl = false
 
     static let shapes: [String: (heads: Int, kvHeads: Int, headDim: Int)] = [
         "llama3-8b": (32, 8, 128), "qwen2.5-1.5b": (12, 2, 128), "qwen2.5-0.5b": (14, 2, 64), "gemma3-270m": (4, 1, 256)]

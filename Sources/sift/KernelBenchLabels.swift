@@ -9,8 +9,14 @@ extension KernelBench {
     /// table): a speed-only measurement, the selections are not meaningful. `--ds-label4-channels`
     /// gives the 4-bit column its own channel count (own random pool and channel list).
     func labelBitsTable(ctx: CUDAContext, kernels k: CUDAAttentionKernels, flush: DeviceBuffer, names: [String]) throws {
-        print("| shape | B | L | dense ms | DS bf16 labels ms | DS 4-bit labels ms | speedup bf16 | speedup 4-bit | scores bf16 ms | scores 4-bit ms | label bytes/row bf16 → 4-bit |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        if pdl && !ctx.supportsProgrammaticLaunch {
+            throw ValidationError("--pdl: this GPU or driver has no programmatic dependent launch (needs sm_90 and a CUDA 12 driver)")
+        }
+        let modes = pdl ? [false, true] : [ctx.programmaticLaunch]
+        let original = ctx.programmaticLaunch
+        defer { ctx.programmaticLaunch = original }
+        print("| shape | B | L | PDL | dense ms | DS bf16 labels ms | DS 4-bit labels ms | speedup bf16 | speedup 4-bit | scores bf16 ms | scores 4-bit ms | label bytes/row bf16 → 4-bit |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         if let r4 = dsLabel4Channels, !CUDADoubleSparseAttention.supportedChannels(labelBits: 4).contains(r4) {
             throw ValidationError("--ds-label4-channels must be one of \(CUDADoubleSparseAttention.supportedChannels(labelBits: 4)), not \(r4)")
         }
@@ -35,16 +41,19 @@ extension KernelBench {
                             maxPages: syn.maxPages, seqLens: syn.seqLens.address, kPerSeq: syn.kPerSeq.address, sinks: 0,
                             out: syn.out.address, parts: parts, labelScale: scale.address)
             }
-            let dense = try time(ctx, flush) { try syn.dense() }
-            let ds16 = try time(ctx, flush) { try syn.doubleSparsity() }
-            let ds4t = try time(ctx, flush) { try run4("sta") }
-            let s16 = try time(ctx, flush) { try syn.doubleSparsity(parts: "s") }
-            try syn.ds.clearState()
-            let s4 = try time(ctx, flush) { try run4("s") }
-            try ds4.clearState()
-            print("| \(n) | \(b) | \(l) | \(fixed(dense, 4)) | \(fixed(ds16, 4)) | \(fixed(ds4t, 4)) | "
-                  + "\(fixed(dense / ds16, 2))x | \(fixed(dense / ds4t, 2))x | \(fixed(s16, 4)) | \(fixed(s4, 4)) | "
-                  + "\(2 * r) → \(4 + r4 / 2)\(r4 != r ? " (\(r4) channels)" : "") |")
+            for mode in modes {
+                ctx.programmaticLaunch = mode
+                let dense = try time(ctx, flush) { try syn.dense() }
+                let ds16 = try time(ctx, flush) { try syn.doubleSparsity() }
+                let ds4t = try time(ctx, flush) { try run4("sta") }
+                let s16 = try time(ctx, flush) { try syn.doubleSparsity(parts: "s") }
+                try syn.ds.clearState()
+                let s4 = try time(ctx, flush) { try run4("s") }
+                try ds4.clearState()
+                print("| \(n) | \(b) | \(l) | \(mode ? "on" : "off") | \(fixed(dense, 4)) | \(fixed(ds16, 4)) | \(fixed(ds4t, 4)) | "
+                      + "\(fixed(dense / ds16, 2))x | \(fixed(dense / ds4t, 2))x | \(fixed(s16, 4)) | \(fixed(s4, 4)) | "
+                      + "\(2 * r) → \(4 + r4 / 2)\(r4 != r ? " (\(r4) channels)" : "") |")
+            }
         }
     }
 }

@@ -101,13 +101,13 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
         let lens: CUdeviceptr, fixed: Int
         switch lengths { case .device(let p, _): lens = p; fixed = 0; case .fixed(let n): lens = 0; fixed = n }
         let f = try function("decode_attention.cu", headDim: headDim, group: g, "sift_decode_split_d\(headDim)_g\(g)")
-        try context.launch(f, grid: (splits, kvHeads, batch), block: (128, 1, 1), [
+        try context.launch(f, grid: (splits, kvHeads, batch), block: (128, 1, 1), dependent: true, [
             .pointer(q), .pointer(keys), .pointer(values), .pointer(pageTable), .pointer(lens),
             .pointer(0), .pointer(0), .int(0), .ptr(scratch.partO), .ptr(scratch.partLSE),
             .int(Self.log2(pageSize)), .int(maxPages), .int(split), .int(scratch.maxSplits),
             .float(1 / Float(headDim).squareRoot()), .pointer(0), .pointer(0), .int(fixed), .int(window), .int(qF32 ? 1 : 0)])
         let c = try function("decode_attention.cu", headDim: headDim, group: g, "sift_decode_combine_d\(headDim)")
-        try context.launch(c, grid: (heads, batch, 1), block: (min(headDim, 128), 1, 1), sharedBytes: 4 * scratch.maxSplits, [
+        try context.launch(c, grid: (heads, batch, 1), block: (min(headDim, 128), 1, 1), sharedBytes: 4 * scratch.maxSplits, dependent: true, [
             .ptr(scratch.partO), .ptr(scratch.partLSE), .pointer(lens), .pointer(0), .int(g), .int(split),
             .int(scratch.maxSplits), .pointer(out), .int(fixed), .int(window), .int(outF32 ? 1 : 0)])
     }
@@ -255,17 +255,18 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
                     .ptr(hist), .int(rounds)]
                 if labelBits == 4 { args.append(.pointer(labelScale)) }
                 args.append(.int(spk))
-                try c.launch(f, grid: ((maxLength + 2048 * rounds - 1) / (2048 * rounds), selections, batch), block: (256, 1, 1), args)
+                try c.launch(f, grid: ((maxLength + 2048 * rounds - 1) / (2048 * rounds), selections, batch), block: (256, 1, 1),
+                             dependent: true, args)
             }
             if parts.contains("t") {
                 // One chunk a block: 2 or 4 (fewer histogram reads, fewer blocks) measured slower at every shape.
                 let cpb = thresholdChunksPerBlock ?? 1
                 guard [1, 2, 4].contains(cpb) else { throw CUDAError.invalid("threshold chunks per block \(cpb): have 1, 2, 4") }
                 let pick = try kernels.function("double_sparsity.cu", headDim: headDim, group: g, "sift_ds_pick_d1")
-                try c.launch(pick, grid: (selections, batch, 1), block: (256, 1, 1), [
+                try c.launch(pick, grid: (selections, batch, 1), block: (256, 1, 1), dependent: true, [
                     .ptr(hist), .pointer(seqLens), .pointer(kPerSeq), .ptr(meta)])
                 let f = try kernels.function("double_sparsity.cu", headDim: headDim, group: g, "sift_ds_candidates_c\(cpb)")
-                try c.launch(f, grid: ((scratch.maxSplits + cpb - 1) / cpb, selections, batch), block: (256, 1, 1), [
+                try c.launch(f, grid: ((scratch.maxSplits + cpb - 1) / cpb, selections, batch), block: (256, 1, 1), dependent: true, [
                     .ptr(keys), .int(keyStride), .ptr(hist), .pointer(seqLens), .pointer(kPerSeq), .pointer(pageTable),
                     .int(shift), .int(maxPages), .int(splitPositions), .ptr(lists), .int(listStride), .ptr(counts),
                     .int(scratch.maxSplits), .int(candidateCap), .ptr(meta), .ptr(thresholds), .int(spk)])
@@ -273,14 +274,15 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
             if parts.contains("a") {
                 let v = attendVariant == 0 ? "" : "v\(attendVariant)_"
                 let f = try kernels.function("double_sparsity.cu", headDim: headDim, group: g, "sift_ds_attend_\(v)d\(headDim)_g\(g)")
-                try c.launch(f, grid: (scratch.maxSplits, selections, batch), block: (128, 1, 1), [
+                try c.launch(f, grid: (scratch.maxSplits, selections, batch), block: (128, 1, 1), dependent: true, [
                     .pointer(q), .pointer(kc), .pointer(vc), .pointer(pageTable), .pointer(seqLens), .ptr(lists),
                     .int(listStride), .ptr(counts), .ptr(thresholds), .ptr(scratch.partO), .ptr(scratch.partLSE), .int(shift),
                     .int(maxPages), .int(splitPositions), .int(scratch.maxSplits), .float(1 / Float(headDim).squareRoot()),
                     .ptr(counters), .pointer(out), .int(spk)])
                 if attendVariant >= 4 { return }   // the last block of each (b, KV head) combined
                 let comb = try kernels.function("decode_attention.cu", headDim: headDim, group: g, "sift_decode_combine_d\(headDim)")
-                try c.launch(comb, grid: (heads, batch, 1), block: (min(headDim, 128), 1, 1), sharedBytes: 4 * scratch.maxSplits, [
+                try c.launch(comb, grid: (heads, batch, 1), block: (min(headDim, 128), 1, 1), sharedBytes: 4 * scratch.maxSplits,
+                             dependent: true, [
                     .ptr(scratch.partO), .ptr(scratch.partLSE), .pointer(seqLens), .pointer(0), .int(g), .int(splitPositions),
                     .int(scratch.maxSplits), .pointer(out), .int(0), .int(0), .int(0)])
             }

@@ -155,6 +155,10 @@ public final class CUDADriver: @unchecked Sendable {
     let cuFuncSetAttribute: @convention(c) (OPtr?, Int32, Int32) -> Int32
     let cuLaunchKernel: @convention(c) (OPtr?, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, OPtr?,
                                         UnsafeMutablePointer<Ptr?>?, UnsafeMutablePointer<Ptr?>?) -> Int32
+    /// cuLaunchKernelEx (CUDA 12+; nil on older drivers): a launch with attributes, here only
+    /// programmatic dependent launch. Its config is a CUlaunchConfig (see `CUDAContext.launch`).
+    let cuLaunchKernelEx: (@convention(c) (UnsafeRawPointer, OPtr?, UnsafeMutablePointer<Ptr?>?,
+                                           UnsafeMutablePointer<Ptr?>?) -> Int32)?
 
     nonisolated(unsafe) private static var loaded: Result<CUDADriver, Error>?
     private static let lock: UnsafeMutablePointer<pthread_mutex_t> = {
@@ -212,6 +216,10 @@ public final class CUDADriver: @unchecked Sendable {
         cuModuleUnload = try s("cuModuleUnload", type(of: cuModuleUnload))
         cuFuncSetAttribute = try s("cuFuncSetAttribute", type(of: cuFuncSetAttribute))
         cuLaunchKernel = try s("cuLaunchKernel", type(of: cuLaunchKernel))
+        cuLaunchKernelEx = dlsym(h, "cuLaunchKernelEx").map {
+            unsafeBitCast($0, to: (@convention(c) (UnsafeRawPointer, OPtr?, UnsafeMutablePointer<Ptr?>?,
+                                                   UnsafeMutablePointer<Ptr?>?) -> Int32).self)
+        }
         try check(cuInit(0), "cuInit")
     }
 
@@ -354,6 +362,14 @@ public final class CUDAContext: @unchecked Sendable {
     let context: OpaquePointer
     public let stream: OpaquePointer
     private var modules: [String: CUDAModule] = [:]
+    /// Programmatic dependent launch (sm_90+, CUDA 12 driver): launches made with
+    /// `dependent: true` may start while the kernel before them on the stream finishes, so their
+    /// launch and block start-up overlap its tail. Only kernels that begin with `sift_pdl_entry()`
+    /// (common.cuh: wait for the previous grid, then let the next one launch) may be launched so.
+    /// On by default where supported; `SIFT_PDL=0` turns it off, as does setting this to false
+    /// (benchmarks compare both in one run).
+    public var programmaticLaunch: Bool
+    public var supportsProgrammaticLaunch: Bool { computeCapability.major >= 9 && driver.cuLaunchKernelEx != nil }
 
     nonisolated(unsafe) private static var opened: [Int: CUDAContext] = [:]
 
@@ -393,6 +409,8 @@ public final class CUDAContext: @unchecked Sendable {
         var s: OpaquePointer?
         try d.check(d.cuStreamCreate(&s, 0), "cuStreamCreate")
         stream = s!
+        programmaticLaunch = false
+        programmaticLaunch = supportsProgrammaticLaunch && getenv("SIFT_PDL").map { String(cString: $0) != "0" } ?? true
     }
 
     /// Makes this context current on the calling thread.
@@ -468,8 +486,10 @@ public final class CUDAContext: @unchecked Sendable {
 
     /// Launches `function` on the stream. Grid and block are (x, y, z); `sharedBytes` of
     /// dynamic shared memory (above 48 KiB the function's limit is raised first).
+    /// `dependent`: launch with programmatic dependent launch when `programmaticLaunch` is on
+    /// (the kernel must start with `sift_pdl_entry()`).
     public func launch(_ function: CUDAFunction, grid: (Int, Int, Int), block: (Int, Int, Int),
-                       sharedBytes: Int = 0, _ args: [KernelArg]) throws {
+                       sharedBytes: Int = 0, dependent: Bool = false, _ args: [KernelArg]) throws {
         if sharedBytes > 48 * 1024 {
             // CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
             try driver.check(driver.cuFuncSetAttribute(function.handle, 8, Int32(sharedBytes)),
@@ -490,11 +510,41 @@ public final class CUDAContext: @unchecked Sendable {
                     }
                     params[i] = p
                 }
-                try driver.check(driver.cuLaunchKernel(function.handle, UInt32(grid.0), UInt32(grid.1), UInt32(grid.2),
-                                                       UInt32(block.0), UInt32(block.1), UInt32(block.2),
-                                                       UInt32(sharedBytes), stream, params.baseAddress, nil),
-                                 "cuLaunchKernel(\(function.name), grid \(grid), block \(block))")
+                if dependent && programmaticLaunch, let ex = driver.cuLaunchKernelEx {
+                    try driver.check(Self.withDependentLaunchConfig(grid: grid, block: block, sharedBytes: sharedBytes, stream: stream) {
+                        ex($0, function.handle, params.baseAddress, nil)
+                    }, "cuLaunchKernelEx(\(function.name), grid \(grid), block \(block), programmatic)")
+                } else {
+                    try driver.check(driver.cuLaunchKernel(function.handle, UInt32(grid.0), UInt32(grid.1), UInt32(grid.2),
+                                                           UInt32(block.0), UInt32(block.1), UInt32(block.2),
+                                                           UInt32(sharedBytes), stream, params.baseAddress, nil),
+                                     "cuLaunchKernel(\(function.name), grid \(grid), block \(block))")
+                }
             }
         }
     }
+    /// A CUlaunchConfig (cuda.h: seven UInt32 dims and shared bytes, the stream at offset 32,
+    /// the attribute array at 40, their count at 48; 56 bytes) with one CUlaunchAttribute
+    /// (id UInt32 + 4 bytes of padding, then a 64-byte value union; 72 bytes):
+    /// CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION (6) with value 1.
+    private static func withDependentLaunchConfig(grid: (Int, Int, Int), block: (Int, Int, Int), sharedBytes: Int,
+                                                  stream: OpaquePointer, _ body: (UnsafeRawPointer) -> Int32) -> Int32 {
+        withUnsafeTemporaryAllocation(byteCount: 72, alignment: 8) { attr in
+            withUnsafeTemporaryAllocation(byteCount: 56, alignment: 8) { config in
+                let a = attr.baseAddress!, c = config.baseAddress!
+                a.initializeMemory(as: UInt8.self, repeating: 0, count: 72)
+                c.initializeMemory(as: UInt8.self, repeating: 0, count: 56)
+                a.storeBytes(of: 6, as: UInt32.self)
+                a.storeBytes(of: 1, toByteOffset: 8, as: Int32.self)
+                for (i, v) in [grid.0, grid.1, grid.2, block.0, block.1, block.2, sharedBytes].enumerated() {
+                    c.storeBytes(of: UInt32(v), toByteOffset: 4 * i, as: UInt32.self)
+                }
+                c.storeBytes(of: UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(stream))), toByteOffset: 32, as: UInt.self)
+                c.storeBytes(of: UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(a))), toByteOffset: 40, as: UInt.self)
+                c.storeBytes(of: 1, toByteOffset: 48, as: UInt32.self)
+                return body(UnsafeRawPointer(c))
+            }
+        }
+    }
+
 }

@@ -16,6 +16,19 @@ typedef unsigned short sift_bf16;   // raw bfloat16 bits
 typedef unsigned int sift_u32;
 typedef unsigned long long sift_size;  // NVRTC without headers has no size_t guarantee
 
+// Programmatic dependent launch (sm_90+). A kernel launched with it (CUDAContext.launch,
+// `dependent: true`) can start while the kernel before it on the stream is still running, so
+// it must call this first, before touching memory: wait until that grid has finished and its
+// writes are visible, then let the next kernel on the stream launch (its blocks start on the
+// SMs this grid's last blocks leave, and wait there in turn). After an ordinary launch both
+// instructions return at once; below sm_90 they are left out.
+__device__ __forceinline__ void sift_pdl_entry() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 __device__ __forceinline__ float bf16_to_f32(sift_bf16 x) { return __uint_as_float(((sift_u32)x) << 16); }
 // Two bf16 packed in one 32-bit word: low half is the element at the lower address.
 __device__ __forceinline__ float bf16lo(sift_u32 w) { return __uint_as_float(w << 16); }
@@ -417,7 +430,7 @@ __device__ __forceinline__ void decode_combine(
 // Entry points: sift_decode_split_d<D>_g<G>, sift_decode_combine_d<D>.
 #define SIFT_DECODE_KERNEL(D, G, DPL) \
     extern "C" __global__ void __launch_bounds__(DEC_WARPS * 32) sift_decode_split_d##D##_g##G(SIFT_DECODE_ARGS) \
-    { decode_split<D, G, DPL>(SIFT_DECODE_PASS); }
+    { sift_pdl_entry(); decode_split<D, G, DPL>(SIFT_DECODE_PASS); }
 // Dims a lane holds: 16 up to 4 heads a group; 5 or 6 heads: 16 up to d=128, 8 above; 7-8: 8.
 #define DPL56(D) ((D) <= 128 ? 16 : 8)
 #define SIFT_DPL(D, G) ((G) <= 4 ? 16 : ((G) <= 6 ? DPL56(D) : 8))
@@ -425,7 +438,7 @@ __device__ __forceinline__ void decode_combine(
     extern "C" __global__ void sift_decode_combine_d##D(const float* part_o, const float* part_lse, \
         const int* seq_lens, const int* sel_count, int G, int split_tokens, int max_splits, void* out, \
         int fixed_len, int window, int out_f32) \
-    { decode_combine<D>(part_o, part_lse, seq_lens, sel_count, G, split_tokens, max_splits, out, fixed_len, window, out_f32); }
+    { sift_pdl_entry(); decode_combine<D>(part_o, part_lse, seq_lens, sel_count, G, split_tokens, max_splits, out, fixed_len, window, out_f32); }
 #define SIFT_DECODE_KERNELS(D) \
     SIFT_DECODE_KERNEL(D, 1, SIFT_DPL(D, 1)) SIFT_DECODE_KERNEL(D, 2, SIFT_DPL(D, 2)) SIFT_DECODE_KERNEL(D, 3, SIFT_DPL(D, 3)) \
     SIFT_DECODE_KERNEL(D, 4, SIFT_DPL(D, 4)) SIFT_DECODE_KERNEL(D, 5, SIFT_DPL(D, 5)) SIFT_DECODE_KERNEL(D, 6, SIFT_DPL(D, 6)) \
@@ -1065,6 +1078,7 @@ __device__ __forceinline__ void pick_bin4096(const int* hist, int remaining, int
 extern "C" __global__ void __launch_bounds__(256) sift_ds_pick_d1(const int* __restrict__ hist,
     const int* __restrict__ seq_lens, const int* __restrict__ k_per_seq, int* __restrict__ meta)
 {
+    sift_pdl_entry();
     const int kvh = blockIdx.x, b = blockIdx.y, bh = b * gridDim.x + kvh;
     const int n = seq_lens[b], k = min(k_per_seq[b], n);
     __shared__ int scan_sm[32];
@@ -1444,7 +1458,7 @@ __device__ __forceinline__ void ds_attend(
     extern "C" __global__ void __launch_bounds__(256, (R) == 8 ? 4 : 1) NAME(const sift_bf16* q, const sift_bf16* labels, const int* channels, \
         const int* page_table, const int* seq_lens, int G, int D, int page_shift, int max_pages, int sinks, \
         const int* k_per_seq, int recent, unsigned short* keys, int key_stride, int* hist, int rounds, int spk) \
-    { ds_scores<R, M>(q, labels, channels, page_table, seq_lens, G, D, page_shift, max_pages, sinks, k_per_seq, recent, \
+    { sift_pdl_entry(); ds_scores<R, M>(q, labels, channels, page_table, seq_lens, G, D, page_shift, max_pages, sinks, k_per_seq, recent, \
                       keys, key_stride, hist, rounds, spk); }
 SIFT_DS_SCORES(8, false, sift_ds_scores_r8)
 SIFT_DS_SCORES(16, false, sift_ds_scores_r16)
@@ -1456,7 +1470,7 @@ SIFT_DS_SCORES(16, true, sift_ds_scores_match_r16)
         const int* page_table, const int* seq_lens, int G, int D, int page_shift, int max_pages, int sinks, \
         const int* k_per_seq, int recent, unsigned short* keys, int key_stride, int* hist, int rounds, const float* qscale, \
         int spk) \
-    { ds_scores4<R>(q, labels, channels, page_table, seq_lens, G, D, page_shift, max_pages, sinks, k_per_seq, recent, \
+    { sift_pdl_entry(); ds_scores4<R>(q, labels, channels, page_table, seq_lens, G, D, page_shift, max_pages, sinks, k_per_seq, recent, \
                     keys, key_stride, hist, rounds, qscale, spk); }
 SIFT_DS_SCORES4(8, sift_ds_scores4_r8)
 SIFT_DS_SCORES4(16, sift_ds_scores4_r16)
@@ -1468,7 +1482,7 @@ SIFT_DS_SCORES4(32, sift_ds_scores4_r32)
         int key_stride, int* hist, const int* seq_lens, const int* k_per_seq, const int* page_table, int page_shift, \
         int max_pages, int chunk, sift_u32* lists, int list_stride, int2* counts, int max_chunks, int cand_cap, int* meta, \
         sift_u32* thr, int spk) \
-    { ds_candidates<CPB>(keys, key_stride, hist, seq_lens, k_per_seq, page_table, page_shift, max_pages, chunk, lists, \
+    { sift_pdl_entry(); ds_candidates<CPB>(keys, key_stride, hist, seq_lens, k_per_seq, page_table, page_shift, max_pages, chunk, lists, \
                          list_stride, counts, max_chunks, cand_cap, meta, thr, spk); }
 SIFT_DS_CANDIDATES(1, 6)
 SIFT_DS_CANDIDATES(2, 4)
@@ -1479,7 +1493,7 @@ SIFT_DS_CANDIDATES(4, 3)
         const sift_bf16* q, const sift_bf16* kc, const sift_bf16* vc, const int* page_table, const int* seq_lens, \
         const sift_u32* lists, int list_stride, const int2* counts, const sift_u32* thr, float* part_o, float* part_lse, \
         int page_shift, int max_pages, int split_pos, int max_splits, float scale, int* counters, sift_bf16* out, int spk) \
-    { ds_attend<D, G, DPL, UF, FUSED>(q, kc, vc, page_table, seq_lens, lists, list_stride, counts, thr, part_o, part_lse, \
+    { sift_pdl_entry(); ds_attend<D, G, DPL, UF, FUSED>(q, kc, vc, page_table, seq_lens, lists, list_stride, counts, thr, part_o, part_lse, \
                                page_shift, max_pages, split_pos, max_splits, scale, counters, out, spk); }
 // Default: up to 4 heads a group, 8 dims a lane and 4 token steps in flight at <= 128 registers
 // (4 blocks of 4 warps per SM; measured 5-10% faster than the dense kernel's layout on an H100 at

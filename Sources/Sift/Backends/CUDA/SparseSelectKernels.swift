@@ -16,13 +16,13 @@ extension CUDAAttentionKernels {
         while (maxCount + split - 1) / split > scratch.maxSplits { split *= 2 }
         let splits = max(1, (maxCount + split - 1) / split)
         let f = try function("decode_attention.cu", headDim: headDim, group: g, "sift_decode_split_d\(headDim)_g\(g)")
-        try context.launch(f, grid: (splits, kvHeads, batch), block: (128, 1, 1), [
+        try context.launch(f, grid: (splits, kvHeads, batch), block: (128, 1, 1), dependent: true, [
             .pointer(q), .pointer(keys), .pointer(values), .pointer(pageTable), .pointer(0),
             .pointer(selIdx), .pointer(selCount), .int(selStride), .ptr(scratch.partO), .ptr(scratch.partLSE),
             .int(Self.log2(pageSize)), .int(maxPages), .int(split), .int(scratch.maxSplits),
             .float(1 / Float(headDim).squareRoot()), .pointer(0), .pointer(0), .int(0), .int(0), .int(qF32 ? 1 : 0)])
         let c = try function("decode_attention.cu", headDim: headDim, group: g, "sift_decode_combine_d\(headDim)")
-        try context.launch(c, grid: (heads, batch, 1), block: (min(headDim, 128), 1, 1), sharedBytes: 4 * scratch.maxSplits, [
+        try context.launch(c, grid: (heads, batch, 1), block: (min(headDim, 128), 1, 1), sharedBytes: 4 * scratch.maxSplits, dependent: true, [
             .ptr(scratch.partO), .ptr(scratch.partLSE), .pointer(0), .pointer(selCount), .int(g), .int(split),
             .int(scratch.maxSplits), .pointer(out), .int(0), .int(0), .int(outF32 ? 1 : 0)])
     }

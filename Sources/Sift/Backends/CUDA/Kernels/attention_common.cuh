@@ -8,6 +8,19 @@ typedef unsigned short sift_bf16;   // raw bfloat16 bits
 typedef unsigned int sift_u32;
 typedef unsigned long long sift_size;  // NVRTC without headers has no size_t guarantee
 
+// Programmatic dependent launch (sm_90+). A kernel launched with it (CUDAContext.launch,
+// `dependent: true`) can start while the kernel before it on the stream is still running, so
+// it must call this first, before touching memory: wait until that grid has finished and its
+// writes are visible, then let the next kernel on the stream launch (its blocks start on the
+// SMs this grid's last blocks leave, and wait there in turn). After an ordinary launch both
+// instructions return at once; below sm_90 they are left out.
+__device__ __forceinline__ void sift_pdl_entry() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 __device__ __forceinline__ float bf16_to_f32(sift_bf16 x) { return __uint_as_float(((sift_u32)x) << 16); }
 // Two bf16 packed in one 32-bit word: low half is the element at the lower address.
 __device__ __forceinline__ float bf16lo(sift_u32 w) { return __uint_as_float(w << 16); }

@@ -294,7 +294,7 @@ __device__ __forceinline__ void decode_combine(
 // Entry points: sift_decode_split_d<D>_g<G>, sift_decode_combine_d<D>.
 #define SIFT_DECODE_KERNEL(D, G, DPL) \
     extern "C" __global__ void __launch_bounds__(DEC_WARPS * 32) sift_decode_split_d##D##_g##G(SIFT_DECODE_ARGS) \
-    { decode_split<D, G, DPL>(SIFT_DECODE_PASS); }
+    { sift_pdl_entry(); decode_split<D, G, DPL>(SIFT_DECODE_PASS); }
 // Dims a lane holds: 16 up to 4 heads a group; 5 or 6 heads: 16 up to d=128, 8 above; 7-8: 8.
 #define DPL56(D) ((D) <= 128 ? 16 : 8)
 #define SIFT_DPL(D, G) ((G) <= 4 ? 16 : ((G) <= 6 ? DPL56(D) : 8))
@@ -302,7 +302,7 @@ __device__ __forceinline__ void decode_combine(
     extern "C" __global__ void sift_decode_combine_d##D(const float* part_o, const float* part_lse, \
         const int* seq_lens, const int* sel_count, int G, int split_tokens, int max_splits, void* out, \
         int fixed_len, int window, int out_f32) \
-    { decode_combine<D>(part_o, part_lse, seq_lens, sel_count, G, split_tokens, max_splits, out, fixed_len, window, out_f32); }
+    { sift_pdl_entry(); decode_combine<D>(part_o, part_lse, seq_lens, sel_count, G, split_tokens, max_splits, out, fixed_len, window, out_f32); }
 #define SIFT_DECODE_KERNELS(D) \
     SIFT_DECODE_KERNEL(D, 1, SIFT_DPL(D, 1)) SIFT_DECODE_KERNEL(D, 2, SIFT_DPL(D, 2)) SIFT_DECODE_KERNEL(D, 3, SIFT_DPL(D, 3)) \
     SIFT_DECODE_KERNEL(D, 4, SIFT_DPL(D, 4)) SIFT_DECODE_KERNEL(D, 5, SIFT_DPL(D, 5)) SIFT_DECODE_KERNEL(D, 6, SIFT_DPL(D, 6)) \

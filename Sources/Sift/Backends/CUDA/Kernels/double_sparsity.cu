@@ -339,6 +339,7 @@ __device__ __forceinline__ void pick_bin4096(const int* hist, int remaining, int
 extern "C" __global__ void __launch_bounds__(256) sift_ds_pick_d1(const int* __restrict__ hist,
     const int* __restrict__ seq_lens, const int* __restrict__ k_per_seq, int* __restrict__ meta)
 {
+    sift_pdl_entry();
     const int kvh = blockIdx.x, b = blockIdx.y, bh = b * gridDim.x + kvh;
     const int n = seq_lens[b], k = min(k_per_seq[b], n);
     __shared__ int scan_sm[32];
@@ -718,7 +719,7 @@ __device__ __forceinline__ void ds_attend(
     extern "C" __global__ void __launch_bounds__(256, (R) == 8 ? 4 : 1) NAME(const sift_bf16* q, const sift_bf16* labels, const int* channels, \
         const int* page_table, const int* seq_lens, int G, int D, int page_shift, int max_pages, int sinks, \
         const int* k_per_seq, int recent, unsigned short* keys, int key_stride, int* hist, int rounds, int spk) \
-    { ds_scores<R, M>(q, labels, channels, page_table, seq_lens, G, D, page_shift, max_pages, sinks, k_per_seq, recent, \
+    { sift_pdl_entry(); ds_scores<R, M>(q, labels, channels, page_table, seq_lens, G, D, page_shift, max_pages, sinks, k_per_seq, recent, \
                       keys, key_stride, hist, rounds, spk); }
 SIFT_DS_SCORES(8, false, sift_ds_scores_r8)
 SIFT_DS_SCORES(16, false, sift_ds_scores_r16)
@@ -730,7 +731,7 @@ SIFT_DS_SCORES(16, true, sift_ds_scores_match_r16)
         const int* page_table, const int* seq_lens, int G, int D, int page_shift, int max_pages, int sinks, \
         const int* k_per_seq, int recent, unsigned short* keys, int key_stride, int* hist, int rounds, const float* qscale, \
         int spk) \
-    { ds_scores4<R>(q, labels, channels, page_table, seq_lens, G, D, page_shift, max_pages, sinks, k_per_seq, recent, \
+    { sift_pdl_entry(); ds_scores4<R>(q, labels, channels, page_table, seq_lens, G, D, page_shift, max_pages, sinks, k_per_seq, recent, \
                     keys, key_stride, hist, rounds, qscale, spk); }
 SIFT_DS_SCORES4(8, sift_ds_scores4_r8)
 SIFT_DS_SCORES4(16, sift_ds_scores4_r16)
@@ -742,7 +743,7 @@ SIFT_DS_SCORES4(32, sift_ds_scores4_r32)
         int key_stride, int* hist, const int* seq_lens, const int* k_per_seq, const int* page_table, int page_shift, \
         int max_pages, int chunk, sift_u32* lists, int list_stride, int2* counts, int max_chunks, int cand_cap, int* meta, \
         sift_u32* thr, int spk) \
-    { ds_candidates<CPB>(keys, key_stride, hist, seq_lens, k_per_seq, page_table, page_shift, max_pages, chunk, lists, \
+    { sift_pdl_entry(); ds_candidates<CPB>(keys, key_stride, hist, seq_lens, k_per_seq, page_table, page_shift, max_pages, chunk, lists, \
                          list_stride, counts, max_chunks, cand_cap, meta, thr, spk); }
 SIFT_DS_CANDIDATES(1, 6)
 SIFT_DS_CANDIDATES(2, 4)
@@ -753,7 +754,7 @@ SIFT_DS_CANDIDATES(4, 3)
         const sift_bf16* q, const sift_bf16* kc, const sift_bf16* vc, const int* page_table, const int* seq_lens, \
         const sift_u32* lists, int list_stride, const int2* counts, const sift_u32* thr, float* part_o, float* part_lse, \
         int page_shift, int max_pages, int split_pos, int max_splits, float scale, int* counters, sift_bf16* out, int spk) \
-    { ds_attend<D, G, DPL, UF, FUSED>(q, kc, vc, page_table, seq_lens, lists, list_stride, counts, thr, part_o, part_lse, \
+    { sift_pdl_entry(); ds_attend<D, G, DPL, UF, FUSED>(q, kc, vc, page_table, seq_lens, lists, list_stride, counts, thr, part_o, part_lse, \
                                page_shift, max_pages, split_pos, max_splits, scale, counters, out, spk); }
 // Default: up to 4 heads a group, 8 dims a lane and 4 token steps in flight at <= 128 registers
 // (4 blocks of 4 warps per SM; measured 5-10% faster than the dense kernel's layout on an H100 at
