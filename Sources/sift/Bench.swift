@@ -51,6 +51,9 @@ struct Bench: ParsableCommand {
     @Flag(help: "JSON on stdout.")
     var json = false
 
+    @Flag(help: "GPU decode at batch 1: also print, per step, the host time spent issuing the step's launches and the time then spent waiting for the GPU (a wait near 0 means the step is bound by the host's launches, not by the GPU).")
+    var hostTime = false
+
     var depths: [Int] {
         depth.flatMap { $0.split(separator: ",") }.compactMap { Int($0.filter { $0 != " " }) }
     }
@@ -179,6 +182,8 @@ struct Bench: ParsableCommand {
                 session.truncate(to: d)
                 for (test, count) in [("pp", p), ("tg", n)] where count > 0 {
                     var samples: [Double] = []
+                    var issue = 0.0, wait = 0.0   // GPU tg: host seconds issuing steps, then waiting (--host-time)
+                    (model.backend as? CUDABackend)?.context.hostStats = CUDAContext.HostStats()
                     for r in 0..<reps {
                         if !json { progressLine("\(method): \(test)\(count) @ d\(d): repetition \(r + 1)/\(reps)") }
                         session.truncate(to: d)
@@ -190,7 +195,13 @@ struct Bench: ParsableCommand {
                             for _ in 0..<count {
                                 if let gpu = model.backend as? CUDABackend {
                                     // Greedy on the GPU: only the id comes back (as in batched decode).
+                                    gpu.context.profileHost = hostTime
+                                    defer { gpu.context.profileHost = false }
+                                    let i0 = clock.now
                                     _ = try session.evaluate(next, logits: .lastOnBackend)
+                                    let i1 = clock.now
+                                    if hostTime { try gpu.synchronize() }
+                                    issue += seconds(i1 - i0); wait += seconds(clock.now - i1)
                                     next = try gpu.sampling().argmax(logits: CUDABackend.address(model.logitsOnBackend), rows: 1,
                                                                      vocab: model.config.vocabSize)
                                 } else {
@@ -217,6 +228,14 @@ struct Bench: ParsableCommand {
                             if let base { ratio = " (" + fixed(mean / base.tokensPerS, 2) + "× " + baseline + ")" }
                         }
                         print("| \(label) | \(options.device == "cpu" ? "\(options.threads)" : model.backend.name) | \(method) | \(name) | \(fixed(mean, 2)) ± \(fixed(sd, 2))\(ratio) |")
+                        if hostTime && test == "tg" && issue + wait > 0 {
+                            let steps = Double(count * reps)
+                            let h = (model.backend as? CUDABackend)?.context.hostStats ?? CUDAContext.HostStats()
+                            print("|   host time per step | | \(method) | \(name) | issue \(fixed(1e3 * issue / steps, 3)) ms "
+                                  + "(\(fixed(Double(h.launches) / steps, 0)) kernel launches \(fixed(1e3 * h.launchSeconds / steps, 3)) ms, "
+                                  + "\(fixed(Double(h.blasCalls) / steps, 0)) cuBLAS calls \(fixed(1e3 * h.blasSeconds / steps, 3)) ms), "
+                                  + "then wait for the GPU \(fixed(1e3 * wait / steps, 3)) ms |")
+                        }
                     }
                 }
             }

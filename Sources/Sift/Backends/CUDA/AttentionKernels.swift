@@ -239,7 +239,7 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
         public func run(q: CUdeviceptr, keys kc: CUdeviceptr, values vc: CUdeviceptr, labels: CUdeviceptr,
                         channelList: CUdeviceptr, pageTable: CUdeviceptr, pageSize: Int, maxPages: Int,
                         seqLens: CUdeviceptr, kPerSeq: CUdeviceptr, sinks: Int, recent: Int = 0, out: CUdeviceptr,
-                        parts: String = "sta", labelScale: CUdeviceptr = 0) throws {
+                        parts: String = "sta", labelScale: CUdeviceptr = 0, outF32: Bool = false) throws {
             // g: the query heads a selection serves (the kernels' group size); spk: selections per KV head.
             let c = kernels.context, g = selectionGroup, spk = selections / kvHeads, shift = CUDAAttentionKernels.log2(pageSize)
             if parts.contains("s") {
@@ -279,12 +279,15 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
                     .int(listStride), .ptr(counts), .ptr(thresholds), .ptr(scratch.partO), .ptr(scratch.partLSE), .int(shift),
                     .int(maxPages), .int(splitPositions), .int(scratch.maxSplits), .float(1 / Float(headDim).squareRoot()),
                     .ptr(counters), .pointer(out), .int(spk)])
-                if attendVariant >= 4 { return }   // the last block of each (b, KV head) combined
+                if attendVariant >= 4 {   // the last block of each (b, KV head) combined (bf16 out)
+                    precondition(!outF32, "attend variants 4 and 5 write bf16 output")
+                    return
+                }
                 let comb = try kernels.function("decode_attention.cu", headDim: headDim, group: g, "sift_decode_combine_d\(headDim)")
                 try c.launch(comb, grid: (heads, batch, 1), block: (min(headDim, 128), 1, 1), sharedBytes: 4 * scratch.maxSplits,
                              dependent: true, [
                     .ptr(scratch.partO), .ptr(scratch.partLSE), .pointer(seqLens), .pointer(0), .int(g), .int(splitPositions),
-                    .int(scratch.maxSplits), .pointer(out), .int(0), .int(0), .int(0)])
+                    .int(scratch.maxSplits), .pointer(out), .int(0), .int(0), .int(outF32 ? 1 : 0)])
             }
         }
 

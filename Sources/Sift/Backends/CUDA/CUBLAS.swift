@@ -93,6 +93,8 @@ public final class CUBLAS: @unchecked Sendable {
                      alpha: Float = 1, a: CUdeviceptr, lda: Int, b: CUdeviceptr, ldb: Int,
                      beta: Float = 0, c: CUdeviceptr, ldc: Int, ab: DataType = .bf16, cType: DataType = .f32) throws {
         var al = alpha, be = beta
+        let t0 = context.profileHost ? CUDAContext.hostNow() : 0
+        defer { if context.profileHost { context.hostStats.blasCalls += 1; context.hostStats.blasSeconds += CUDAContext.hostNow() - t0 } }
         try check(cublasGemmEx(handle, opA.rawValue, opB.rawValue, Int32(m), Int32(n), Int32(k), &al,
                                a, ab.rawValue, Int32(lda), b, ab.rawValue, Int32(ldb), &be,
                                c, cType.rawValue, Int32(ldc), CUBLAS.computeF32, CUBLAS.gemmDefault),
@@ -106,6 +108,8 @@ public final class CUBLAS: @unchecked Sendable {
                                    beta: Float = 0, c: CUdeviceptr, ldc: Int, strideC: Int, batch: Int,
                                    ab: DataType = .bf16, cType: DataType = .f32) throws {
         var al = alpha, be = beta
+        let t0 = context.profileHost ? CUDAContext.hostNow() : 0
+        defer { if context.profileHost { context.hostStats.blasCalls += 1; context.hostStats.blasSeconds += CUDAContext.hostNow() - t0 } }
         try check(cublasGemmStridedBatchedEx(handle, opA.rawValue, opB.rawValue, Int32(m), Int32(n), Int32(k), &al,
                                              a, ab.rawValue, Int32(lda), Int64(strideA),
                                              b, ab.rawValue, Int32(ldb), Int64(strideB), &be,

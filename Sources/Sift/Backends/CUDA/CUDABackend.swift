@@ -82,6 +82,9 @@ public final class CUDABackend: Backend, @unchecked Sendable {
     public var kvPageSize = 64
     /// Random weights made on the GPU instead of reading the file (synthetic benchmark models).
     public var syntheticWeights = false
+    /// One-token linear layers through `sift_gemv` (core.cu) instead of a conversion, a cuBLAS
+    /// call and a bias add. On by default; `SIFT_GEMV=0` turns it off (benchmarks compare both).
+    public var useGEMV = getenv("SIFT_GEMV").map { String(cString: $0) != "0" } ?? true
     private var syntheticSeed: UInt32 = 1
     /// Element type of weight matrices (default bf16; $SIFT_CUDA_PRECISION overrides).
     public let precision: GPUPrecision
@@ -93,7 +96,7 @@ public final class CUDABackend: Backend, @unchecked Sendable {
     private var lastPositions: [Int32] = []
     private var invFreq: [String: DeviceBuffer] = [:]
 
-    let kEmbed, kRMSNorm, kRoPE, kAdd, kAddBias, kGated, kToBF16, kToF16: CUDAFunction
+    let kEmbed, kRMSNorm, kRoPE, kAdd, kAddBias, kGated, kToBF16, kToF16, kGEMV: CUDAFunction
     let kKVStore, kKVStoreBatch, kAttention, kFillRandom: CUDAFunction
 
     public init(ordinal: Int = 0, threads: Int = ThreadPool.processorCount, precision: GPUPrecision? = nil) throws {
@@ -117,6 +120,7 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         kRoPE = try m.function("sift_rope")
         kAdd = try m.function("sift_add")
         kAddBias = try m.function("sift_add_bias")
+        kGEMV = try m.function("sift_gemv")
         kGated = try m.function("sift_gated")
         kToBF16 = try m.function("sift_f32_to_bf16")
         kToF16 = try m.function("sift_f32_to_f16")
@@ -284,6 +288,16 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         precondition(x.cols == n && out.cols == m, "linear \(weight.info.name): x has \(x.cols) columns, weight \(n)×\(m), out \(out.cols)")
         out.rows = tokens
         if tokens == 0 { return }
+        // One token (decode at batch 1): our GEMV, one launch (x converted and bias added inside).
+        if tokens == 1 && precision != .f32 && n % 8 == 0 && useGEMV {
+            run {
+                try context.launch(kGEMV, grid: ((m + 7) / 8, 1, 1), block: (256, 1, 1),
+                                   [.pointer(w.address), .pointer(Self.address(x)),
+                                    .pointer(bias.map { gpu($0).address } ?? 0), .pointer(Self.address(out)),
+                                    .int(m), .int(n), .int(precision.kernelCode)])
+            }
+            return
+        }
         run {
             let input: CUdeviceptr
             if precision == .f32 {

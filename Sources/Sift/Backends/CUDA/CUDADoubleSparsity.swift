@@ -303,7 +303,6 @@ public final class CUDADoubleSparseAttention: SparseAwareAttention, BatchedDecod
         let ctx = backend.context
         backend.run {
             let qb = try grow(&qBF16, bytes: q.rows * width * 2)
-            let ob = try grow(&outBF16, bytes: q.rows * width * 2)
             var converted = false
             for t in 0..<q.rows {
                 let visible = start + t + 1
@@ -329,10 +328,8 @@ public final class CUDADoubleSparseAttention: SparseAwareAttention, BatchedDecod
                 try ds.run(q: qb.address + UInt64(t * width * 2), keys: c.keys(layer), values: c.values(layer),
                            labels: labels.labels(layer), channelList: labels.channels(layer), pageTable: c.activePageTable,
                            pageSize: c.pageSize, maxPages: c.pageCount, seqLens: control.address,
-                           kPerSeq: control.address + 4, sinks: options.sinks, recent: recent, out: ob.address + UInt64(t * width * 2),
-                           labelScale: labels.queryScale(layer))
-                try ctx.launch(kToF32, grid: ((width + 255) / 256, 1, 1), block: (256, 1, 1),
-                               [.pointer(ob.address + UInt64(t * width * 2)), .pointer(oRow), .int64(Int64(width))])
+                           kPerSeq: control.address + 4, sinks: options.sinks, recent: recent, out: oRow,
+                           labelScale: labels.queryScale(layer), outF32: true)
                 sparseRows += 1
             }
         }
@@ -379,15 +376,21 @@ public final class CUDADoubleSparseAttention: SparseAwareAttention, BatchedDecod
                 uploadedK = kAll
             }
             let qb = try grow(&qBF16, bytes: c.sequenceCount * width * 2)
-            let ob = try grow(&outBF16, bytes: c.sequenceCount * width * 2)
             try ctx.launch(backend.kToBF16, grid: ((b * width + 255) / 256, 1, 1), block: (256, 1, 1),
                            [.pointer(CUDABackend.address(q)), .ptr(qb), .int64(Int64(b * width))])
+            // The combine writes f32 rows straight into `out` when it has room for every cached
+            // sequence's row (padding rows included), else bf16 rows converted after.
+            let direct = out.capacity >= c.sequenceCount
+            let ob = direct ? nil : try grow(&outBF16, bytes: c.sequenceCount * width * 2)
             try batchDS!.run(q: qb.address, keys: c.keys(layer), values: c.values(layer), labels: labels.labels(layer),
                              channelList: labels.channels(layer), pageTable: c.pageTable.address, pageSize: c.pageSize,
                              maxPages: c.pageCount, seqLens: c.seqLens.address, kPerSeq: batchK!.address,
-                             sinks: options.sinks, recent: recent, out: ob.address, labelScale: labels.queryScale(layer))
-            try ctx.launch(kToF32, grid: ((b * width + 255) / 256, 1, 1), block: (256, 1, 1),
-                           [.ptr(ob), .pointer(CUDABackend.address(out)), .int64(Int64(b * width))])
+                             sinks: options.sinks, recent: recent, out: ob?.address ?? CUDABackend.address(out),
+                             labelScale: labels.queryScale(layer), outF32: direct)
+            if let ob {
+                try ctx.launch(kToF32, grid: ((b * width + 255) / 256, 1, 1), block: (256, 1, 1),
+                               [.ptr(ob), .pointer(CUDABackend.address(out)), .int64(Int64(b * width))])
+            }
             sparseRows += b
         }
     }

@@ -371,6 +371,21 @@ public final class CUDAContext: @unchecked Sendable {
     public var programmaticLaunch: Bool
     public var supportsProgrammaticLaunch: Bool { computeCapability.major >= 9 && driver.cuLaunchKernelEx != nil }
 
+    /// Host-side cost of issuing work (`sift bench --host-time`): while `profileHost` is on,
+    /// `launch` and cuBLAS calls are counted and the host time spent inside them summed.
+    public var profileHost = false
+    public var hostStats = HostStats()
+    public struct HostStats: Sendable {
+        public var launches = 0, launchSeconds = 0.0, blasCalls = 0, blasSeconds = 0.0
+        public init() {}
+    }
+    /// Monotonic seconds (for `hostStats`).
+    static func hostNow() -> Double {
+        var t = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &t)
+        return Double(t.tv_sec) + 1e-9 * Double(t.tv_nsec)
+    }
+
     nonisolated(unsafe) private static var opened: [Int: CUDAContext] = [:]
 
     /// The context of GPU `ordinal` (shared within the process).
@@ -490,6 +505,8 @@ public final class CUDAContext: @unchecked Sendable {
     /// (the kernel must start with `sift_pdl_entry()`).
     public func launch(_ function: CUDAFunction, grid: (Int, Int, Int), block: (Int, Int, Int),
                        sharedBytes: Int = 0, dependent: Bool = false, _ args: [KernelArg]) throws {
+        let t0 = profileHost ? Self.hostNow() : 0
+        defer { if profileHost { hostStats.launches += 1; hostStats.launchSeconds += Self.hostNow() - t0 } }
         if sharedBytes > 48 * 1024 {
             // CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
             try driver.check(driver.cuFuncSetAttribute(function.handle, 8, Int32(sharedBytes)),

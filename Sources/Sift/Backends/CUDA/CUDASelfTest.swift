@@ -110,6 +110,24 @@ public enum CUDASelfTest {
                 add("linear \(b.precision) \(tokens)×\(n)→\(m)\(withBias ? " +bias" : "")", relErr(flat(b, out), ref), 1e-5)
             }
         }
+        // One token through a long row (the GEMV's 4-loads-in-flight loop and its tail; 37 rows: a
+        // partial last block), against float64 of the same bf16/f16-rounded operands.
+        do {
+            let n2 = 8 * 259, m2 = 37
+            let w2 = r.floats(m2 * n2, scale: 0.1), b2 = r.floats(m2), x2 = r.floats(n2, scale: 2)
+            let f2 = try weightsFile([("w2", [n2, m2], w2), ("b2", [m2], b2)])
+            let W2 = try b.loadWeight(f2.tensorsByName["w2"]!, from: f2), B2 = try b.loadWeight(f2.tensorsByName["b2"]!, from: f2)
+            for withBias in [false, true] {
+                let out = poisoned(b, rows: 1, cols: m2)
+                b.linear(tensor(b, x2, rows: 1, cols: n2), W2, bias: withBias ? B2 : nil, into: out)
+                let ref = (0..<m2).map { i -> Double in
+                    var s = withBias ? Double(b2[i]) : 0
+                    for j in 0..<n2 { s += rounded(w2[i * n2 + j], b.precision) * rounded(x2[j], b.precision) }
+                    return s
+                }
+                add("linear \(b.precision) 1×\(n2)→\(m2)\(withBias ? " +bias" : "")\(b.useGEMV ? " (GEMV)" : "")", relErr(flat(b, out), ref), 1e-5)
+            }
+        }
 
         // embedding lookup with scale
         let toks = (0..<9).map { _ in Int32(r.int(vocab)) }

@@ -50,8 +50,12 @@ extension CUDASelfTest {
             }
             checks.append(GPUCheck(name: "synthetic \(arch): prefill into sequence i of a batch vs a single-sequence session",
                                    error: prefillErr, tolerance: 1e-5))
+            // A row reading the wrong sequence or a poisoned position is off by O(1). The single-sequence
+            // steps multiply through the one-token GEMV and the batched ones through cuBLAS: different
+            // summation orders, which the bf16 rounding of each layer's input amplifies through the
+            // random layers (H100: 3.5e-3 on gemma3; 2e-3 held while both went through cuBLAS).
             checks.append(GPUCheck(name: "synthetic \(arch): batched GPU decode (3 sequences, lengths \(lengths)) vs single-sequence GPU decodes",
-                                   error: worst, tolerance: 2e-3, detail: "\(steps / 2) steps compared"))
+                                   error: worst, tolerance: b.useGEMV ? 6e-3 : 2e-3, detail: "\(steps / 2) steps compared"))
             checks.append(GPUCheck(name: "synthetic \(arch): batched greedy (GPU argmax) vs argmax of single-sequence logits",
                                    error: Double(greedyTotal - greedyAgree), tolerance: 0,
                                    detail: "\(greedyAgree)/\(greedyTotal) agree"))
