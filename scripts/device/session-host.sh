@@ -21,4 +21,4 @@ case "${1:-checks}" in
    done
   done ;;
 esac
-cd $R && tar czf $OUT/res-${1:-checks}.tgz --exclude='*.tmp' . ; grep -h "FAIL" $R/*.log | head; for f in $R/*.log; do echo "== $f"; tr '\r' '\n' < $f | grep "|\|checks passed\|ALL CHECKS" | cut -d'|' -f2,4,5,6 | cut -c1-230 | tail -10; done
+report ${1:-checks} "|\|checks passed\|ALL CHECKS" 10 400

@@ -9,8 +9,7 @@ B=${SIFT_BIN:-.dev-final/bin9/sift}
 source "$(dirname "$0")/lib.sh"
 case "${1:-checks}" in
  checks)
-  step selftest 240 $B selftest --device cuda -t 16
-  step kcheck 200 $B kernel-bench --check-only --models llama3-8b,qwen2.5-1.5b,gemma3-270m ;;
+  gpu_checks ;;
  bench)
   step op 300 $B kernel-bench --ds-label-bits --pdl --models llama3-8b --batches 1,8,32 --lengths 32768,131072 --iterations 10
   for m in llama3-8b qwen2.5-1.5b; do
@@ -19,4 +18,4 @@ case "${1:-checks}" in
    done
   done ;;
 esac
-cd $R && tar czf $OUT/res-${1:-checks}.tgz --exclude='*.tmp' . ; grep -h "FAIL" $R/*.log | head; for f in $R/*.log; do echo "== $f"; tr '\r' '\n' < $f | grep "|\|checks passed\|ALL CHECKS\|accuracy\|tok/s" | cut -c1-250 | tail -16; done
+report ${1:-checks} "|\|checks passed\|ALL CHECKS\|accuracy\|tok/s" 16

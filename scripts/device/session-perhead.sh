@@ -11,8 +11,7 @@ B=${SIFT_BIN:-.dev-final/bin8/sift}
 source "$(dirname "$0")/lib.sh"
 case "${1:-checks}" in
  checks)
-  step selftest 240 $B selftest --device cuda -t 16
-  step kcheck 200 $B kernel-bench --check-only --models llama3-8b,qwen2.5-1.5b,gemma3-270m ;;
+  gpu_checks ;;
  qwen)
   qwen15b
   E=$R/eval/qwen2.5-coder-1.5b; X="--attention double-sparse --ds-config $C"; P="-m $Q --device cuda -f heldout -c 4096 --chunks 2"
@@ -53,4 +52,4 @@ case "${1:-checks}" in
   for g in per-head shared; do step gppl16-recall-$g 60 $B ppl $P $X --ds-group $g; done
   step gppl8-recall-per-head 60 $B ppl $P $X --ds-group per-head --ds-channels 8 ;;
 esac
-cd $R && tar czf $OUT/res-${1:-checks}.tgz --exclude='*.tmp' . ; grep -h "FAIL" $R/*.log | head; for f in $R/*.log; do echo "== $f"; tr '\r' '\n' < $f | grep "|\|checks passed\|ALL CHECKS\|accuracy\|^ppl\|per-head" | cut -c1-250 | tail -14; done
+report ${1:-checks} "|\|checks passed\|ALL CHECKS\|accuracy\|^ppl\|per-head"
