@@ -365,10 +365,10 @@ public final class CUDAContext: @unchecked Sendable {
     /// Programmatic dependent launch (sm_90+, CUDA 12 driver): launches made with
     /// `dependent: true` may start while the kernel before them on the stream finishes, so their
     /// launch and block start-up overlap its tail. Only kernels that begin with `sift_pdl_entry()`
-    /// (common.cuh: wait for the previous grid, then let the next one launch) may be launched so.
+    /// (attention_common.cuh: wait for the previous grid, then let the next one launch) may be launched so.
     /// On by default where supported; `SIFT_PDL=0` turns it off, as does setting this to false
     /// (benchmarks compare both in one run).
-    public var programmaticLaunch: Bool
+    public var programmaticLaunch = false
     public var supportsProgrammaticLaunch: Bool { computeCapability.major >= 9 && driver.cuLaunchKernelEx != nil }
 
     /// Host-side cost of issuing work (`sift bench --host-time`): while `profileHost` is on,
@@ -424,7 +424,6 @@ public final class CUDAContext: @unchecked Sendable {
         var s: OpaquePointer?
         try d.check(d.cuStreamCreate(&s, 0), "cuStreamCreate")
         stream = s!
-        programmaticLaunch = false
         programmaticLaunch = supportsProgrammaticLaunch && getenv("SIFT_PDL").map { String(cString: $0) != "0" } ?? true
     }
 
@@ -553,9 +552,13 @@ public final class CUDAContext: @unchecked Sendable {
                 c.initializeMemory(as: UInt8.self, repeating: 0, count: 56)
                 a.storeBytes(of: 6, as: UInt32.self)
                 a.storeBytes(of: 1, toByteOffset: 8, as: Int32.self)
-                for (i, v) in [grid.0, grid.1, grid.2, block.0, block.1, block.2, sharedBytes].enumerated() {
-                    c.storeBytes(of: UInt32(v), toByteOffset: 4 * i, as: UInt32.self)
-                }
+                c.storeBytes(of: UInt32(grid.0), toByteOffset: 0, as: UInt32.self)
+                c.storeBytes(of: UInt32(grid.1), toByteOffset: 4, as: UInt32.self)
+                c.storeBytes(of: UInt32(grid.2), toByteOffset: 8, as: UInt32.self)
+                c.storeBytes(of: UInt32(block.0), toByteOffset: 12, as: UInt32.self)
+                c.storeBytes(of: UInt32(block.1), toByteOffset: 16, as: UInt32.self)
+                c.storeBytes(of: UInt32(block.2), toByteOffset: 20, as: UInt32.self)
+                c.storeBytes(of: UInt32(sharedBytes), toByteOffset: 24, as: UInt32.self)
                 c.storeBytes(of: UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(stream))), toByteOffset: 32, as: UInt.self)
                 c.storeBytes(of: UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(a))), toByteOffset: 40, as: UInt.self)
                 c.storeBytes(of: 1, toByteOffset: 48, as: UInt32.self)

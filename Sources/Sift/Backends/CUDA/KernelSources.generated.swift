@@ -599,7 +599,7 @@ extern "C" __global__ void sift_gated(float* gate, const float* up, long n, int 
 // (1), x and y f32, n a multiple of 8. x is rounded to W's precision first, so the products are
 // those of the cuBLAS path (which converts x, then multiplies with f32 accumulation). Decode at
 // batch 1 is bound by issuing work on the host: this is one launch instead of a conversion, a
-// cuBLAS call (~12 µs of host time on the lent H100's host) and a bias add.
+// cuBLAS call (~13 µs of host time on the lent H100's host) and a bias add.
 // One warp a row, 8 rows a block, 16-byte weight loads, 4 in flight a lane.   grid (ceil(m/8)), block 256
 __device__ __forceinline__ float round_to(float v, int dtype) {
     return dtype == 0 ? bf16_to_f32(f32_to_bf16(v)) : f16_to_f32(f32_to_f16(v));
