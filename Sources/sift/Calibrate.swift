@@ -9,14 +9,19 @@ struct Calibrate: ParsableCommand {
         ranks, per layer and KV head, the key channels by a statistic of the post-RoPE queries \
         and keys (qk: mean |q_c·k_c|, default; q: mean |q_c|; k: mean |k_c|), summed over the \
         query heads of each GQA group. Default text: the Paul Graham essays minus the held-out \
-        fifth (every fifth essay by file name), which `sift ppl -f heldout` scores. Without -o \
-        the config is cached for the model file, where --attention double-sparse finds it.         --method loki instead records the principal components of each layer's and KV head's         post-RoPE keys (PCA of their covariance), cached where --attention loki finds it.
+        fifth (every fifth essay by file name), which `sift ppl -f heldout` scores. \
+        --statistic qk-svd records projected labels instead of channels: per layer and KV head the \
+        --rank directions (default head_dim/8) in which a few numbers per token best approximate \
+        q·k (docs/double-sparsity.md). Without -o the config is cached for the model file, where \
+        --attention double-sparse finds it. --method loki instead records the principal components \
+        of each layer's and KV head's post-RoPE keys (PCA of their covariance), cached where \
+        --attention loki finds it.
         """)
 
     @Option(help: "What to calibrate: double-sparsity (channel ranking, default) or loki (key PCA).")
     var method: String = "double-sparsity"
 
-    @Option(name: .customLong("rank"), help: "Loki: principal components to record as this config's default rank (default: head_dim/4 at run time).")
+    @Option(name: .customLong("rank"), help: "Loki: principal components to record as this config's default rank (default: head_dim/4 at run time). qk-svd: projected label channels to store (default head_dim/8, at least --channels).")
     var rank: Int?
 
     @OptionGroup var options: ModelOptions
@@ -24,7 +29,7 @@ struct Calibrate: ParsableCommand {
     @Option(name: .customLong("data"), help: "Calibration text file (default: the essays' calibration part).")
     var data: String?
 
-    @Option(help: "Statistic: qk (the paper's), q, k, qk-centered (E|q_c|·σ(k_c), sift's) or recall (greedy channels that maximise the attention recall of the selection they induce, for the --ds-group (shared or per-head), --budget, --sinks and --recent given; sift's).")
+    @Option(help: "Statistic: qk (the paper's), q, k, qk-centered (E|q_c|·σ(k_c), sift's) recall (greedy channels that maximise the attention recall of the selection they induce, for the --ds-group (shared or per-head), --budget, --sinks and --recent given; sift's) or qk-svd (projected labels: the basis that best approximates q·k; sift's).")
     var statistic: String = "qk"
 
     @Option(name: .customLong("recall-queries"), help: "recall: query positions kept per sample, spread over its second half.")
@@ -39,10 +44,10 @@ struct Calibrate: ParsableCommand {
     @Option(help: "Calibration tokens (a multiple of --sample-length is used).")
     var tokens: Int = 8192
 
-    @Option(name: .customLong("sample-length"), help: "Tokens per calibration sample (default 512; recall: 2048).")
+    @Option(name: .customLong("sample-length"), help: "Tokens per calibration sample (default 512; recall: 2048; qk-svd: 4096).")
     var sampleLengthOption: Int?
 
-    var sampleLength: Int { sampleLengthOption ?? (statistic == "recall" ? 2048 : 512) }
+    var sampleLength: Int { sampleLengthOption ?? (statistic == "recall" ? 2048 : statistic == "qk-svd" ? 4096 : 512) }
 
     @Option(name: [.short, .customLong("output")], help: "Config file to write (default: the model's cached calibration).")
     var output: String?
@@ -60,6 +65,12 @@ struct Calibrate: ParsableCommand {
             throw ValidationError("--method must be double-sparsity or loki, not '\(method)'")
         }
         if let rank, rank < 1 { throw ValidationError("--rank must be ≥ 1") }
+        if rank != nil && method != "loki" && statistic != "qk-svd" {
+            throw ValidationError("--rank is a Loki or --statistic qk-svd setting")
+        }
+        if let rank, let channels, statistic == "qk-svd", channels > rank {
+            throw ValidationError("--channels \(channels) exceeds --rank \(rank): qk-svd stores --rank projected channels")
+        }
         guard recallQueries >= 1 else { throw ValidationError("--recall-queries must be ≥ 1") }
         if let recallGreedy, recallGreedy < 0 { throw ValidationError("--recall-greedy must be ≥ 0") }
         if method == "loki" && (channels != nil || statistic != "qk") {
@@ -117,8 +128,12 @@ struct Calibrate: ParsableCommand {
             let json = json
             recall.progress = { done, total in if !json { progressLine("recall greedy: head \(done)/\(total)") } }
         }
+        if stat == .qkSVD, let r = rank ?? channels, r > m.config.headDim {
+            throw ValidationError("--rank \(r) exceeds the model's head_dim \(m.config.headDim)")
+        }
         let result = try ChannelCalibrator.calibrateWithMoments(
-            model: m.model, tokens: ids, sampleLength: sampleLength, statistic: stat, pool: pool, recall: recall
+            model: m.model, tokens: ids, sampleLength: sampleLength, statistic: stat, pool: pool, recall: recall,
+            projectionRank: rank ?? channels.map { max($0, m.config.headDim / 8) }
         ) { done, total in
             if !json { progressLine("calibrating: sample \(done)/\(total)") }
         }
@@ -142,7 +157,8 @@ struct Calibrate: ParsableCommand {
                              recent: o.recent ?? AttentionOptions.doubleSparsityRecent, queriesPerSample: recall.queriesPerSample,
                              greedyChannels: recall.greedyChannels ?? min(m.config.headDim, 2 * max(1, m.config.headDim / 16)),
                              curve: curve, qkCenteredRecall: result.recallBaseline)
-            })
+            },
+            labelProjection: result.projection)
         let path = output ?? DoubleSparsityConfig.cachedPath(modelSHA256: sha)
         if output == nil { try makeDirectories(ModelHub.cacheDirectory + "/calibration") }
         try writeFile(path, config.encoded())

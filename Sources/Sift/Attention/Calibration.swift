@@ -26,6 +26,10 @@ public final class ChannelCalibrator: AttentionMethod, @unchecked Sendable {
     let recallPositions: [Int]
     private(set) var recallSamples: [[RecallCalibration.Problem.Sample]?]
     private(set) var recallScale: [Float]
+    /// `qk-svd` only: per [layer * kvHeads + kvHead] the moments of the post-RoPE keys and of the
+    /// group's post-RoPE queries (each query head's vector counted once).
+    private var keyMoments2: [SecondMoments], queryMoments2: [SecondMoments]
+    let pool: ThreadPool
 
     public init(cache: KVCache, heads: Int, statistic: ChannelStatistic, pool: ThreadPool, recallPositions: [Int] = []) {
         dense = DenseAttention(cache: cache, pool: pool)
@@ -40,6 +44,48 @@ public final class ChannelCalibrator: AttentionMethod, @unchecked Sendable {
         self.recallPositions = recallPositions
         recallSamples = Array(repeating: [], count: statistic == .recall ? cache.layerCount * cache.kvHeads : 0)
         recallScale = Array(repeating: 1, count: cache.layerCount)
+        let pairs = statistic == .qkSVD ? cache.layerCount * cache.kvHeads : 0
+        keyMoments2 = Array(repeating: SecondMoments(dimension: cache.headDim), count: pairs)
+        queryMoments2 = keyMoments2
+        self.pool = pool
+    }
+
+    /// `qk-svd`: adds the layer's keys and queries, per KV head, to the second moments.
+    private func accumulateProjectionMoments(layer: Int, q: Tensor, k: Tensor) {
+        let d = headDim, g = heads / kvHeads, n = q.rows
+        let buf = UnsafeMutablePointer<Double>.allocate(capacity: max(1, n * g * d))
+        defer { buf.deallocate() }
+        for kvh in 0..<kvHeads {
+            let i = layer * kvHeads + kvh
+            for t in 0..<n { let key = k.row(t) + kvh * d; for c in 0..<d { buf[t * d + c] = Double(key[c]) } }
+            keyMoments2[i].add(buf, count: n, stride: d, pool: pool)
+            // The group's G query heads are contiguous in a row: G·n vectors of d.
+            for t in 0..<n { let qr = q.row(t) + kvh * g * d; for x in 0..<(g * d) { buf[t * g * d + x] = Double(qr[x]) } }
+            queryMoments2[i].add(buf, count: n * g, stride: d, pool: pool)
+        }
+    }
+
+    /// `qk-svd`: the label projection of every layer and KV head (`LabelProjection.solve` on the
+    /// moments seen, the first `rank` rows), with the label channels' mean and standard
+    /// deviation as [layer][KV head][head_dim] (channels past `rank`: 0 and 1).
+    public func labelProjection(rank r: Int) -> (projection: LabelProjection, mean: [[[Double]]], std: [[[Double]]]) {
+        let d = headDim, layers = tokens.count
+        typealias Solved = (key: [Float], query: [Float], captured: [Double], mean: [Double], std: [Double])
+        var flat = [Solved?](repeating: nil, count: layers * kvHeads)
+        flat.withUnsafeMutableBufferPointer { out in
+            pool.parallelFor(layers * kvHeads) { i in
+                out[i] = LabelProjection.solve(keyCovariance: keyMoments2[i].covariance,
+                                               querySecondMoment: queryMoments2[i].secondMoment,
+                                               keyMean: keyMoments2[i].mean, headDim: d, rank: r)
+            }
+        }
+        let per = (0..<layers).map { l in (0..<kvHeads).map { flat[l * kvHeads + $0]! } }
+        let pad = { (v: [Double], fill: Double) in v + Array(repeating: fill, count: d - v.count) }
+        return (LabelProjection(rank: r, keys: per.map { $0.map(\.key) }, queries: per.map { $0.map(\.query) },
+                                captured: per.map { $0.map(\.captured) }),
+                per.map { $0.map { pad($0.mean, 0) } },
+                // A label channel the keys never move in gets the same floor as a constant key channel.
+                per.map { $0.map { s in pad(s.std.map { max($0, max(s.std.max() ?? 0, 1e-20) * 1e-3) }, 1) } })
     }
 
     /// Keeps the keys (rounded to f16, as the cache holds them) and the recorded queries of each
@@ -80,7 +126,7 @@ public final class ChannelCalibrator: AttentionMethod, @unchecked Sendable {
                     case .qk: for c in 0..<d { a[c] += Double(abs(qh[c] * kh[c])) }
                     case .q: for c in 0..<d { a[c] += Double(abs(qh[c])) }
                     case .k: for c in 0..<d { a[c] += Double(abs(kh[c])) }
-                    case .qkCentered, .recall: for c in 0..<d { a[c] += Double(abs(qh[c])) }
+                    case .qkCentered, .recall, .qkSVD: for c in 0..<d { a[c] += Double(abs(qh[c])) }
                     }
                 }
             }
@@ -97,6 +143,7 @@ public final class ChannelCalibrator: AttentionMethod, @unchecked Sendable {
             }
         }
         tokens[layer] += q.rows
+        if statistic == .qkSVD { accumulateProjectionMoments(layer: layer, q: q, k: k) }
         if statistic == .recall { record(layer: layer, q: q, k: k, start: start, shape: shape) }
         dense.attend(layer: layer, q: q, k: k, v: v, start: start, shape: shape, out: out)
     }
@@ -188,11 +235,24 @@ public final class ChannelCalibrator: AttentionMethod, @unchecked Sendable {
                                  pool: pool, progress: progress).ranking
     }
 
-    /// As `calibrate`, also returning the key channel moments (`keyMoments`).
+    /// What `calibrateWithMoments` found.
+    public struct Result {
+        /// [layer][KV head]: the channels, most important first (`qk-svd`: 0..<head_dim, the
+        /// projected label channels in order).
+        public var ranking: [[[Int]]]
+        /// [layer][KV head][channel]: mean and standard deviation of each post-RoPE key channel
+        /// (`qk-svd`: of each projected label channel).
+        public var mean: [[[Double]]], std: [[[Double]]]
+        public var recallCurve: [[[Double]]]?, recallBaseline: [[Double?]]?
+        /// `qk-svd` only.
+        public var projection: LabelProjection?
+    }
+
+    /// As `calibrate`, also returning the key channel moments (`keyMoments`), and for `qk-svd`
+    /// the label projection with `projectionRank` rows.
     public static func calibrateWithMoments(model: LanguageModel, tokens: [Int32], sampleLength: Int, statistic: ChannelStatistic,
-                                            pool: ThreadPool, recall: RecallSettings = RecallSettings(),
-                                            progress: (Int, Int) -> Void = { _, _ in }) throws
-        -> (ranking: [[[Int]]], mean: [[[Double]]], std: [[[Double]]], recallCurve: [[[Double]]]?, recallBaseline: [[Double?]]?) {
+                                            pool: ThreadPool, recall: RecallSettings = RecallSettings(), projectionRank: Int? = nil,
+                                            progress: (Int, Int) -> Void = { _, _ in }) throws -> Result {
         let c = model.config
         guard sampleLength >= 2 else { throw ModelError.invalid("calibration sample length must be ≥ 2") }
         let samples = tokens.count / sampleLength
@@ -211,11 +271,18 @@ public final class ChannelCalibrator: AttentionMethod, @unchecked Sendable {
             progress(s + 1, samples)
         }
         let m = calibrator.keyMoments
-        if statistic == .recall {
+        switch statistic {
+        case .recall:
             let r = calibrator.recallRanking(settings: recall, pool: pool)
-            return (r.ranking, m.mean, m.std, r.curve, r.baseline)
+            return Result(ranking: r.ranking, mean: m.mean, std: m.std, recallCurve: r.curve, recallBaseline: r.baseline)
+        case .qkSVD:
+            let rank = min(c.headDim, max(1, projectionRank ?? c.headDim / 8))
+            let p = calibrator.labelProjection(rank: rank)
+            let identity = Array(repeating: Array(repeating: Array(0..<c.headDim), count: c.kvHeadCount), count: c.layerCount)
+            return Result(ranking: identity, mean: p.mean, std: p.std, projection: p.projection)
+        default:
+            return Result(ranking: calibrator.ranking, mean: m.mean, std: m.std)
         }
-        return (calibrator.ranking, m.mean, m.std, nil, nil)
     }
 }
 

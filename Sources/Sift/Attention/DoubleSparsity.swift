@@ -16,6 +16,9 @@ import Darwin
 /// token). This keeps the bytes read at L·r + 2·k·d per KV head, the method's limit; per-head
 /// selections would read up to G× more rows.
 ///
+/// With a `qk-svd` calibration the labels are projected instead (`LabelProjection`):
+/// label_j = B K_j and the query side is A Σ_h q_h, r numbers each as with channels.
+///
 /// Prefill stores keys, values and labels and attends densely, unless `sparsePrefill` is set
 /// (sparse-aware perplexity): then every row attends as a decode step at its position would.
 public final class DoubleSparseAttention: SparseAwareAttention, @unchecked Sendable {
@@ -25,6 +28,9 @@ public final class DoubleSparseAttention: SparseAwareAttention, @unchecked Senda
     public let options: AttentionOptions
     /// Label channels per layer and KV head (the first r of the calibrated order).
     let channels: [[[Int32]]]
+    /// Projected labels: per layer * kvHeads + kvHead, the first r rows of B (keys) and A
+    /// (queries), r × head_dim floats each (nil: labels are key channels).
+    let keyProjection: [[Float]]?, queryProjection: [[Float]]?
     let pool: ThreadPool
     public let recall: RecallMeter?
     public var sparsePrefill: Bool
@@ -37,6 +43,17 @@ public final class DoubleSparseAttention: SparseAwareAttention, @unchecked Senda
         self.options = options
         self.pool = pool
         channels = config.channels.map { $0.map { $0.prefix(r).map { Int32($0) } } }
+        if let p = config.labelProjection {
+            guard r <= p.rank else {
+                throw ModelError.invalid("--ds-channels \(r) exceeds the calibration's projected label channels (label_projection.rank \(p.rank)): re-run `sift calibrate --statistic qk-svd --rank \(r)`")
+            }
+            let d = cache.headDim
+            keyProjection = p.keys.flatMap { $0.map { Array($0.prefix(r * d)) } }
+            queryProjection = p.queries.flatMap { $0.map { Array($0.prefix(r * d)) } }
+        } else {
+            keyProjection = nil
+            queryProjection = nil
+        }
         guard options.dsLabelBits == 16 || options.dsLabelBits == 4 else {
             throw ModelError.invalid("--ds-label-bits must be 16 or 4, got \(options.dsLabelBits)")
         }
@@ -49,7 +66,50 @@ public final class DoubleSparseAttention: SparseAwareAttention, @unchecked Senda
 
     public func append(layer: Int, k: Tensor, v: Tensor, start: Int) {
         cache.store(layer: layer, k: k, v: v, start: start)
-        labels.store(layer: layer, k: k, start: start, headDim: cache.headDim, select: channels[layer])
+        guard let keyProjection else {
+            labels.store(layer: layer, k: k, start: start, headDim: cache.headDim, select: channels[layer])
+            return
+        }
+        let d = cache.headDim, r = labels.channels
+        var scratch = [Float](repeating: 0, count: r)
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: r) { z in
+            for h in 0..<cache.kvHeads {
+                keyProjection[layer * cache.kvHeads + h].withUnsafeBufferPointer { b in
+                    for t in 0..<k.rows {
+                        let key = k.row(t) + h * d
+                        for c in 0..<r { z[c] = Kernels.dot(b.baseAddress! + c * d, key, d) }
+                        labels.store(layer: layer, head: h, position: start + t, values: z.baseAddress!, scratch: &scratch)
+                    }
+                }
+            }
+        }
+    }
+
+    /// The query side of the labels for `heads` query heads summed: q[C] (channels) or A·q
+    /// (projected labels), r floats.
+    @inline(__always)
+    func labelQuery(layer: Int, kvHead: Int, q: UnsafePointer<Float>, heads: Int, headDim: Int,
+                    into qs: UnsafeMutablePointer<Float>) {
+        let r = labels.channels
+        if let queryProjection {
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: headDim) { sum in
+                for c in 0..<headDim {
+                    var s: Float = 0
+                    for h in 0..<heads { s += q[h * headDim + c] }
+                    sum[c] = s
+                }
+                queryProjection[layer * cache.kvHeads + kvHead].withUnsafeBufferPointer { a in
+                    for c in 0..<r { qs[c] = Kernels.dot(a.baseAddress! + c * headDim, sum.baseAddress!, headDim) }
+                }
+            }
+            return
+        }
+        let ch = channels[layer][kvHead]
+        for c in 0..<r {
+            var s: Float = 0
+            for h in 0..<heads { s += q[h * headDim + Int(ch[c])] }
+            qs[c] = s
+        }
     }
 
     public func attend(layer: Int, q: Tensor, k: Tensor, v: Tensor, start: Int, shape: AttentionShape, out: Tensor) {
@@ -103,15 +163,9 @@ public final class DoubleSparseAttention: SparseAwareAttention, @unchecked Senda
     @inline(__always)
     func approximateScores(layer: Int, kvHead: Int, q: UnsafePointer<Float>, heads: Int, headDim: Int,
                            first: Int, count: Int, into scores: UnsafeMutablePointer<Float>) {
-        let r = labels.channels
-        let ch = channels[layer][kvHead]
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: r) { qs in
-            // The group's queries summed over the label channels.
-            for c in 0..<r {
-                var s: Float = 0
-                for h in 0..<heads { s += q[h * headDim + Int(ch[c])] }
-                qs[c] = s
-            }
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: labels.channels) { qs in
+            // The group's queries summed, on the label channels.
+            labelQuery(layer: layer, kvHead: kvHead, q: q, heads: heads, headDim: headDim, into: qs.baseAddress!)
             labels.scores(layer: layer, head: kvHead, q: qs.baseAddress!, first: first, count: count, into: scores)
         }
     }
@@ -122,14 +176,12 @@ public final class DoubleSparseAttention: SparseAwareAttention, @unchecked Senda
     /// instead of the head with the largest scores deciding for the group.
     func softGroupScores(layer: Int, kvHead: Int, q: UnsafePointer<Float>, heads: Int, headDim: Int, scale: Float,
                          first: Int, count: Int, into scores: UnsafeMutablePointer<Float>) {
-        let r = labels.channels
-        let ch = channels[layer][kvHead]
         scores.update(repeating: 0, count: count)
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: r) { qs in
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: labels.channels) { qs in
             withUnsafeTemporaryAllocation(of: Float.self, capacity: count) { buf in
                 let s = buf.baseAddress!
                 for h in 0..<heads {
-                    for c in 0..<r { qs[c] = q[h * headDim + Int(ch[c])] }
+                    labelQuery(layer: layer, kvHead: kvHead, q: q + h * headDim, heads: 1, headDim: headDim, into: qs.baseAddress!)
                     labels.scores(layer: layer, head: kvHead, q: qs.baseAddress!, first: first, count: count, into: s)
                     var m = -Float.infinity
                     for j in 0..<count { m = max(m, s[j]) }

@@ -10,7 +10,7 @@ import Foundation
 ///       "format": "sift.double-sparsity", "version": 1,
 ///       "model": { "architecture": "qwen2", "name": "…", "layers": 28, "heads": 12,
 ///                  "kv_heads": 2, "head_dim": 128, "file_sha256": "…" },
-///       "statistic": "qk",                       // qk | q | k
+///       "statistic": "qk",                       // qk | q | k | qk-centered | recall | qk-svd
 ///       "calibration": { "text": "…", "tokens": 8192, "sample_length": 512,
 ///                        "seconds": 61.2, "peak_memory_bytes": 1234567 },
 ///       "channels": [[[17, 3, …], […]], …],       // [layer][kv head] → all head_dim channels,
@@ -37,6 +37,12 @@ import Foundation
 /// 4-bit labels quantise (k_c − μ_c)/σ_c instead of k_c, so that channels of very different
 /// magnitude (Qwen2's key biases) share one per-token scale without losing the small ones.
 /// Configs without them load as μ = 0, σ = 1 (plain 4-bit labels).
+///
+/// `label_projection` (statistic `qk-svd` only; `LabelProjection`): { "rank": R, "keys": [layer]
+/// [kv head] → R × head_dim floats, "queries": same, "captured": [layer][kv head][R] }. The label
+/// channel c of a token is then row c of `keys` dotted with its key, the query's is row c of
+/// `queries` dotted with the query; `channels` is 0..<head_dim and `key_mean`/`key_std` give the
+/// label channels' moments (first R entries; 0 and 1 after them).
 ///
 /// Channels are ranked per KV head: the statistic is summed over the query heads of the GQA
 /// group, because the group shares one label cache and one token selection (see DoubleSparsity).
@@ -102,6 +108,8 @@ public struct DoubleSparsityConfig: Codable, Sendable, Equatable {
     public var keyStd: [[[Double]]]?
     /// What the `recall` statistic optimised (nil for the other statistics).
     public var recall: RecallInfo?
+    /// `qk-svd` only: the label projection (nil: labels are key channels).
+    public var labelProjection: LabelProjection?
 
     public struct RecallInfo: Codable, Sendable, Equatable {
         /// "shared" or "per-head".
@@ -136,12 +144,14 @@ public struct DoubleSparsityConfig: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case format, version, model, statistic, calibration, channels, recall
         case defaultChannels = "default_channels", keyMean = "key_mean", keyStd = "key_std"
+        case labelProjection = "label_projection"
     }
 
     public init(model: ModelIdentity, statistic: ChannelStatistic, calibration: Calibration, channels: [[[Int]]],
                 defaultChannels: Int? = nil, keyMean: [[[Double]]]? = nil, keyStd: [[[Double]]]? = nil,
-                recall: RecallInfo? = nil) {
+                recall: RecallInfo? = nil, labelProjection: LabelProjection? = nil) {
         self.recall = recall
+        self.labelProjection = labelProjection
         self.model = model
         self.statistic = statistic
         self.calibration = calibration
@@ -257,6 +267,16 @@ public struct DoubleSparsityConfig: Codable, Sendable, Equatable {
         if let r = defaultChannels, !(1...m.headDim).contains(r) {
             throw ModelError.invalid("\(path): default_channels is \(r), must be in 1...\(m.headDim)")
         }
+        switch (statistic, labelProjection) {
+        case (.qkSVD, nil): throw ModelError.invalid("\(path): statistic qk-svd needs label_projection")
+        case (.qkSVD, let p?):
+            try p.validate(layers: m.layers, kvHeads: m.kvHeads, headDim: m.headDim, path: path)
+            if let r = defaultChannels, r > p.rank {
+                throw ModelError.invalid("\(path): default_channels is \(r), more than label_projection.rank \(p.rank)")
+            }
+        case (_, nil): break
+        case (_, .some): throw ModelError.invalid("\(path): label_projection is given with statistic \(statistic.rawValue), only with qk-svd")
+        }
     }
 
     /// Refuses a config calibrated for another model.
@@ -293,4 +313,9 @@ public enum ChannelStatistic: String, Codable, Sendable, CaseIterable {
     /// (RecallCalibration); the first 2 × head_dim / 16 channels greedy, then `qk-centered` order.
     /// sift's addition, not in the paper.
     case recall
+    /// Projected labels (`LabelProjection`): the label channels are the top eigenvectors of
+    /// Σ_k^{1/2} Σ_q Σ_k^{1/2}, the basis in which r numbers per token best approximate q·k; the
+    /// config carries the projections and `channels` lists 0..<head_dim (the projected channels
+    /// in order). sift's addition, not in the paper.
+    case qkSVD = "qk-svd"
 }

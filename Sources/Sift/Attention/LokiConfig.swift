@@ -160,19 +160,15 @@ public final class KeyPCACalibrator: AttentionMethod, @unchecked Sendable {
     let dense: DenseAttention
     let pool: ThreadPool
     let kvHeads: Int, headDim: Int
-    /// [layer * kvHeads + kvHead]: Σk (d) and the upper triangle of Σk·kᵀ (d × d, row-major).
-    private var sums: [[Double]], products: [[Double]]
-    private var tokens: [Int]
+    /// [layer * kvHeads + kvHead]: the moments of the keys seen.
+    private var moments: [SecondMoments]
 
     public init(cache: KVCache, pool: ThreadPool) {
         dense = DenseAttention(cache: cache, pool: pool)
         self.pool = pool
         kvHeads = cache.kvHeads
         headDim = cache.headDim
-        let n = cache.layerCount * cache.kvHeads
-        sums = Array(repeating: Array(repeating: 0, count: cache.headDim), count: n)
-        products = Array(repeating: Array(repeating: 0, count: cache.headDim * cache.headDim), count: n)
-        tokens = Array(repeating: 0, count: cache.layerCount)
+        moments = Array(repeating: SecondMoments(dimension: cache.headDim), count: cache.layerCount * cache.kvHeads)
     }
 
     public func attend(layer: Int, q: Tensor, k: Tensor, v: Tensor, start: Int, shape: AttentionShape, out: Tensor) {
@@ -186,49 +182,23 @@ public final class KeyPCACalibrator: AttentionMethod, @unchecked Sendable {
         let kd = UnsafeMutablePointer<Double>.allocate(capacity: max(1, n * d))
         defer { kd.deallocate() }
         for h in 0..<kvHeads {
-            let i = layer * kvHeads + h
             // This head's keys in float64, one contiguous row per token.
             for t in 0..<n { let key = k.row(t) + h * d; for c in 0..<d { kd[t * d + c] = Double(key[c]) } }
-            sums[i].withUnsafeMutableBufferPointer { s in
-                for t in 0..<n { for c in 0..<d { s[c] += kd[t * d + c] } }
-            }
-            products[i].withUnsafeMutableBufferPointer { pb in
-                let p = pb.baseAddress!
-                // One work item per row a of the upper triangle: row[a...] += k_a · k[a...].
-                pool.parallelFor(d) { a in
-                    let row = p + a * d
-                    for t in 0..<n {
-                        let key = kd + t * d
-                        let x = key[a]
-                        for b in a..<d { row[b] += x * key[b] }
-                    }
-                }
-            }
+            moments[layer * kvHeads + h].add(kd, count: n, stride: d, pool: pool)
         }
-        tokens[layer] += n
     }
 
     public func truncate(to n: Int) { dense.truncate(to: n) }
 
     /// The principal components of every [layer][KV head] (covariance of the keys seen).
     public func pca() -> [[KeyPCA]] {
-        let d = headDim, layers = tokens.count
+        let d = headDim, layers = moments.count / kvHeads
         var flat = [KeyPCA?](repeating: nil, count: layers * kvHeads)
         flat.withUnsafeMutableBufferPointer { out in
             // One eigen-decomposition per (layer, KV head), in parallel.
             pool.parallelFor(layers * kvHeads) { i in
-                let n = Double(max(1, tokens[i / kvHeads]))
-                let mean = sums[i].map { $0 / n }
-                var cov = [Double](repeating: 0, count: d * d)
-                for a in 0..<d {
-                    for b in a..<d {
-                        let c = products[i][a * d + b] / n - mean[a] * mean[b]
-                        cov[a * d + b] = c
-                        cov[b * d + a] = c
-                    }
-                }
-                let (values, vectors) = SymmetricEigen.decompose(cov, n: d)
-                out[i] = KeyPCA(components: vectors.map { Float($0) }, variances: values, mean: mean.map { Float($0) })
+                let (values, vectors) = SymmetricEigen.decompose(moments[i].covariance, n: d)
+                out[i] = KeyPCA(components: vectors.map { Float($0) }, variances: values, mean: moments[i].mean.map { Float($0) })
             }
         }
         return (0..<layers).map { l in (0..<kvHeads).map { flat[l * kvHeads + $0]! } }

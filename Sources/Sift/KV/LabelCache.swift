@@ -51,6 +51,7 @@ public final class LabelCache: @unchecked Sendable {
         layerCount = layers
         self.kvHeads = kvHeads
         self.channels = channels
+        identity = (0..<channels).map(Int32.init)
         self.capacity = capacity
         self.bits = bits
         recordBytes = bits == 16 ? channels * 2 : 4 + (channels + 1) / 2
@@ -115,6 +116,22 @@ public final class LabelCache: @unchecked Sendable {
             }
         }
     }
+
+    /// Stores one position's label of one KV head from `channels` label values (projected
+    /// labels, `LabelProjection`): f16, or 4-bit normalised by the label channels' moments.
+    func store(layer: Int, head: Int, position: Int, values: UnsafePointer<Float>, scratch: inout [Float]) {
+        let rec = records(layer, head) + position * recordBytes
+        if bits == 16 {
+            let dst = rec.assumingMemoryBound(to: Float16.self)
+            for c in 0..<channels { dst[c] = Float16(values[c]) }
+            return
+        }
+        Self.encode4(key: values, channels: identity, mean: mean, invStd: invStd, offset: (layer * kvHeads + head) * channels,
+                     scratch: &scratch, into: rec)
+    }
+
+    /// 0..<channels: the channel list of projected labels, whose values come in label order.
+    private let identity: [Int32]
 
     /// One 4-bit record from a key: x_c = (key[ch[c]] − μ_c)·(1/σ_c) (f32, separate rounding of
     /// the subtraction and the product: the GPU store kernel does the same operations), then

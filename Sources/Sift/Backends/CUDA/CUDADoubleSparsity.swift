@@ -269,6 +269,9 @@ public final class CUDADoubleSparseAttention: SparseAwareAttention, BatchedDecod
             let path = try DoubleSparsityConfig.resolvePath(options)
             let config = try DoubleSparsityConfig.load(path: path)
             try config.check(against: c, fileSHA256: options.modelSHA256, path: path)
+            guard config.labelProjection == nil else {
+                throw CUDAError.invalid("\(path): projected labels (statistic qk-svd) run on the CPU only so far: use --device cpu, or a channel calibration on the GPU")
+            }
             let r = options.dsChannels ?? config.defaultChannels ?? max(1, c.headDim / 16)
             guard r >= 1 && r <= c.headDim else {
                 throw ModelError.invalid("--ds-channels must be in 1...\(c.headDim), got \(r)")
