@@ -74,6 +74,7 @@ struct SelfTest: ParsableCommand {
             report(try CUDASelfTest.syntheticChecks(gpu, cpuThreads: threads, seed: seed &+ 7))
             report(try CUDASelfTest.batchAndSamplingChecks(gpu, seed: seed &+ 9))
             report(try CUDASelfTest.doubleSparsityChecks(gpu, cpuThreads: threads, seed: seed &+ 11))
+            report(try CUDASelfTest.projectedLabelChecks(gpu, cpuThreads: threads, seed: seed &+ 13))
             report(try CUDASelfTest.sparseMethodChecks(gpu, cpuThreads: threads, seed: seed &+ 11))
         }
         if !models.isEmpty {

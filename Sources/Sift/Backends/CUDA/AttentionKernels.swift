@@ -235,11 +235,13 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
         /// bf16 (paged like the cache), `channelList` Int32 `[kvHeads][channels]`, `seqLens` and
         /// `kPerSeq` Int32 `[batch]` on the device; `out` bf16. The first `sinks` positions and the
         /// last `recent` (at most half of what k leaves after the sinks, as `AttentionOptions.pinned`)
-        /// always win.
+        /// always win. `labelQuery` (projected labels): the query the scores kernel reads instead of
+        /// `q`, bf16 `[batch][heads][labelQueryDim]` (A·q; `channelList` then 0..<channels).
         public func run(q: CUdeviceptr, keys kc: CUdeviceptr, values vc: CUdeviceptr, labels: CUdeviceptr,
                         channelList: CUdeviceptr, pageTable: CUdeviceptr, pageSize: Int, maxPages: Int,
                         seqLens: CUdeviceptr, kPerSeq: CUdeviceptr, sinks: Int, recent: Int = 0, out: CUdeviceptr,
-                        parts: String = "sta", labelScale: CUdeviceptr = 0, outF32: Bool = false) throws {
+                        parts: String = "sta", labelScale: CUdeviceptr = 0, outF32: Bool = false,
+                        labelQuery: CUdeviceptr = 0, labelQueryDim: Int = 0) throws {
             // g: the query heads a selection serves (the kernels' group size); spk: selections per KV head.
             let c = kernels.context, g = selectionGroup, spk = selections / kvHeads, shift = CUDAAttentionKernels.log2(pageSize)
             if parts.contains("s") {
@@ -248,9 +250,10 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
                                                  : scoresVariant == 1 ? "sift_ds_scores_match_r\(channels)" : "sift_ds_scores_r\(channels)")
                 // 4-bit labels: `labelScale` is the query scale (σ per KV head and channel, [kvHeads][channels] f32).
                 precondition(labelBits == 16 || labelScale != 0, "4-bit DS labels need their query scale")
+                // The scores kernels read the query only through `D` (its row stride) and the channel list.
                 var args: [KernelArg] = [
-                    .pointer(q), .pointer(labels), .pointer(channelList), .pointer(pageTable), .pointer(seqLens),
-                    .int(g), .int(headDim), .int(shift), .int(maxPages), .int(sinks), .pointer(kPerSeq), .int(recent),
+                    .pointer(labelQuery != 0 ? labelQuery : q), .pointer(labels), .pointer(channelList), .pointer(pageTable),
+                    .pointer(seqLens), .int(g), .int(labelQuery != 0 ? labelQueryDim : headDim), .int(shift), .int(maxPages), .int(sinks), .pointer(kPerSeq), .int(recent),
                     .ptr(keys), .int(keyStride),
                     .ptr(hist), .int(rounds)]
                 if labelBits == 4 { args.append(.pointer(labelScale)) }

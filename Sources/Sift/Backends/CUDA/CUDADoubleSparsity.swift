@@ -14,6 +14,11 @@ import Darwin
 /// per channel by the calibration's key moments (`mean`, `std`), written by
 /// `sift_ds_label4_store` with the same f32 operations as the CPU (bit-identical codes); the
 /// scores kernel scales the query by σ (`queryScale`). Unwritten rows have NaN scale and offset.
+///
+/// Projected labels (`projection`, a `qk-svd` calibration): the label channels are rows of a
+/// calibrated matrix B (`LabelProjection`); `sift_ds_project_f32` computes B·k for the stored rows
+/// into a scratch buffer, which the same store kernels then write with head_dim r and the channel
+/// list 0..<r; `projectQuery` computes A·q for the scores kernels (bf16).
 public final class CUDALabelCache: @unchecked Sendable {
     public let layerCount: Int
     public let kvHeads: Int
@@ -29,11 +34,19 @@ public final class CUDALabelCache: @unchecked Sendable {
     /// 4-bit labels: `[3][layer][kvHead][channels]` f32: μ, 1/σ, σ (nil for bf16 labels).
     private let norm: DeviceBuffer?
     private let kStore: CUDAFunction, kStoreBatch: CUDAFunction
+    /// Projected labels: B and A per layer, `[layer][kvHead][channels][headDim]` f32 (nil: key channels).
+    private let keyProjection: DeviceBuffer?, queryProjection: DeviceBuffer?
+    private let kProject: CUDAFunction?, kProjectBF16: CUDAFunction?
+    /// Projected keys of the rows being stored, f32 `[rows][kvHeads][channels]`.
+    private var projected: DeviceBuffer?
+    public var isProjected: Bool { keyProjection != nil }
 
     /// - Parameters: mean, std: per [layer][kvHead] the μ and σ of the label channels (4-bit
     ///   labels; nil = 0 and 1).
+    /// - Parameter projection: projected labels, per [layer][kvHead] B and A (r × headDim floats
+    ///   each, row-major); `list` is then 0..<r for every head.
     init(cache: CUDAKVCache, channels list: [[[Int32]]], bits: Int = 16, mean: [[[Float]]]? = nil,
-         std: [[[Float]]]? = nil) throws {
+         std: [[[Float]]]? = nil, projection: (keys: [[[Float]]], queries: [[[Float]]])? = nil) throws {
         let c = cache.context
         self.cache = cache
         let layers = cache.layerCount, heads = cache.kvHeads, r = list.first?.first?.count ?? 0
@@ -66,6 +79,51 @@ public final class CUDALabelCache: @unchecked Sendable {
         for p in pools { try c.memset32(p.address, word: bits == 16 ? 0x7fc0_7fc0 : 0xffff_ffff, count: bytes / 4) }
         kStore = try c.kernel("ds_labels.cu", bits == 16 ? "sift_ds_label_store" : "sift_ds_label4_store")
         kStoreBatch = try c.kernel("ds_labels.cu", bits == 16 ? "sift_ds_label_store_batch" : "sift_ds_label4_store_batch")
+        if let projection {
+            let count = layers * heads * r * cache.headDim
+            let kp = projection.keys.flatMap { $0.flatMap { $0 } }, qp = projection.queries.flatMap { $0.flatMap { $0 } }
+            precondition(kp.count == count && qp.count == count, "label projection shape")
+            let kb = try c.allocate(bytes: count * 4), qb = try c.allocate(bytes: count * 4)
+            try c.upload(kp, to: kb.address)
+            try c.upload(qp, to: qb.address)
+            keyProjection = kb
+            queryProjection = qb
+            kProject = try c.kernel("ds_labels.cu", "sift_ds_project_f32")
+            kProjectBF16 = try c.kernel("ds_labels.cu", "sift_ds_project_bf16")
+        } else {
+            keyProjection = nil
+            queryProjection = nil
+            kProject = nil
+            kProjectBF16 = nil
+        }
+    }
+
+    private func projection(_ buffer: DeviceBuffer, _ layer: Int) -> CUdeviceptr {
+        buffer.address + UInt64(layer * kvHeads * channels * cache.headDim * 4)
+    }
+
+    /// Projected labels: B·k of the rows of `k` into the scratch buffer; returns it and the row
+    /// width to store from (head_dim r). Key channels: `k` itself and head_dim.
+    private func labelSource(layer: Int, k: Tensor) throws -> (address: CUdeviceptr, headDim: Int) {
+        guard let keyProjection, let kProject else { return (CUDABackend.address(k), cache.headDim) }
+        let bytes = k.rows * kvHeads * channels * 4
+        if projected == nil || projected!.bytes < bytes {
+            projected = nil
+            projected = try cache.context.allocate(bytes: max(bytes, 4096))
+        }
+        try cache.context.launch(kProject, grid: (k.rows, kvHeads, 1), block: (128, 1, 1), [
+            .pointer(CUDABackend.address(k)), .pointer(projection(keyProjection, layer)), .ptr(projected!),
+            .int(kvHeads), .int(1), .int(cache.headDim), .int(channels)])
+        return (projected!.address, channels)
+    }
+
+    /// Projected labels: A·q of `rows` query rows (f32 `[rows][heads][headDim]`) into `out`
+    /// (bf16 `[rows][heads][channels]`), each query head through its KV head's A.
+    func projectQuery(layer: Int, q: CUdeviceptr, rows: Int, heads: Int, into out: CUdeviceptr) throws {
+        guard let queryProjection, let kProjectBF16 else { preconditionFailure("projectQuery without a label projection") }
+        try cache.context.launch(kProjectBF16, grid: (rows, heads, 1), block: (128, 1, 1), [
+            .pointer(q), .pointer(projection(queryProjection, layer)), .pointer(out),
+            .int(heads), .int(heads / kvHeads), .int(cache.headDim), .int(channels)])
     }
 
     /// The label pool of `layer`.
@@ -87,31 +145,33 @@ public final class CUDALabelCache: @unchecked Sendable {
     /// positions start... of `layer`.
     func store(layer: Int, k: Tensor, start: Int) throws {
         guard k.rows > 0 else { return }
+        let src = try labelSource(layer: layer, k: k)
         if bits == 4 {
             try cache.context.launch(kStore, grid: (k.rows, 1, 1), block: ((kvHeads + 31) / 32 * 32, 1, 1), [
-                .pointer(CUDABackend.address(k)), .ptr(pools[layer]), .pointer(channels(layer)), .pointer(normPart(0, layer)),
-                .pointer(normPart(1, layer)), .pointer(cache.activePageTable), .int(start), .int(kvHeads), .int(cache.headDim),
+                .pointer(src.address), .ptr(pools[layer]), .pointer(channels(layer)), .pointer(normPart(0, layer)),
+                .pointer(normPart(1, layer)), .pointer(cache.activePageTable), .int(start), .int(kvHeads), .int(src.headDim),
                 .int(channels), .int(cache.pageSize)])
             return
         }
         try cache.context.launch(kStore, grid: (k.rows, 1, 1), block: (min(256, (kvHeads * channels + 31) / 32 * 32), 1, 1), [
-            .pointer(CUDABackend.address(k)), .ptr(pools[layer]), .pointer(channels(layer)), .pointer(cache.activePageTable),
-            .int(start), .int(kvHeads), .int(cache.headDim), .int(channels), .int(cache.pageSize)])
+            .pointer(src.address), .ptr(pools[layer]), .pointer(channels(layer)), .pointer(cache.activePageTable),
+            .int(start), .int(kvHeads), .int(src.headDim), .int(channels), .int(cache.pageSize)])
     }
 
     /// Batched decode: row i of `k` at position `seqLens[i] - 1` of sequence i (the cache's
     /// lengths already uploaded, as for its own batched store).
     func storeBatch(layer: Int, k: Tensor) throws {
+        let src = try labelSource(layer: layer, k: k)
         if bits == 4 {
             try cache.context.launch(kStoreBatch, grid: (k.rows, 1, 1), block: ((kvHeads + 31) / 32 * 32, 1, 1), [
-                .pointer(CUDABackend.address(k)), .ptr(pools[layer]), .pointer(channels(layer)), .pointer(normPart(0, layer)),
+                .pointer(src.address), .ptr(pools[layer]), .pointer(channels(layer)), .pointer(normPart(0, layer)),
                 .pointer(normPart(1, layer)), .ptr(cache.pageTable), .ptr(cache.seqLens), .int(cache.pageCount), .int(kvHeads),
-                .int(cache.headDim), .int(channels), .int(cache.pageSize)])
+                .int(src.headDim), .int(channels), .int(cache.pageSize)])
             return
         }
         try cache.context.launch(kStoreBatch, grid: (k.rows, 1, 1), block: (min(256, (kvHeads * channels + 31) / 32 * 32), 1, 1), [
-            .pointer(CUDABackend.address(k)), .ptr(pools[layer]), .pointer(channels(layer)), .ptr(cache.pageTable),
-            .ptr(cache.seqLens), .int(cache.pageCount), .int(kvHeads), .int(cache.headDim), .int(channels), .int(cache.pageSize)])
+            .pointer(src.address), .ptr(pools[layer]), .pointer(channels(layer)), .ptr(cache.pageTable),
+            .ptr(cache.seqLens), .int(cache.pageCount), .int(kvHeads), .int(src.headDim), .int(channels), .int(cache.pageSize)])
     }
 
     /// The stored rows of positions 0..<count of `layer`, `[position][kvHead][recordBytes]`
@@ -195,6 +255,8 @@ public final class CUDADoubleSparseAttention: SparseAwareAttention, BatchedDecod
     private let control: DeviceBuffer
     private var control32 = (-1, -1)
     private var qBF16: DeviceBuffer?, outBF16: DeviceBuffer?
+    /// Projected labels: A·q of the rows being attended, bf16 `[rows][heads][channels]`.
+    private var qLabel: DeviceBuffer?
     private let kToF32: CUDAFunction
 
     /// Label channels the GPU kernels are built for.
@@ -205,8 +267,11 @@ public final class CUDADoubleSparseAttention: SparseAwareAttention, BatchedDecod
     /// - Parameter channels: per layer and KV head the channels to label (r = 8 or 16 each).
     /// - Parameter mean, std: the label channels' key moments for 4-bit labels
     ///   (`options.dsLabelBits`; `DoubleSparsityConfig.labelNormalization`), nil = 0 and 1.
+    /// - Parameter projection: projected labels (`qk-svd`), per [layer][kvHead] the first r rows
+    ///   of B and A (r × head_dim each); `channels` is then 0..<r.
     public init(cache: CUDAKVCache, backend: CUDABackend, heads: Int, channels: [[[Int32]]], options: AttentionOptions,
-                mean: [[[Float]]]? = nil, std: [[[Float]]]? = nil) throws {
+                mean: [[[Float]]]? = nil, std: [[[Float]]]? = nil,
+                projection: (keys: [[[Float]]], queries: [[[Float]]])? = nil) throws {
         let r = channels.first?.first?.count ?? 0
         let supported = Self.supportedChannels(labelBits: options.dsLabelBits)
         guard supported.contains(r) else {
@@ -227,7 +292,8 @@ public final class CUDADoubleSparseAttention: SparseAwareAttention, BatchedDecod
             throw CUDAError.invalid("GPU Double Sparsity: \(error) (use --device cpu)")
         }
         dense = try CUDADenseAttention(cache: cache, backend: backend)
-        labels = try CUDALabelCache(cache: cache, channels: channels, bits: options.dsLabelBits, mean: mean, std: std)
+        labels = try CUDALabelCache(cache: cache, channels: channels, bits: options.dsLabelBits, mean: mean, std: std,
+                                    projection: projection)
         self.backend = backend
         self.options = options
         sparsePrefill = options.sparsePrefill
@@ -261,6 +327,7 @@ public final class CUDADoubleSparseAttention: SparseAwareAttention, BatchedDecod
         let c = model.config
         let channels: [[[Int32]]]
         var norm: (mean: [[[Float]]], std: [[[Float]]])?
+        var projection: (keys: [[[Float]]], queries: [[[Float]]])?
         if backend.syntheticWeights {
             let r = options.dsChannels ?? max(1, c.headDim / 16)
             channels = Array(repeating: Array(repeating: (0..<Int32(r)).map { $0 }, count: c.kvHeadCount), count: c.layerCount)
@@ -269,9 +336,6 @@ public final class CUDADoubleSparseAttention: SparseAwareAttention, BatchedDecod
             let path = try DoubleSparsityConfig.resolvePath(options)
             let config = try DoubleSparsityConfig.load(path: path)
             try config.check(against: c, fileSHA256: options.modelSHA256, path: path)
-            guard config.labelProjection == nil else {
-                throw CUDAError.invalid("\(path): projected labels (statistic qk-svd) run on the CPU only so far: use --device cpu, or a channel calibration on the GPU")
-            }
             let r = options.dsChannels ?? config.defaultChannels ?? max(1, c.headDim / 16)
             guard r >= 1 && r <= c.headDim else {
                 throw ModelError.invalid("--ds-channels must be in 1...\(c.headDim), got \(r)")
@@ -282,9 +346,16 @@ public final class CUDADoubleSparseAttention: SparseAwareAttention, BatchedDecod
             }
             channels = config.channels.map { $0.map { $0.prefix(r).map { Int32($0) } } }
             norm = config.labelNormalization(channels: r)
+            if let p = config.labelProjection {
+                guard r <= p.rank else {
+                    throw ModelError.invalid("--ds-channels \(r) exceeds the calibration's projected label channels (label_projection.rank \(p.rank)): re-run `sift calibrate --statistic qk-svd --rank \(r)`")
+                }
+                let d = c.headDim
+                projection = (p.keys.map { $0.map { Array($0.prefix(r * d)) } }, p.queries.map { $0.map { Array($0.prefix(r * d)) } })
+            }
         }
         return try CUDADoubleSparseAttention(cache: cache, backend: backend, heads: c.headCount, channels: channels,
-                                             options: options, mean: norm?.mean, std: norm?.std)
+                                             options: options, mean: norm?.mean, std: norm?.std, projection: projection)
     }
 
     public func append(layer: Int, k: Tensor, v: Tensor, start: Int) {
@@ -320,6 +391,11 @@ public final class CUDADoubleSparseAttention: SparseAwareAttention, BatchedDecod
                 if !converted {
                     try ctx.launch(backend.kToBF16, grid: ((q.rows * width + 255) / 256, 1, 1), block: (256, 1, 1),
                                    [.pointer(CUDABackend.address(q)), .ptr(qb), .int64(Int64(q.rows * width))])
+                    if labels.isProjected {
+                        let ql = try grow(&qLabel, bytes: q.rows * shape.heads * labels.channels * 2)
+                        try labels.projectQuery(layer: layer, q: CUDABackend.address(q), rows: q.rows, heads: shape.heads,
+                                                into: ql.address)
+                    }
                     converted = true
                 }
                 if control32 != (visible, k) {   // the same for every layer of a step: set once
@@ -332,7 +408,9 @@ public final class CUDADoubleSparseAttention: SparseAwareAttention, BatchedDecod
                            labels: labels.labels(layer), channelList: labels.channels(layer), pageTable: c.activePageTable,
                            pageSize: c.pageSize, maxPages: c.pageCount, seqLens: control.address,
                            kPerSeq: control.address + 4, sinks: options.sinks, recent: recent, out: oRow,
-                           labelScale: labels.queryScale(layer), outF32: true)
+                           labelScale: labels.queryScale(layer), outF32: true,
+                           labelQuery: labels.isProjected ? qLabel!.address + UInt64(t * shape.heads * labels.channels * 2) : 0,
+                           labelQueryDim: labels.channels)
                 sparseRows += 1
             }
         }
@@ -381,6 +459,11 @@ public final class CUDADoubleSparseAttention: SparseAwareAttention, BatchedDecod
             let qb = try grow(&qBF16, bytes: c.sequenceCount * width * 2)
             try ctx.launch(backend.kToBF16, grid: ((b * width + 255) / 256, 1, 1), block: (256, 1, 1),
                            [.pointer(CUDABackend.address(q)), .ptr(qb), .int64(Int64(b * width))])
+            if labels.isProjected {
+                // Rows past b are padding (length 0): their projected queries are never read.
+                let ql = try grow(&qLabel, bytes: c.sequenceCount * shape.heads * labels.channels * 2)
+                try labels.projectQuery(layer: layer, q: CUDABackend.address(q), rows: b, heads: shape.heads, into: ql.address)
+            }
             // The combine writes f32 rows straight into `out` when it has room for every cached
             // sequence's row (padding rows included), else bf16 rows converted after.
             let direct = out.capacity >= c.sequenceCount
@@ -389,7 +472,8 @@ public final class CUDADoubleSparseAttention: SparseAwareAttention, BatchedDecod
                              channelList: labels.channels(layer), pageTable: c.pageTable.address, pageSize: c.pageSize,
                              maxPages: c.pageCount, seqLens: c.seqLens.address, kPerSeq: batchK!.address,
                              sinks: options.sinks, recent: recent, out: ob?.address ?? CUDABackend.address(out),
-                             labelScale: labels.queryScale(layer), outF32: direct)
+                             labelScale: labels.queryScale(layer), outF32: direct,
+                             labelQuery: labels.isProjected ? qLabel!.address : 0, labelQueryDim: labels.channels)
             if let ob {
                 try ctx.launch(kToF32, grid: ((b * width + 255) / 256, 1, 1), block: (256, 1, 1),
                                [.ptr(ob), .pointer(CUDABackend.address(out)), .int64(Int64(b * width))])

@@ -1664,6 +1664,36 @@ extern "C" __global__ void sift_ds_label4_store_batch(const float* k, unsigned* 
     ds_label4_encode(k + (size_t)t * kv_heads * head_dim + h * head_dim, channels + h * r, mean + h * r, inv_std + h * r, r,
                      labels + kv_offset(page_table + (size_t)t * max_pages, seq_lens[t] - 1, h, kv_heads, page_size, words));
 }
+
+// Projected labels (`sift calibrate --statistic qk-svd`, Attention/LabelProjection.swift): the
+// label channels are rows of a calibrated matrix P instead of key channels.
+//   y[t][h][c] = sum_i P[h / per][c][i] * x[t][h][i]      P [groups][R][D] f32, x [rows][heads][D] f32
+// Keys: heads = KV heads, per = 1, y f32 [rows][KVH][R], then stored by the label store kernels
+// above with head_dim R and the channel list 0..R-1. Queries: heads = query heads, per = G (a
+// query head uses its KV head's matrix), y bf16 [rows][Hq][R]: the scores kernels read it as a
+// query of head_dim R (the group sum of the projections is the projection of the group sum).
+// grid (rows, heads), block 128: warp w computes channels w, w + 4, ...
+__device__ __forceinline__ void ds_project_store(float* y, float s) { *y = s; }
+__device__ __forceinline__ void ds_project_store(bf16_t* y, float s) { *y = f32_to_bf16(s); }
+template <typename OUT>
+__device__ __forceinline__ void ds_project(const float* x, const float* P, OUT* y, int heads, int per, int D, int R) {
+    const int t = blockIdx.x, h = blockIdx.y, lane = threadIdx.x & 31, warps = blockDim.x >> 5;
+    const float* xr = x + ((size_t)t * heads + h) * D;
+    const float* ph = P + (size_t)(h / per) * R * D;
+    for (int c = threadIdx.x >> 5; c < R; c += warps) {
+        float s = 0.f;
+        for (int i = lane; i < D; i += 32) s = fmaf(ph[(size_t)c * D + i], xr[i], s);
+        s = warp_sum(s);
+        if (lane == 0) ds_project_store(y + ((size_t)t * heads + h) * R + c, s);
+    }
+}
+
+extern "C" __global__ void sift_ds_project_f32(const float* x, const float* P, float* y, int heads, int per, int D, int R) {
+    ds_project(x, P, y, heads, per, D, R);
+}
+extern "C" __global__ void sift_ds_project_bf16(const float* x, const float* P, bf16_t* y, int heads, int per, int D, int R) {
+    ds_project(x, P, y, heads, per, D, R);
+}
 """##),
         ("prefill_attention.cu", ##"""
 // Causal prefill attention, FlashAttention-2 style, on bf16 tensor cores (mma.sync m16n8k16).
