@@ -93,8 +93,9 @@ final class RecallCalibrationTests: XCTestCase {
     }
 
     /// Planted case: channel 0 and 3 hold huge constant keys (what |q_c k_c| ranks first; they
-    /// cannot rank tokens), channels 1 and 2 carry the signal only together (k1 = x + y,
-    /// k2 = x − y, q1 = q2: the score is 2x, either one alone is swamped by the noise y), the rest
+    /// cannot rank tokens), channels 1 and 2 carry the signal fully only together (k1 = x + y,
+    /// k2 = x − y, q1 = q2: the score is 2x; either one alone ranks by x + y, a weak signal, which
+    /// is what lets a greedy choice find the pair), the rest
     /// is small noise. Run through the calibrator as the model would call it: `recall` must pick
     /// {1, 2} first and keep at least the attention mass that `qk`'s first two channels keep.
     func testRecallPicksJointlyInformativeChannelsWhereQkPicksConstants() throws {
@@ -115,8 +116,13 @@ final class RecallCalibrationTests: XCTestCase {
                 let q = Tensor(rows: length, cols: heads * d), k = Tensor(rows: length, cols: kvHeads * d)
                 let v = Tensor(rows: length, cols: kvHeads * d)
                 for t in 0..<length {
-                    let x = rng.next() % 12 == 0 ? 2 + 0.5 * gaussian() : gaussian() * 0.2
-                    let y = gaussian() * 3
+                    // No spike among the first 16 positions: the constant channels rank ties by
+                    // position (the first 12 win), which must not find spikes by luck (with spikes
+                    // there too the greedy's first pick was a constant about 1 run in 20).
+                    let x = t >= 16 && rng.next() % 12 == 0 ? 2 + 0.5 * gaussian() : gaussian() * 0.2
+                    // σ(y) = 1.5: with 3, a single channel of the pair ranked no better than the
+                    // noise channels and the greedy's first pick was a coin toss (1 run in 12).
+                    let y = gaussian() * 1.5
                     let key: [Double] = [40, x + y, x - y, -30] + (0..<(d - 4)).map { _ in gaussian() * 0.5 }
                     for c in 0..<d { k.row(t)[c] = Float(Float16(Float(key[c]))); v.row(t)[c] = Float(uniform()) }
                     for h in 0..<heads {
@@ -151,7 +157,9 @@ final class RecallCalibrationTests: XCTestCase {
             // the constants rank by position only.
             XCTAssertGreaterThan(got, qkRecall + 0.1, "the pair {1, 2} ranks by the true score 2x")
             XCTAssertEqual(r.curve[0][0].count, 2)
-            XCTAssertEqual(r.curve[0][0][1], got, accuracy: 1e-6)
+            // The calibrator scores in f32, the reference in float64: a near-tie at the k-th token
+            // may flip, moving the mean recall by up to ~0.01 (2e-3 measured).
+            XCTAssertEqual(r.curve[0][0][1], got, accuracy: 0.01)
         }
     }
 

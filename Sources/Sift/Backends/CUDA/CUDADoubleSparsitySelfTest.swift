@@ -207,17 +207,9 @@ extension CUDASelfTest {
                 worstGap = max(worstGap, Double(maxOut - minIn))
                 // float64 attention of each query head over the GPU's selection (bf16 q, K, V).
                 for j in (s * gs)..<((s + 1) * gs) {
-                    let qh = (0..<hd).map { bf16(Q[j * hd + $0]) }
-                    let rows = sel[s]
-                    let sc = rows.map { p in (0..<hd).reduce(0.0) { $0 + qh[$1] * bf16(K[p * kvw + h * hd + $1]) } / Double(hd).squareRoot() }
-                    let mx = sc.max() ?? 0
-                    let e = sc.map { exp($0 - mx) }
-                    let sum = e.reduce(0, +)
-                    for d in 0..<hd {
-                        var acc = 0.0
-                        for (i, p) in rows.enumerated() { acc += e[i] * bf16(V[p * kvw + h * hd + d]) }
-                        refOut[j * hd + d] = acc / sum
-                    }
+                    refOut.replaceSubrange((j * hd)..<((j + 1) * hd),
+                                           with: float64Attention(q: Q[(j * hd)..<((j + 1) * hd)], K: K, V: V, rows: sel[s],
+                                                                  kvHead: h, headDim: hd, kvWidth: kvw))
                 }
             }
             checks.append(GPUCheck(name: "\(tag): GPU selection is a top-k of its scores' 16-bit keys (key steps)", error: max(0, worstGap), tolerance: 1))
@@ -238,44 +230,13 @@ extension CUDASelfTest {
         }
 
         // MARK: batched decode: one DS call for 3 sequences of different lengths vs one call each
-        do {
-            let lens = [700, 1000, 1300], B = lens.count
-            for bits in [16, 4] {
+        for bits in [16, 4] {
             let cache = try CUDAKVCache(context: b.context, layers: layers, kvHeads: kvHeads, headDim: hd,
-                                        contextLength: lens.max()! + 1, pageSize: 16, sequences: B)
+                                        contextLength: dsBatchLengths.max()! + 1, pageSize: 16, sequences: dsBatchLengths.count)
             let m = try gpuMethod(cache, 8, bits == 4 ? options4 : options)
-            let shape = AttentionShape(heads: heads, kvHeads: kvHeads, headDim: hd, scale: 1 / Float(hd).squareRoot())
-            var newK = [Float](), newV = [Float](), Q = [Float]()
-            for (i, n) in lens.enumerated() {
-                let K = r.floats((n + 1) * kvw, scale: 2), V = r.floats((n + 1) * kvw)
-                m.withSequence(i) {
-                    m.append(layer: layer, k: tensor(b, Array(K[..<(n * kvw)]), rows: n, cols: kvw),
-                             v: tensor(b, Array(V[..<(n * kvw)]), rows: n, cols: kvw), start: 0)
-                }
-                newK += K[(n * kvw)...]
-                newV += V[(n * kvw)...]
-                Q += r.floats(heads * hd, scale: 2)
-            }
-            let batched = poisoned(b, rows: B, cols: heads * hd)
-            m.attendBatch(layer: layer, q: tensor(b, Q, rows: B, cols: heads * hd), k: tensor(b, newK, rows: B, cols: kvw),
-                          v: tensor(b, newV, rows: B, cols: kvw), positions: lens.map { Int32($0) }, shape: shape, out: batched)
-            var single = [Float]()
-            for (i, n) in lens.enumerated() {
-                let o = poisoned(b, rows: 1, cols: heads * hd)
-                let w = heads * hd
-                m.withSequence(i) {
-                    m.attend(layer: layer, q: tensor(b, Array(Q[(i * w)..<((i + 1) * w)]), rows: 1, cols: w),
-                             k: tensor(b, Array(newK[(i * kvw)..<((i + 1) * kvw)]), rows: 1, cols: kvw),
-                             v: tensor(b, Array(newV[(i * kvw)..<((i + 1) * kvw)]), rows: 1, cols: kvw),
-                             start: n, shape: shape, out: o)
-                }
-                single += flat(b, o)
-            }
-            try b.checkError()
             // Same selection and rows; only the split boundaries (and so the f32 merge order) differ.
             checks.append(GPUCheck(name: "DS batched decode (3 sequences, 701/1001/1301 tokens, r=8\(bits == 4 ? ", 4-bit labels" : "")) vs one call each",
-                                   error: relErr(flat(b, batched), single), tolerance: 1e-3))
-            }
+                                   error: try dsBatchedVsSingle(b, m, heads: heads, layer: layer, rand: &r), tolerance: 1e-3))
         }
 
         // MARK: whole model
@@ -362,5 +323,61 @@ extension CUDASelfTest {
                                tolerance: 0.25, detail: "ppl GPU \(pg), CPU \(pc), GPU dense \(pd)"))
         try b.checkError()
         return checks
+    }
+
+    /// Float64 softmax attention of one query head (`q`, head_dim values, rounded to bf16) over
+    /// the given rows of KV head `kvHead` of row-major keys and values (`[position][kvWidth]`,
+    /// rounded to bf16), scale 1/√head_dim: the reference for outputs over a GPU selection.
+    static func float64Attention(q: ArraySlice<Float>, K: [Float], V: [Float], rows: [Int], kvHead h: Int, headDim hd: Int,
+                                 kvWidth kvw: Int) -> [Double] {
+        let qh = q.map { bf16($0) }
+        let sc = rows.map { p in (0..<hd).reduce(0.0) { $0 + qh[$1] * bf16(K[p * kvw + h * hd + $1]) } / Double(hd).squareRoot() }
+        let mx = sc.max() ?? 0
+        let e = sc.map { exp($0 - mx) }
+        let sum = e.reduce(0, +)
+        return (0..<hd).map { d in
+            var acc = 0.0
+            for (i, p) in rows.enumerated() { acc += e[i] * bf16(V[p * kvw + h * hd + d]) }
+            return acc / sum
+        }
+    }
+
+    /// Sequence lengths of the batched-decode checks.
+    static let dsBatchLengths = [700, 1000, 1300]
+
+    /// One batched DS call over `dsBatchLengths.count` sequences of random keys (each
+    /// `dsBatchLengths[i]` long, the new token at that position) against one single-sequence call
+    /// each, on a method built for that many sequences: the relative difference of the outputs.
+    static func dsBatchedVsSingle(_ b: CUDABackend, _ m: CUDADoubleSparseAttention, heads: Int, layer: Int,
+                                  rand r: inout Rand) throws -> Double {
+        let lens = dsBatchLengths, B = lens.count, c = m.dense.gpuCache, hd = c.headDim, kvw = c.kvHeads * hd, w = heads * hd
+        let shape = AttentionShape(heads: heads, kvHeads: c.kvHeads, headDim: hd, scale: 1 / Float(hd).squareRoot())
+        var newK = [Float](), newV = [Float](), Q = [Float]()
+        for (i, n) in lens.enumerated() {
+            let K = r.floats((n + 1) * kvw, scale: 2), V = r.floats((n + 1) * kvw)
+            m.withSequence(i) {
+                m.append(layer: layer, k: tensor(b, Array(K[..<(n * kvw)]), rows: n, cols: kvw),
+                         v: tensor(b, Array(V[..<(n * kvw)]), rows: n, cols: kvw), start: 0)
+            }
+            newK += K[(n * kvw)...]
+            newV += V[(n * kvw)...]
+            Q += r.floats(w, scale: 2)
+        }
+        let batched = poisoned(b, rows: B, cols: w)
+        m.attendBatch(layer: layer, q: tensor(b, Q, rows: B, cols: w), k: tensor(b, newK, rows: B, cols: kvw),
+                      v: tensor(b, newV, rows: B, cols: kvw), positions: lens.map { Int32($0) }, shape: shape, out: batched)
+        var single = [Float]()
+        for (i, n) in lens.enumerated() {
+            let o = poisoned(b, rows: 1, cols: w)
+            m.withSequence(i) {
+                m.attend(layer: layer, q: tensor(b, Array(Q[(i * w)..<((i + 1) * w)]), rows: 1, cols: w),
+                         k: tensor(b, Array(newK[(i * kvw)..<((i + 1) * kvw)]), rows: 1, cols: kvw),
+                         v: tensor(b, Array(newV[(i * kvw)..<((i + 1) * kvw)]), rows: 1, cols: kvw),
+                         start: n, shape: shape, out: o)
+            }
+            single += flat(b, o)
+        }
+        try b.checkError()
+        return relErr(flat(b, batched), single)
     }
 }

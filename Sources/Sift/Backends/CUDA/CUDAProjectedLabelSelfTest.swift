@@ -117,17 +117,9 @@ extension CUDASelfTest {
                 let want = Set((0..<n).sorted { score[$0] != score[$1] ? score[$0] > score[$1] : $0 < $1 }.prefix(k))
                 worstOverlap = min(worstOverlap, Double(want.intersection(Set(sel[sIdx])).count) / Double(k))
                 for j in (sIdx * gs)..<((sIdx + 1) * gs) {
-                    let qh = (0..<hd).map { bf16(Q[j * hd + $0]) }
-                    let rows = sel[sIdx]
-                    let sc = rows.map { p in (0..<hd).reduce(0.0) { $0 + qh[$1] * bf16(K[p * kvw + h * hd + $1]) } / Double(hd).squareRoot() }
-                    let mx = sc.max() ?? 0
-                    let e = sc.map { exp($0 - mx) }
-                    let sum = e.reduce(0, +)
-                    for d in 0..<hd {
-                        var acc = 0.0
-                        for (i, p) in rows.enumerated() { acc += e[i] * bf16(V[p * kvw + h * hd + d]) }
-                        refOut[j * hd + d] = acc / sum
-                    }
+                    refOut.replaceSubrange((j * hd)..<((j + 1) * hd),
+                                           with: float64Attention(q: Q[(j * hd)..<((j + 1) * hd)], K: K, V: V, rows: sel[sIdx],
+                                                                  kvHead: h, headDim: hd, kvWidth: kvw))
                 }
             }
             // bf16 labels and projected queries reorder near-ties at the k-th score (the channel
@@ -140,42 +132,11 @@ extension CUDASelfTest {
         }
 
         // MARK: batched decode vs one call each
-        do {
-            let lens = [700, 1000, 1300], B = lens.count
-            let cache = try CUDAKVCache(context: b.context, layers: layers, kvHeads: kvHeads, headDim: hd,
-                                        contextLength: lens.max()! + 1, pageSize: 16, sequences: B)
-            let m = try gpuMethod(cache, 8, options)
-            let shape = AttentionShape(heads: heads, kvHeads: kvHeads, headDim: hd, scale: 1 / Float(hd).squareRoot())
-            var newK = [Float](), newV = [Float](), Q = [Float]()
-            for (i, n) in lens.enumerated() {
-                let K = r.floats((n + 1) * kvw, scale: 2), V = r.floats((n + 1) * kvw)
-                m.withSequence(i) {
-                    m.append(layer: layer, k: tensor(b, Array(K[..<(n * kvw)]), rows: n, cols: kvw),
-                             v: tensor(b, Array(V[..<(n * kvw)]), rows: n, cols: kvw), start: 0)
-                }
-                newK += K[(n * kvw)...]
-                newV += V[(n * kvw)...]
-                Q += r.floats(heads * hd, scale: 2)
-            }
-            let batched = poisoned(b, rows: B, cols: heads * hd)
-            m.attendBatch(layer: layer, q: tensor(b, Q, rows: B, cols: heads * hd), k: tensor(b, newK, rows: B, cols: kvw),
-                          v: tensor(b, newV, rows: B, cols: kvw), positions: lens.map { Int32($0) }, shape: shape, out: batched)
-            var single = [Float]()
-            let width = heads * hd
-            for (i, n) in lens.enumerated() {
-                let o = poisoned(b, rows: 1, cols: width)
-                m.withSequence(i) {
-                    m.attend(layer: layer, q: tensor(b, Array(Q[(i * width)..<((i + 1) * width)]), rows: 1, cols: width),
-                             k: tensor(b, Array(newK[(i * kvw)..<((i + 1) * kvw)]), rows: 1, cols: kvw),
-                             v: tensor(b, Array(newV[(i * kvw)..<((i + 1) * kvw)]), rows: 1, cols: kvw),
-                             start: n, shape: shape, out: o)
-                }
-                single += flat(b, o)
-            }
-            try b.checkError()
-            checks.append(GPUCheck(name: "DS projected labels batched decode (3 sequences, r=8) vs one call each",
-                                   error: relErr(flat(b, batched), single), tolerance: 1e-3))
-        }
+        let batchCache = try CUDAKVCache(context: b.context, layers: layers, kvHeads: kvHeads, headDim: hd,
+                                         contextLength: dsBatchLengths.max()! + 1, pageSize: 16, sequences: dsBatchLengths.count)
+        checks.append(GPUCheck(name: "DS projected labels batched decode (3 sequences, r=8) vs one call each",
+                               error: try dsBatchedVsSingle(b, try gpuMethod(batchCache, 8, options), heads: heads, layer: layer, rand: &r),
+                               tolerance: 1e-3))
 
         // MARK: whole model
         let prompt = (0..<1500).map { _ in Int32(r.int(512)) }
