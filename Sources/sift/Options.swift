@@ -56,10 +56,13 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .customLong("ds-label-bits"), help: "Double Sparsity label cache encoding: 16 (f16; bf16 on the GPU) or 4 (4-bit codes, per-token scale and offset, normalised per channel by the calibration's key_mean/key_std when present).")
     var dsLabelBits: Int = 16
 
+    @Option(name: .customLong("ds-label-scale"), help: "With --ds-label-bits 4: token (a f16 scale and offset per token, 4 + r/2 bytes) or channel (one fixed grid per channel in units of the calibrated σ, r/2 bytes: half the label bytes at r = 8; pins the first token unless --sinks is given).")
+    var dsLabelScale: String = "token"
+
     @Option(name: [.customLong("ds-dense-below"), .customLong("dense-below")], help: "Attend densely while fewer tokens are visible.")
     var denseBelow: Int = 0
 
-    @Option(help: "Attention sinks: the first N tokens are always selected by sparse methods (streaming: 4 unless given).")
+    @Option(help: "Attention sinks: the first N tokens are always selected by sparse methods (streaming: 4 unless given; double-sparse with --ds-label-scale channel: 1).")
     var sinks: Int?
 
     @Option(help: "Recent window of double-sparse and loki: the last N tokens are always selected (at most half the budget left after the sinks; default: double-sparse 64, loki 0).")
@@ -100,6 +103,16 @@ struct ModelOptions: ParsableArguments {
         o.dsChannels = dsChannels
         guard dsLabelBits == 16 || dsLabelBits == 4 else { throw ValidationError("--ds-label-bits must be 16 or 4, not \(dsLabelBits)") }
         o.dsLabelBits = dsLabelBits
+        guard let scale = LabelScale(rawValue: dsLabelScale) else {
+            throw ValidationError("--ds-label-scale must be token or channel, not \(dsLabelScale)")
+        }
+        if scale == .channel {
+            guard dsLabelBits == 4 else { throw ValidationError("--ds-label-scale channel needs --ds-label-bits 4") }
+            o.dsLabelScale = scale
+            // The first token's key is the attention sink and lies far outside the grid (up to
+            // 13σ on Qwen 1.5B), where the grid clamps it: pin it unless --sinks says otherwise.
+            if sinks == nil { o.sinks = 1 }
+        }
         o.denseBelow = denseBelow
         guard tidalDenseLayers >= 0 else { throw ValidationError("--tidal-dense-layers must be ≥ 0") }
         if let tidalReselect, tidalReselect < 0 { throw ValidationError("--tidal-reselect must be ≥ 0") }

@@ -271,4 +271,72 @@ final class DoubleSparsityLabelNormTests: XCTestCase {
             }
         }
     }
+
+    /// `LabelScale.channel`: codes alone (⌈r/2⌉ bytes), u_c = clamp(⌊x_c/Δ + 8⌋, 0, 15) with
+    /// x_c = (k_c − μ_c)/σ_c, decoded as μ_c + σ_c·(u_c − 7.5)·Δ, scored as Σ q_c·σ_c·(u_c − 7.5)·Δ;
+    /// against float64 on keys that reach past the grid's ends (clamped codes).
+    func testChannelScaleEncodingMatchesDefinition() throws {
+        let delta = Double(LabelScale.step)
+        for r in [8, 5, 16] {
+            let kvHeads = 2, d = 24, n = 50
+            let mean = (0..<kvHeads).map { _ in (0..<d).map { _ in 10 * uniform() } }
+            let std = (0..<kvHeads).map { _ in (0..<d).map { _ in exp(2 * uniform()) } }
+            let channels = (0..<kvHeads).map { _ in Array(Array(0..<d).shuffled(using: &rng).prefix(r)) }
+            let selMean = (0..<kvHeads).map { h in channels[h].map { Float(mean[h][$0]) } }
+            let selStd = (0..<kvHeads).map { h in channels[h].map { Float(std[h][$0]) } }
+            let labels = LabelCache(layers: 1, kvHeads: kvHeads, channels: r, capacity: 64, bits: 4, mean: [selMean],
+                                    std: [selStd], scale: .channel)
+            XCTAssertEqual(labels.recordBytes, (r + 1) / 2)
+            // Spread ±3.5σ (uniform ±√3 scaled by 2): some values clamp at either end.
+            let keys = plantedKeys(n: n, kvHeads: kvHeads, d: d, mean: mean, std: std.map { $0.map { 2 * $0 } })
+            labels.store(layer: 0, k: keys, start: 0, headDim: d, select: channels.map { $0.map { Int32($0) } })
+            var clamped = 0
+            for h in 0..<kvHeads {
+                let q = (0..<r).map { _ in Float(2 * uniform()) }
+                let got = scores(labels, head: h, q: q, count: n)
+                let mu = selMean[h].map(Double.init), sd = selStd[h].map(Double.init)
+                for j in 0..<n {
+                    let rec = labels.record(layer: 0, head: h, position: j)
+                    XCTAssertEqual(rec.count, (r + 1) / 2)
+                    let u = (0..<r).map { c in Int(rec[c / 2] >> UInt8((c % 2) * 4)) & 15 }
+                    let dec = labels.label(layer: 0, head: h, position: j).map(Double.init)
+                    for c in 0..<r {
+                        let k = Double(keys.row(j)[h * d + channels[h][c]])
+                        let t = (k - mu[c]) / sd[c] / delta + 8
+                        let uRef = min(15, max(0, t.rounded(.down)))
+                        if t < 0 || t >= 16 { clamped += 1 }
+                        let nearEdge = abs(t - t.rounded()) < 1e-4
+                        XCTAssertLessThanOrEqual(abs(Double(u[c]) - uRef), nearEdge ? 1 : 0, "r \(r) j \(j) c \(c): \(t)")
+                        XCTAssertEqual(dec[c], mu[c] + sd[c] * (Double(u[c]) - 7.5) * delta,
+                                       accuracy: 1e-5 * (abs(mu[c]) + 8 * sd[c]), "r \(r) j \(j) c \(c) decoded")
+                        if t >= 0.5 && t < 15.5 {   // inside the grid: within half a step of the key
+                            XCTAssertEqual(dec[c], k, accuracy: sd[c] * delta * 0.501 + 1e-5 * abs(k), "r \(r) j \(j) c \(c)")
+                        }
+                    }
+                    let want = (0..<r).reduce(0.0) { $0 + Double(q[$1]) * sd[$1] * (Double(u[$1]) - 7.5) * delta }
+                    XCTAssertEqual(Double(got[j]), want, accuracy: 1e-4 * (1 + abs(want)), "r \(r) j \(j) score")
+                }
+            }
+            XCTAssertGreaterThan(clamped, 0, "the test keys should reach past the grid")
+        }
+    }
+
+    /// The option needs 4-bit labels and key moments, with errors that say so.
+    func testChannelScaleNeedsFourBitsAndMoments() throws {
+        let mc = try TestModels.attentionConfig(heads: 1, kvHeads: 1, headDim: 8)
+        var config = DoubleSparsityConfig(model: .init(config: mc, fileSHA256: nil), statistic: .qk,
+                                          calibration: .init(text: "t", tokens: 1, sampleLength: 1, seconds: 0, peakMemoryBytes: 0),
+                                          channels: [[Array(0..<8)]])
+        var o = AttentionOptions()
+        o.dsLabelScale = .channel
+        XCTAssertThrowsError(try config.labelScale(o)) { XCTAssertTrue("\($0)".contains("--ds-label-bits 4"), "\($0)") }
+        o.dsLabelBits = 4
+        XCTAssertThrowsError(try config.labelScale(o)) { XCTAssertTrue("\($0)".contains("key_mean"), "\($0)") }
+        config.keyMean = [[[Double](repeating: 0, count: 8)]]
+        config.keyStd = [[[Double](repeating: 1, count: 8)]]
+        XCTAssertEqual(try config.labelScale(o), .channel)
+        o.dsLabelScale = nil
+        XCTAssertEqual(try config.labelScale(o), .token)
+    }
+
 }

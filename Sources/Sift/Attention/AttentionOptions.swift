@@ -97,6 +97,8 @@ public struct AttentionOptions: Sendable {
     public var dsSoftGroup: Bool?
     /// Label encoding: 16 (f16) or 4 (4-bit codes with a per-token f16 scale and offset).
     public var dsLabelBits: Int = 16
+    /// `--ds-label-scale`: how 4-bit codes are scaled (`LabelScale`); nil = per token.
+    public var dsLabelScale: LabelScale?
 
     // TidalDecode.
     /// Layers attended densely before the token-selection layer (the paper: 2).

@@ -59,7 +59,7 @@ public final class DoubleSparseAttention: SparseAwareAttention, @unchecked Senda
         }
         let norm = config.labelNormalization(channels: r)
         labels = LabelCache(layers: cache.layerCount, kvHeads: cache.kvHeads, channels: r, capacity: cache.capacity,
-                            bits: options.dsLabelBits, mean: norm.mean, std: norm.std)
+                            bits: options.dsLabelBits, mean: norm.mean, std: norm.std, scale: try config.labelScale(options))
         sparsePrefill = options.sparsePrefill
         recall = options.measureRecall ? RecallMeter(layers: cache.layerCount) : nil
     }

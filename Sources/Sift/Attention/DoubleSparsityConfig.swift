@@ -173,6 +173,20 @@ public struct DoubleSparsityConfig: Codable, Sendable, Equatable {
         return (mean, std)
     }
 
+    /// The 4-bit label scale `options` ask for, checked against the label bits and this
+    /// calibration: a per-channel grid is in units of the calibrated σ, so it needs key moments.
+    public func labelScale(_ options: AttentionOptions) throws -> LabelScale {
+        let scale = options.dsLabelScale ?? .token
+        guard scale == .channel else { return scale }
+        guard options.dsLabelBits == 4 else {
+            throw ModelError.invalid("--ds-label-scale channel quantises 4-bit labels: add --ds-label-bits 4")
+        }
+        guard keyMean != nil, keyStd != nil else {
+            throw ModelError.invalid("--ds-label-scale channel needs the calibration's key moments (key_mean, key_std), which this config lacks: re-run `sift calibrate`")
+        }
+        return scale
+    }
+
     /// Where `sift calibrate` caches the calibration of a model file by default.
     public static func cachedPath(modelSHA256: String) -> String {
         ModelHub.cacheDirectory + "/calibration/" + modelSHA256 + ".double-sparsity.json"

@@ -23,13 +23,22 @@ import Darwin
 /// q·k − q·μ: the same ranking as q·k (q·μ is one constant per query), but each token's scale
 /// and offset now span channels of comparable spread instead of being set by the largest one.
 /// Without moments μ = 0 and σ = 1 (x_c = k_c). f16 labels are never normalised.
+///
+/// `scale: .channel` drops the per-token scale and offset: each normalised channel is
+/// quantised on one fixed grid, x_c ≈ (u_c − 7.5)·Δ with Δ = `LabelScale.step` and
+/// u_c = clamp(⌊x_c/Δ + 8⌋, 0, 15), so a record is the ⌈r/2⌉ bytes of codes alone (4 bytes for
+/// r = 8, half the per-token record) and the score is `Δ·Σ_c q_c·u_c − 7.5·Δ·Σ_c q_c`. It needs
+/// the calibration's key moments (the grid is in units of σ_c).
 public final class LabelCache: @unchecked Sendable {
     public let layerCount: Int
     public let kvHeads: Int
     public let channels: Int
     public let capacity: Int
-    /// 16 (f16 labels) or 4 (4-bit codes with a per-token scale and offset).
+    /// 16 (f16 labels) or 4 (4-bit codes).
     public let bits: Int
+    /// How 4-bit codes are scaled: per token (a f16 scale and offset in each record) or per
+    /// channel (one calibrated grid, codes only).
+    public let scale: LabelScale
     /// Bytes one position's label takes in one KV head.
     public let recordBytes: Int
     private let base: UnsafeMutableRawPointer
@@ -41,8 +50,10 @@ public final class LabelCache: @unchecked Sendable {
     /// - Parameters: mean, std: per [layer][kvHead] the μ and σ of the label channels (4-bit
     ///   labels only; nil = 0 and 1).
     public init(layers: Int, kvHeads: Int, channels: Int, capacity: Int, bits: Int = 16,
-                mean: [[[Float]]]? = nil, std: [[[Float]]]? = nil) {
+                mean: [[[Float]]]? = nil, std: [[[Float]]]? = nil, scale: LabelScale = .token) {
         precondition(bits == 16 || bits == 4, "label bits must be 16 or 4")
+        precondition(scale == .token || bits == 4, "per-channel label scale needs 4-bit labels")
+        self.scale = scale
         let n = layers * kvHeads * channels
         self.mean = mean.map { $0.flatMap { $0.flatMap { $0 } } } ?? [Float](repeating: 0, count: n)
         self.std = std.map { $0.flatMap { $0.flatMap { $0 } } } ?? [Float](repeating: 1, count: n)
@@ -54,7 +65,7 @@ public final class LabelCache: @unchecked Sendable {
         identity = (0..<channels).map(Int32.init)
         self.capacity = capacity
         self.bits = bits
-        recordBytes = bits == 16 ? channels * 2 : 4 + (channels + 1) / 2
+        recordBytes = bits == 16 ? channels * 2 : (scale == .token ? 4 : 0) + (channels + 1) / 2
         bytes = max(1, layers * kvHeads * capacity * recordBytes)
         let p = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
         precondition(p != MAP_FAILED, "cannot reserve \(bytes) bytes for the label cache")
@@ -84,8 +95,10 @@ public final class LabelCache: @unchecked Sendable {
             let p = rec.assumingMemoryBound(to: Float16.self)
             return (0..<channels).map { Float(p[$0]) }
         }
-        let s = Float(rec.load(as: Float16.self)), m = Float(rec.load(fromByteOffset: 2, as: Float16.self))
-        let codes = rec.assumingMemoryBound(to: UInt8.self) + 4
+        let (s, m, codes) = scale == .channel
+            ? (LabelScale.step, -7.5 * LabelScale.step, rec.assumingMemoryBound(to: UInt8.self))
+            : (Float(rec.load(as: Float16.self)), Float(rec.load(fromByteOffset: 2, as: Float16.self)),
+               rec.assumingMemoryBound(to: UInt8.self) + 4)
         let o = (layer * kvHeads + head) * channels
         return (0..<channels).map { c in mean[o + c] + std[o + c] * (m + s * Float((codes[c >> 1] >> UInt8((c & 1) * 4)) & 15)) }
     }
@@ -112,7 +125,7 @@ public final class LabelCache: @unchecked Sendable {
                     continue
                 }
                 Self.encode4(key: key, channels: ch, mean: mean, invStd: invStd, offset: (layer * kvHeads + h) * channels,
-                             scratch: &x, into: rec)
+                             scale: scale, scratch: &x, into: rec)
             }
         }
     }
@@ -127,7 +140,7 @@ public final class LabelCache: @unchecked Sendable {
             return
         }
         Self.encode4(key: values, channels: identity, mean: mean, invStd: invStd, offset: (layer * kvHeads + head) * channels,
-                     scratch: &scratch, into: rec)
+                     scale: scale, scratch: &scratch, into: rec)
     }
 
     /// 0..<channels: the channel list of projected labels, whose values come in label order.
@@ -137,8 +150,20 @@ public final class LabelCache: @unchecked Sendable {
     /// the subtraction and the product: the GPU store kernel does the same operations), then
     /// the per-token offset, scale and codes.
     static func encode4(key: UnsafePointer<Float>, channels ch: [Int32], mean: [Float], invStd: [Float], offset o: Int,
-                        scratch x: inout [Float], into rec: UnsafeMutableRawPointer) {
+                        scale: LabelScale = .token, scratch x: inout [Float], into rec: UnsafeMutableRawPointer) {
         let channels = ch.count
+        if scale == .channel {
+            // u = ⌊x/Δ + 8⌋ clamped, each operation rounded once as the GPU's store kernel does.
+            let codes = rec.assumingMemoryBound(to: UInt8.self)
+            for i in 0..<((channels + 1) / 2) { codes[i] = 0 }
+            for c in 0..<channels {
+                let d = key[Int(ch[c])] - mean[o + c]
+                let t = ((d * invStd[o + c]) * LabelScale.inverseStep + 8).rounded(.down)
+                let u = t >= 15 ? 15 : (t >= 0 ? Int(t) : 0)   // NaN lands on 0
+                codes[c >> 1] |= UInt8(u) << UInt8((c & 1) * 4)
+            }
+            return
+        }
         var lo = Float.infinity, hi = -Float.infinity
         for c in 0..<channels {
             let d = key[Int(ch[c])] - mean[o + c]
@@ -171,7 +196,26 @@ public final class LabelCache: @unchecked Sendable {
         let o = (layer * kvHeads + head) * channels
         withUnsafeTemporaryAllocation(of: Float.self, capacity: channels) { qs in
             for c in 0..<channels { qs[c] = q[c] * std[o + c] }
-            Kernels.labelScores4(qs.baseAddress!, records(layer, head) + first * recordBytes, channels, recordBytes, count, scores)
+            Kernels.labelScores4(qs.baseAddress!, records(layer, head) + first * recordBytes, channels, recordBytes, count, scores,
+                                 fixedScale: scale == .channel ? LabelScale.step : nil)
         }
     }
+}
+
+/// How 4-bit label codes are scaled (`--ds-label-scale`).
+public enum LabelScale: String, Codable, Sendable, CaseIterable {
+    /// A f16 scale and offset per token and KV head, from the token's own min and max (the
+    /// paper's 4-bit labels): 4 + ⌈r/2⌉ bytes a record.
+    case token
+    /// One fixed grid per channel, in units of the calibrated σ_c: ⌈r/2⌉ bytes a record. Keys
+    /// beyond ±2.51σ clamp to the end codes; the one that matters is the first token's (the
+    /// attention sink, up to 13σ out on Qwen 1.5B), so `sift` pins it (`--sinks 1`) by default.
+    case channel
+
+    /// The grid step Δ in units of σ: 0.3352, the mean-squared-error optimal step of a 16-level
+    /// uniform quantiser for a unit Gaussian (Max, 1960); the grid spans ±2.51σ, wider values
+    /// clamp to the end codes.
+    public static let step: Float = 0.3352
+    /// 1/Δ as the f32 both encoders multiply by.
+    public static let inverseStep: Float = 1 / step
 }

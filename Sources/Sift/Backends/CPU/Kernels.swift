@@ -152,18 +152,24 @@ extension Kernels {
         }
     }
 
-    /// Scores against 4-bit labels (LabelCache, `bits` 4): each record is an f16 scale s, an
-    /// f16 offset m and r 4-bit codes; `q·label = m·Σq + s·Σ q_c·u_c`.
+    /// Scores against 4-bit labels (LabelCache, `bits` 4): `q·label = m·Σq + s·Σ q_c·u_c`, with
+    /// the f16 scale s and offset m the first 4 bytes of each record, or, given `fixedScale` Δ,
+    /// records of codes alone on the grid (u − 7.5)·Δ: s = Δ, m = −7.5·Δ.
     public static func labelScores4(_ q: UnsafePointer<Float>, _ records: UnsafeRawPointer, _ r: Int, _ recordBytes: Int,
-                                    _ count: Int, _ scores: UnsafeMutablePointer<Float>) {
+                                    _ count: Int, _ scores: UnsafeMutablePointer<Float>, fixedScale: Float? = nil) {
         var qsum: Float = 0
         for c in 0..<r { qsum += q[c] }
+        let codeOffset = fixedScale == nil ? 4 : 0
+        @inline(__always) func scaleOffset(_ rec: UnsafeRawPointer) -> (Float, Float) {
+            if let d = fixedScale { return (d, -7.5 * d) }
+            return (Float(rec.load(as: Float16.self)), Float(rec.load(fromByteOffset: 2, as: Float16.self)))
+        }
         if r == 8 {
             let qv = load8(q)
             for j in 0..<count {
                 let rec = records + j * recordBytes
-                let s = Float(rec.load(as: Float16.self)), m = Float(rec.load(fromByteOffset: 2, as: Float16.self))
-                let w = rec.loadUnaligned(fromByteOffset: 4, as: UInt32.self)
+                let (s, m) = scaleOffset(rec)
+                let w = rec.loadUnaligned(fromByteOffset: codeOffset, as: UInt32.self)
                 let u = V8(Float(w & 15), Float((w >> 4) & 15), Float((w >> 8) & 15), Float((w >> 12) & 15),
                            Float((w >> 16) & 15), Float((w >> 20) & 15), Float((w >> 24) & 15), Float(w >> 28))
                 scores[j] = m * qsum + s * (qv * u).sum()
@@ -172,8 +178,8 @@ extension Kernels {
         }
         for j in 0..<count {
             let rec = records + j * recordBytes
-            let s = Float(rec.load(as: Float16.self)), m = Float(rec.load(fromByteOffset: 2, as: Float16.self))
-            let codes = rec.assumingMemoryBound(to: UInt8.self) + 4
+            let (s, m) = scaleOffset(rec)
+            let codes = rec.assumingMemoryBound(to: UInt8.self) + codeOffset
             var acc: Float = 0
             for c in 0..<r { acc += q[c] * Float((codes[c >> 1] >> UInt8((c & 1) * 4)) & 15) }
             scores[j] = m * qsum + s * acc

@@ -151,6 +151,8 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
         var selectionGroup: Int { heads / selections }
         /// Label encoding the scores kernel reads: 16 (bf16) or 4 (CUDALabelCache's 4-bit records).
         public let labelBits: Int
+        /// 4-bit records with a per-token scale and offset, or codes alone on a per-channel grid.
+        public let labelScaleMode: LabelScale
         public let splitPositions: Int
         let keyStride: Int
         let keys: DeviceBuffer, hist: DeviceBuffer, thresholds: DeviceBuffer
@@ -185,7 +187,8 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
         /// candidates the threshold pass resolves in shared memory, for checks of its fallback path.
         public init(kernels: CUDAAttentionKernels, batch: Int, heads: Int, kvHeads: Int, headDim: Int, channels: Int,
                     maxLength: Int, splitPositions: Int? = nil, attendVariant: Int = 0,
-                    candidateCapacity: Int? = nil, labelBits: Int = 16, perHead: Bool = false) throws {
+                    candidateCapacity: Int? = nil, labelBits: Int = 16, labelScaleMode: LabelScale = .token,
+                    perHead: Bool = false) throws {
             guard CUDADoubleSparseAttention.supportedChannels(labelBits: labelBits).contains(channels) else {
                 throw CUDAError.invalid("GPU Double Sparsity supports \(CUDADoubleSparseAttention.supportedChannels(labelBits: labelBits)) label channels with \(labelBits)-bit labels, not \(channels)")
             }
@@ -193,6 +196,10 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
                 throw CUDAError.invalid("GPU Double Sparsity labels are 16 or 4 bits, not \(labelBits)")
             }
             self.labelBits = labelBits
+            guard labelScaleMode == .token || labelBits == 4 else {
+                throw CUDAError.invalid("a per-channel label scale needs 4-bit labels")
+            }
+            self.labelScaleMode = labelScaleMode
             if let sp = splitPositions, sp <= 0 || sp % 4 != 0 || sp > 4096 {
                 throw CUDAError.invalid("Double Sparsity split of \(sp) positions: need a positive multiple of 4, at most 4096")
             }
@@ -246,7 +253,7 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
             let c = kernels.context, g = selectionGroup, spk = selections / kvHeads, shift = CUDAAttentionKernels.log2(pageSize)
             if parts.contains("s") {
                 let f = try kernels.function("double_sparsity.cu", headDim: headDim, group: g,
-                                             labelBits == 4 ? "sift_ds_scores4_r\(channels)"
+                                             labelBits == 4 ? (labelScaleMode == .channel ? "sift_ds_scores4g_r\(channels)" : "sift_ds_scores4_r\(channels)")
                                                  : scoresVariant == 1 ? "sift_ds_scores_match_r\(channels)" : "sift_ds_scores_r\(channels)")
                 // 4-bit labels: `labelScale` is the query scale (σ per KV head and channel, [kvHeads][channels] f32).
                 precondition(labelBits == 16 || labelScale != 0, "4-bit DS labels need their query scale")
@@ -256,7 +263,7 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
                     .pointer(seqLens), .int(g), .int(labelQuery != 0 ? labelQueryDim : headDim), .int(shift), .int(maxPages), .int(sinks), .pointer(kPerSeq), .int(recent),
                     .ptr(keys), .int(keyStride),
                     .ptr(hist), .int(rounds)]
-                if labelBits == 4 { args.append(.pointer(labelScale)) }
+                if labelBits == 4 { args += [.pointer(labelScale), .float(LabelScale.step)] }
                 args.append(.int(spk))
                 try c.launch(f, grid: ((maxLength + 2048 * rounds - 1) / (2048 * rounds), selections, batch), block: (256, 1, 1),
                              dependent: true, args)

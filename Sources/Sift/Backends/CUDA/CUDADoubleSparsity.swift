@@ -14,6 +14,8 @@ import Darwin
 /// per channel by the calibration's key moments (`mean`, `std`), written by
 /// `sift_ds_label4_store` with the same f32 operations as the CPU (bit-identical codes); the
 /// scores kernel scales the query by σ (`queryScale`). Unwritten rows have NaN scale and offset.
+/// `scale: .channel` (`--ds-label-scale channel`): rows of r/2 bytes of codes alone on the
+/// per-channel grid (`LabelScale`), same encoder with 1/Δ; unwritten rows are all code 15.
 ///
 /// Projected labels (`projection`, a `qk-svd` calibration): the label channels are rows of a
 /// calibrated matrix B (`LabelProjection`); `sift_ds_project_f32` computes B·k for the stored rows
@@ -25,6 +27,8 @@ public final class CUDALabelCache: @unchecked Sendable {
     public let channels: Int
     /// 16 (bf16 labels) or 4 (4-bit records).
     public let bits: Int
+    /// 4-bit records: per-token scale and offset, or codes alone on a per-channel grid.
+    public let scale: LabelScale
     /// Bytes of one row (position, KV head) of the pool.
     public let recordBytes: Int
     let cache: CUDAKVCache
@@ -46,7 +50,8 @@ public final class CUDALabelCache: @unchecked Sendable {
     /// - Parameter projection: projected labels, per [layer][kvHead] B and A (r × headDim floats
     ///   each, row-major); `list` is then 0..<r for every head.
     init(cache: CUDAKVCache, channels list: [[[Int32]]], bits: Int = 16, mean: [[[Float]]]? = nil,
-         std: [[[Float]]]? = nil, projection: (keys: [[[Float]]], queries: [[[Float]]])? = nil) throws {
+         std: [[[Float]]]? = nil, projection: (keys: [[[Float]]], queries: [[[Float]]])? = nil,
+         scale: LabelScale = .token) throws {
         let c = cache.context
         self.cache = cache
         let layers = cache.layerCount, heads = cache.kvHeads, r = list.first?.first?.count ?? 0
@@ -58,7 +63,9 @@ public final class CUDALabelCache: @unchecked Sendable {
             throw CUDAError.invalid("GPU Double Sparsity labels: \(bits) bits with \(r) channels not supported (16, or 4 with \(four.map(String.init).joined(separator: ", ")) channels)")
         }
         self.bits = bits
-        recordBytes = bits == 16 ? r * 2 : 4 + r / 2
+        guard scale == .token || bits == 4 else { throw CUDAError.invalid("a per-channel label scale needs 4-bit labels") }
+        self.scale = scale
+        recordBytes = bits == 16 ? r * 2 : (scale == .token ? 4 : 0) + r / 2
         precondition(list.count == layers && list.allSatisfy { $0.count == heads && $0.allSatisfy { $0.count == r } })
         let bytes = cache.totalPages * heads * cache.pageSize * recordBytes
         let n = layers * heads * r
@@ -150,13 +157,16 @@ public final class CUDALabelCache: @unchecked Sendable {
             try cache.context.launch(kStore, grid: (k.rows, 1, 1), block: ((kvHeads + 31) / 32 * 32, 1, 1), [
                 .pointer(src.address), .ptr(pools[layer]), .pointer(channels(layer)), .pointer(normPart(0, layer)),
                 .pointer(normPart(1, layer)), .pointer(cache.activePageTable), .int(start), .int(kvHeads), .int(src.headDim),
-                .int(channels), .int(cache.pageSize)])
+                .int(channels), .int(cache.pageSize), .float(inverseStep)])
             return
         }
         try cache.context.launch(kStore, grid: (k.rows, 1, 1), block: (min(256, (kvHeads * channels + 31) / 32 * 32), 1, 1), [
             .pointer(src.address), .ptr(pools[layer]), .pointer(channels(layer)), .pointer(cache.activePageTable),
             .int(start), .int(kvHeads), .int(src.headDim), .int(channels), .int(cache.pageSize)])
     }
+
+    /// The 4-bit store kernels' grid argument: 1/Δ for the per-channel grid, 0 for per-token records.
+    private var inverseStep: Float { scale == .channel ? LabelScale.inverseStep : 0 }
 
     /// Batched decode: row i of `k` at position `seqLens[i] - 1` of sequence i (the cache's
     /// lengths already uploaded, as for its own batched store).
@@ -166,7 +176,7 @@ public final class CUDALabelCache: @unchecked Sendable {
             try cache.context.launch(kStoreBatch, grid: (k.rows, 1, 1), block: ((kvHeads + 31) / 32 * 32, 1, 1), [
                 .pointer(src.address), .ptr(pools[layer]), .pointer(channels(layer)), .pointer(normPart(0, layer)),
                 .pointer(normPart(1, layer)), .ptr(cache.pageTable), .ptr(cache.seqLens), .int(cache.pageCount), .int(kvHeads),
-                .int(src.headDim), .int(channels), .int(cache.pageSize)])
+                .int(src.headDim), .int(channels), .int(cache.pageSize), .float(inverseStep)])
             return
         }
         try cache.context.launch(kStoreBatch, grid: (k.rows, 1, 1), block: (min(256, (kvHeads * channels + 31) / 32 * 32), 1, 1), [
@@ -293,13 +303,14 @@ public final class CUDADoubleSparseAttention: SparseAwareAttention, BatchedDecod
         }
         dense = try CUDADenseAttention(cache: cache, backend: backend)
         labels = try CUDALabelCache(cache: cache, channels: channels, bits: options.dsLabelBits, mean: mean, std: std,
-                                    projection: projection)
+                                    projection: projection, scale: options.dsLabelScale ?? .token)
         self.backend = backend
         self.options = options
         sparsePrefill = options.sparsePrefill
         ds = try CUDAAttentionKernels.DoubleSparsity(kernels: dense.fast, batch: 1, heads: heads, kvHeads: cache.kvHeads,
                                                      headDim: cache.headDim, channels: r, maxLength: cache.capacity,
-                                                     labelBits: options.dsLabelBits, perHead: options.dsPerHead)
+                                                     labelBits: options.dsLabelBits, labelScaleMode: labels.scale,
+                                                     perHead: options.dsPerHead)
         control = try backend.context.allocate(bytes: 8)
         kToF32 = try backend.context.kernel("ds_labels.cu", "sift_bf16_to_f32")
         try warmUp(heads: heads)
@@ -346,6 +357,7 @@ public final class CUDADoubleSparseAttention: SparseAwareAttention, BatchedDecod
             }
             channels = config.channels.map { $0.map { $0.prefix(r).map { Int32($0) } } }
             norm = config.labelNormalization(channels: r)
+            _ = try config.labelScale(options)   // a per-channel grid needs 4 bits and key moments
             if let p = config.labelProjection {
                 guard r <= p.rank else {
                     throw ModelError.invalid("--ds-channels \(r) exceeds the calibration's projected label channels (label_projection.rank \(p.rank)): re-run `sift calibrate --statistic qk-svd --rank \(r)`")
@@ -444,7 +456,8 @@ public final class CUDADoubleSparseAttention: SparseAwareAttention, BatchedDecod
             if batchDS == nil || batchDS!.batch < b {
                 batchDS = try CUDAAttentionKernels.DoubleSparsity(kernels: dense.fast, batch: c.sequenceCount, heads: ds.heads,
                                                                  kvHeads: ds.kvHeads, headDim: ds.headDim, channels: ds.channels,
-                                                                 maxLength: c.capacity, labelBits: labels.bits, perHead: ds.perHead)
+                                                                 maxLength: c.capacity, labelBits: labels.bits,
+                                                                 labelScaleMode: labels.scale, perHead: ds.perHead)
                 batchK = try ctx.allocate(bytes: c.sequenceCount * 4)
             }
             // Sequences past b keep length 0 and k 0 (nothing selected, nothing attended).

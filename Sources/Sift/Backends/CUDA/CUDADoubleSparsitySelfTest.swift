@@ -21,7 +21,8 @@ extension CUDASelfTest {
     /// - 4-bit labels (`--ds-label-bits 4`, normalised by random key moments), r = 16, 8, 24, 32: the
     ///   GPU records against the CPU's bytes (scale and offset equal, codes within one), the
     ///   selection a true top-k of its own scores (float64 from the GPU's records), the output
-    ///   against float64 over that selection, and whole-model logits GPU vs CPU.
+    ///   against float64 over that selection, and whole-model logits GPU vs CPU; the same one-layer
+    ///   and batched checks with the per-channel grid (`--ds-label-scale channel`: codes alone).
     public static func doubleSparsityChecks(_ b: CUDABackend, cpuThreads: Int, seed: UInt64) throws -> [GPUCheck] {
         var r = Rand(seed: seed)
         var checks: [GPUCheck] = []
@@ -65,11 +66,14 @@ extension CUDASelfTest {
 
         // MARK: one layer's attention
         let L = 1536, n = L + 1, layer = 1
-        for (rr, bits, perHead) in [(16, 16, false), (8, 16, false), (16, 4, false), (8, 4, false), (24, 4, false), (32, 4, false),
-                                    (8, 16, true), (24, 4, true)] {
+        // (channels, bits, per-head, per-channel grid)
+        for (rr, bits, perHead, grid) in [(16, 16, false, false), (8, 16, false, false), (16, 4, false, false), (8, 4, false, false),
+                                          (24, 4, false, false), (32, 4, false, false), (8, 16, true, false), (24, 4, true, false),
+                                          (8, 4, false, true), (16, 4, false, true), (8, 4, true, true)] {
             let K = r.floats(n * kvw, scale: 2), V = r.floats(n * kvw), Q = r.floats(heads * hd, scale: 2)
             var opts = bits == 4 ? options4 : options
             opts.dsPerHead = perHead
+            if grid { opts.dsLabelScale = .channel }
             let cpuCache = KVCache(layers: layers, kvHeads: kvHeads, headDim: hd, capacity: n)
             let cpuDS = try DoubleSparseAttention(cache: cpuCache, config: config, channels: rr, options: opts, pool: cpu.pool)
             let gpuCache = try CUDAKVCache(context: b.context, layers: layers, kvHeads: kvHeads, headDim: hd, contextLength: n,
@@ -94,7 +98,7 @@ extension CUDASelfTest {
             gpuDS.attend(layer: layer, q: tensor(b, Q, rows: 1, cols: heads * hd), k: tensor(b, Array(lastK), rows: 1, cols: kvw),
                          v: tensor(b, Array(lastV), rows: 1, cols: kvw), start: L, shape: shape, out: gpuOut)
             try b.checkError()
-            let tag = "DS r=\(rr)\(bits == 4 ? " 4-bit labels" : "")\(perHead ? " per-head" : "") h\(heads)/kv\(kvHeads) d\(hd) L=\(n) 1/16 sinks 4 recent \(options.pinned(visible: n, budget: options.budget.count(visible: n), defaultRecent: AttentionOptions.doubleSparsityRecent).recent)"
+            let tag = "DS r=\(rr)\(bits == 4 ? " 4-bit labels" : "")\(grid ? " (channel grid)" : "")\(perHead ? " per-head" : "") h\(heads)/kv\(kvHeads) d\(hd) L=\(n) 1/16 sinks 4 recent \(options.pinned(visible: n, budget: options.budget.count(visible: n), defaultRecent: AttentionOptions.doubleSparsityRecent).recent)"
             let ch = channels(rr)[layer]
             let norm = config.labelNormalization(channels: rr)
             // 4-bit: the GPU's records decoded, [position][kvHead] → (scale, offset, codes).
@@ -123,6 +127,10 @@ extension CUDASelfTest {
                 let raw = try gpuDS.labels.hostRecords(layer: layer, count: n)
                 func decode(_ bytes: ArraySlice<UInt8>) -> (s: Double, m: Double, u: [Int]) {
                     let a = Array(bytes)
+                    if grid {   // codes alone on the grid (u − 7.5)·Δ
+                        let d = Double(LabelScale.step)
+                        return (d, -7.5 * d, (0..<rr).map { c in Int(a[c / 2] >> UInt8((c % 2) * 4)) & 15 })
+                    }
                     let s = Double(Float(Float16(bitPattern: UInt16(a[0]) | UInt16(a[1]) << 8)))
                     let m = Double(Float(Float16(bitPattern: UInt16(a[2]) | UInt16(a[3]) << 8)))
                     return (s, m, (0..<rr).map { c in Int(a[4 + c / 2] >> UInt8((c % 2) * 4)) & 15 })
@@ -230,12 +238,14 @@ extension CUDASelfTest {
         }
 
         // MARK: batched decode: one DS call for 3 sequences of different lengths vs one call each
-        for bits in [16, 4] {
+        for (bits, grid) in [(16, false), (4, false), (4, true)] {
             let cache = try CUDAKVCache(context: b.context, layers: layers, kvHeads: kvHeads, headDim: hd,
                                         contextLength: dsBatchLengths.max()! + 1, pageSize: 16, sequences: dsBatchLengths.count)
-            let m = try gpuMethod(cache, 8, bits == 4 ? options4 : options)
+            var opts = bits == 4 ? options4 : options
+            if grid { opts.dsLabelScale = .channel }
+            let m = try gpuMethod(cache, 8, opts)
             // Same selection and rows; only the split boundaries (and so the f32 merge order) differ.
-            checks.append(GPUCheck(name: "DS batched decode (3 sequences, 701/1001/1301 tokens, r=8\(bits == 4 ? ", 4-bit labels" : "")) vs one call each",
+            checks.append(GPUCheck(name: "DS batched decode (3 sequences, 701/1001/1301 tokens, r=8\(bits == 4 ? ", 4-bit labels" : "")\(grid ? " (channel grid)" : "")) vs one call each",
                                    error: try dsBatchedVsSingle(b, m, heads: heads, layer: layer, rand: &r), tolerance: 1e-3))
         }
 

@@ -801,7 +801,9 @@ SIFT_DECODE_KERNELS(256)
 //   labels     [pages][KVH][P][R] bf16, paged like the KV cache (same page table); or, for the
 //              4-bit variant (sift_ds_scores4_r<R>), [pages][KVH][P][1 + R/8] words of f16 scale |
 //              f16 offset and R 4-bit codes (ds_labels.cu), scored with the query scaled by
-//              qscale [KVH][R] (the channels' σ): s_j = m·Σq' + s·Σ q'_c·u_c, q' = q·σ
+//              qscale [KVH][R] (the channels' σ): s_j = m·Σq' + s·Σ q'_c·u_c, q' = q·σ; or, per-channel
+//              grid (sift_ds_scores4g_r<R>), R/8 words of codes alone: s = step, m = -7.5·step
+//              (labels 4 bytes a token at r = 8)
 //   channels   [KVH][R] int32: the calibrated channels of this layer, per KV head
 //   keys       [B][S][key_stride] u16 (key_stride a multiple of 4)
 //   hist       [B][S][4096] int32, zero before the first call (the candidates kernel re-zeroes it)
@@ -983,15 +985,18 @@ __device__ __forceinline__ float ds_nibble(sift_u32 w, int p) {
 }
 __device__ __forceinline__ float ds_nibble_scale(int p) { return __uint_as_float((sift_u32)(127 - ds_nibble_exp(p)) << 23); }
 
-template <int R>
+// META false (`--ds-label-scale channel`): records are the R/8 code words alone, on the fixed grid
+// (u - 7.5)·step of every channel: s_j = step·Σq'_c·u_c - 7.5·step·Σq', as the CPU.
+template <int R, bool META>
 __device__ __forceinline__ void ds_scores4(
     const sift_bf16* __restrict__ q, const sift_u32* __restrict__ labels, const int* __restrict__ channels,
     const int* __restrict__ page_table, const int* __restrict__ seq_lens, int G, int D,
     int page_shift, int max_pages, int sinks, const int* __restrict__ k_per_seq, int recent,
     unsigned short* __restrict__ keys, int key_stride, int* __restrict__ hist, int rounds, const float* __restrict__ qscale,
-    int spk)
+    float step, int spk)
 {
-    constexpr int W = 1 + R / 8;            // words a record
+    constexpr int M = META ? 1 : 0;          // the scale|offset word
+    constexpr int W = M + R / 8;             // words a record
     constexpr int GPT = DS_TPT / 4;         // groups of 4 tokens a thread a round
     DS_SELECTION_INDICES;
     const int n = seq_lens[b];
@@ -1053,8 +1058,9 @@ __device__ __forceinline__ void ds_scores4(
                 const sift_u32* r = &wd[g][j * W];
                 float acc = 0.f;
 #pragma unroll
-                for (int c = 0; c < R; c++) acc = fmaf(qr[c], ds_nibble(r[1 + c / 8], c % 8), acc);
-                const float s = fmaf(ds_f16_to_f32(r[0] >> 16), qsum, ds_f16_to_f32(r[0] & 0xffffu) * acc);
+                for (int c = 0; c < R; c++) acc = fmaf(qr[c], ds_nibble(r[M + c / 8], c % 8), acc);
+                const float s = META ? fmaf(ds_f16_to_f32(r[0] >> 16), qsum, ds_f16_to_f32(r[0] & 0xffffu) * acc)
+                                     : fmaf(-7.5f * step, qsum, step * acc);
                 key[j] = t + j < sinks || t + j >= recent_from ? 0xffffu : ds_key16(s);
             }
             if (t + 3 < n) {
@@ -1508,18 +1514,23 @@ SIFT_DS_SCORES(8, false, sift_ds_scores_r8)
 SIFT_DS_SCORES(16, false, sift_ds_scores_r16)
 SIFT_DS_SCORES(8, true, sift_ds_scores_match_r8)
 SIFT_DS_SCORES(16, true, sift_ds_scores_match_r16)
-// 4-bit labels: qscale [KVH][R] f32, the σ of each label channel (1 without normalisation).
-#define SIFT_DS_SCORES4(R, NAME) \
+// 4-bit labels: qscale [KVH][R] f32, the σ of each label channel (1 without normalisation); step:
+// the grid step of the per-channel variants (sift_ds_scores4g_r<R>; ignored by the per-token ones).
+#define SIFT_DS_SCORES4(R, META, NAME) \
     extern "C" __global__ void __launch_bounds__(256, (R) == 8 ? 4 : 1) NAME(const sift_bf16* q, const unsigned* labels, const int* channels, \
         const int* page_table, const int* seq_lens, int G, int D, int page_shift, int max_pages, int sinks, \
         const int* k_per_seq, int recent, unsigned short* keys, int key_stride, int* hist, int rounds, const float* qscale, \
-        int spk) \
-    { sift_pdl_entry(); ds_scores4<R>(q, labels, channels, page_table, seq_lens, G, D, page_shift, max_pages, sinks, k_per_seq, recent, \
-                    keys, key_stride, hist, rounds, qscale, spk); }
-SIFT_DS_SCORES4(8, sift_ds_scores4_r8)
-SIFT_DS_SCORES4(16, sift_ds_scores4_r16)
-SIFT_DS_SCORES4(24, sift_ds_scores4_r24)
-SIFT_DS_SCORES4(32, sift_ds_scores4_r32)
+        float step, int spk) \
+    { sift_pdl_entry(); ds_scores4<R, META>(q, labels, channels, page_table, seq_lens, G, D, page_shift, max_pages, sinks, k_per_seq, recent, \
+                    keys, key_stride, hist, rounds, qscale, step, spk); }
+SIFT_DS_SCORES4(8, true, sift_ds_scores4_r8)
+SIFT_DS_SCORES4(16, true, sift_ds_scores4_r16)
+SIFT_DS_SCORES4(24, true, sift_ds_scores4_r24)
+SIFT_DS_SCORES4(32, true, sift_ds_scores4_r32)
+SIFT_DS_SCORES4(8, false, sift_ds_scores4g_r8)
+SIFT_DS_SCORES4(16, false, sift_ds_scores4g_r16)
+SIFT_DS_SCORES4(24, false, sift_ds_scores4g_r24)
+SIFT_DS_SCORES4(32, false, sift_ds_scores4g_r32)
 
 #define SIFT_DS_CANDIDATES(CPB, MINB) \
     extern "C" __global__ void __launch_bounds__(DS_CAND_THREADS, MINB) sift_ds_candidates_c##CPB(const unsigned short* keys, \
@@ -1619,8 +1630,25 @@ extern "C" __global__ void sift_ds_label_store_batch(const float* k, bf16_t* lab
 //   u_c = clamp(round((x_c - m) / s), 0, 15) (0 where s = 0): the same f32 operations, each
 //   rounded once (no contraction), as the CPU, so the codes are bit-identical.
 //   mean, inv_std [KVH][R] f32 of this layer. R <= 32, a multiple of 8.
+// With inv_step = 1/Δ > 0 (`--ds-label-scale channel`, LabelScale in KV/LabelCache.swift) the record
+// is the R/8 code words alone: u_c = clamp(floor(x_c * inv_step + 8), 0, 15), one fixed grid per
+// channel ((u - 7.5)·Δ in units of σ), again the CPU's f32 operations.
 __device__ __forceinline__ void ds_label4_encode(const float* key, const int* ch, const float* mean,
-                                                 const float* inv_std, int r, unsigned* rec) {
+                                                 const float* inv_std, int r, float inv_step, unsigned* rec) {
+    if (inv_step > 0.f) {
+        for (int w = 0; w < r / 8; w++) {
+            unsigned word = 0;
+            for (int e = 0; e < 8; e++) {
+                const int c = w * 8 + e;
+                const float x = __fmul_rn(__fsub_rn(key[ch[c]], mean[c]), inv_std[c]);
+                const float t = floorf(__fadd_rn(__fmul_rn(x, inv_step), 8.f));
+                const int u = t >= 15.f ? 15 : (t >= 0.f ? (int)t : 0);   // NaN: 0, as the CPU
+                word |= (unsigned)u << (4 * e);
+            }
+            rec[w] = word;
+        }
+        return;
+    }
     float x[32];
     float lo = __int_as_float(0x7f800000), hi = -lo;
     for (int c = 0; c < r; c++) {
@@ -1645,24 +1673,25 @@ __device__ __forceinline__ void ds_label4_encode(const float* key, const int* ch
 }
 
 // grid (rows), block KVH rounded up to a warp: thread h encodes KV head h of row t at start + t.
+// inv_step: 0 per-token scale and offset (1 + r/8 words a record), > 0 the per-channel grid (r/8).
 extern "C" __global__ void sift_ds_label4_store(const float* k, unsigned* labels, const int* channels,
                                                 const float* mean, const float* inv_std, const int* page_table,
-                                                int start, int kv_heads, int head_dim, int r, int page_size) {
-    const int t = blockIdx.x, h = threadIdx.x, words = 1 + r / 8;
+                                                int start, int kv_heads, int head_dim, int r, int page_size, float inv_step) {
+    const int t = blockIdx.x, h = threadIdx.x, words = (inv_step > 0.f ? 0 : 1) + r / 8;
     if (h >= kv_heads) return;
     ds_label4_encode(k + (size_t)t * kv_heads * head_dim + h * head_dim, channels + h * r, mean + h * r, inv_std + h * r, r,
-                     labels + kv_offset(page_table, start + t, h, kv_heads, page_size, words));
+                     inv_step, labels + kv_offset(page_table, start + t, h, kv_heads, page_size, words));
 }
 
 // Batched decode, as sift_ds_label_store_batch.   grid (B), block as above
 extern "C" __global__ void sift_ds_label4_store_batch(const float* k, unsigned* labels, const int* channels,
                                                       const float* mean, const float* inv_std, const int* page_table,
                                                       const int* seq_lens, int max_pages, int kv_heads, int head_dim,
-                                                      int r, int page_size) {
-    const int t = blockIdx.x, h = threadIdx.x, words = 1 + r / 8;
+                                                      int r, int page_size, float inv_step) {
+    const int t = blockIdx.x, h = threadIdx.x, words = (inv_step > 0.f ? 0 : 1) + r / 8;
     if (h >= kv_heads) return;
     ds_label4_encode(k + (size_t)t * kv_heads * head_dim + h * head_dim, channels + h * r, mean + h * r, inv_std + h * r, r,
-                     labels + kv_offset(page_table + (size_t)t * max_pages, seq_lens[t] - 1, h, kv_heads, page_size, words));
+                     inv_step, labels + kv_offset(page_table + (size_t)t * max_pages, seq_lens[t] - 1, h, kv_heads, page_size, words));
 }
 
 // Projected labels (`sift calibrate --statistic qk-svd`, Attention/LabelProjection.swift): the

@@ -18,7 +18,9 @@
 //   labels     [pages][KVH][P][R] bf16, paged like the KV cache (same page table); or, for the
 //              4-bit variant (sift_ds_scores4_r<R>), [pages][KVH][P][1 + R/8] words of f16 scale |
 //              f16 offset and R 4-bit codes (ds_labels.cu), scored with the query scaled by
-//              qscale [KVH][R] (the channels' σ): s_j = m·Σq' + s·Σ q'_c·u_c, q' = q·σ
+//              qscale [KVH][R] (the channels' σ): s_j = m·Σq' + s·Σ q'_c·u_c, q' = q·σ; or, per-channel
+//              grid (sift_ds_scores4g_r<R>), R/8 words of codes alone: s = step, m = -7.5·step
+//              (labels 4 bytes a token at r = 8)
 //   channels   [KVH][R] int32: the calibrated channels of this layer, per KV head
 //   keys       [B][S][key_stride] u16 (key_stride a multiple of 4)
 //   hist       [B][S][4096] int32, zero before the first call (the candidates kernel re-zeroes it)
@@ -200,15 +202,18 @@ __device__ __forceinline__ float ds_nibble(sift_u32 w, int p) {
 }
 __device__ __forceinline__ float ds_nibble_scale(int p) { return __uint_as_float((sift_u32)(127 - ds_nibble_exp(p)) << 23); }
 
-template <int R>
+// META false (`--ds-label-scale channel`): records are the R/8 code words alone, on the fixed grid
+// (u - 7.5)·step of every channel: s_j = step·Σq'_c·u_c - 7.5·step·Σq', as the CPU.
+template <int R, bool META>
 __device__ __forceinline__ void ds_scores4(
     const sift_bf16* __restrict__ q, const sift_u32* __restrict__ labels, const int* __restrict__ channels,
     const int* __restrict__ page_table, const int* __restrict__ seq_lens, int G, int D,
     int page_shift, int max_pages, int sinks, const int* __restrict__ k_per_seq, int recent,
     unsigned short* __restrict__ keys, int key_stride, int* __restrict__ hist, int rounds, const float* __restrict__ qscale,
-    int spk)
+    float step, int spk)
 {
-    constexpr int W = 1 + R / 8;            // words a record
+    constexpr int M = META ? 1 : 0;          // the scale|offset word
+    constexpr int W = M + R / 8;             // words a record
     constexpr int GPT = DS_TPT / 4;         // groups of 4 tokens a thread a round
     DS_SELECTION_INDICES;
     const int n = seq_lens[b];
@@ -270,8 +275,9 @@ __device__ __forceinline__ void ds_scores4(
                 const sift_u32* r = &wd[g][j * W];
                 float acc = 0.f;
 #pragma unroll
-                for (int c = 0; c < R; c++) acc = fmaf(qr[c], ds_nibble(r[1 + c / 8], c % 8), acc);
-                const float s = fmaf(ds_f16_to_f32(r[0] >> 16), qsum, ds_f16_to_f32(r[0] & 0xffffu) * acc);
+                for (int c = 0; c < R; c++) acc = fmaf(qr[c], ds_nibble(r[M + c / 8], c % 8), acc);
+                const float s = META ? fmaf(ds_f16_to_f32(r[0] >> 16), qsum, ds_f16_to_f32(r[0] & 0xffffu) * acc)
+                                     : fmaf(-7.5f * step, qsum, step * acc);
                 key[j] = t + j < sinks || t + j >= recent_from ? 0xffffu : ds_key16(s);
             }
             if (t + 3 < n) {
@@ -725,18 +731,23 @@ SIFT_DS_SCORES(8, false, sift_ds_scores_r8)
 SIFT_DS_SCORES(16, false, sift_ds_scores_r16)
 SIFT_DS_SCORES(8, true, sift_ds_scores_match_r8)
 SIFT_DS_SCORES(16, true, sift_ds_scores_match_r16)
-// 4-bit labels: qscale [KVH][R] f32, the σ of each label channel (1 without normalisation).
-#define SIFT_DS_SCORES4(R, NAME) \
+// 4-bit labels: qscale [KVH][R] f32, the σ of each label channel (1 without normalisation); step:
+// the grid step of the per-channel variants (sift_ds_scores4g_r<R>; ignored by the per-token ones).
+#define SIFT_DS_SCORES4(R, META, NAME) \
     extern "C" __global__ void __launch_bounds__(256, (R) == 8 ? 4 : 1) NAME(const sift_bf16* q, const unsigned* labels, const int* channels, \
         const int* page_table, const int* seq_lens, int G, int D, int page_shift, int max_pages, int sinks, \
         const int* k_per_seq, int recent, unsigned short* keys, int key_stride, int* hist, int rounds, const float* qscale, \
-        int spk) \
-    { sift_pdl_entry(); ds_scores4<R>(q, labels, channels, page_table, seq_lens, G, D, page_shift, max_pages, sinks, k_per_seq, recent, \
-                    keys, key_stride, hist, rounds, qscale, spk); }
-SIFT_DS_SCORES4(8, sift_ds_scores4_r8)
-SIFT_DS_SCORES4(16, sift_ds_scores4_r16)
-SIFT_DS_SCORES4(24, sift_ds_scores4_r24)
-SIFT_DS_SCORES4(32, sift_ds_scores4_r32)
+        float step, int spk) \
+    { sift_pdl_entry(); ds_scores4<R, META>(q, labels, channels, page_table, seq_lens, G, D, page_shift, max_pages, sinks, k_per_seq, recent, \
+                    keys, key_stride, hist, rounds, qscale, step, spk); }
+SIFT_DS_SCORES4(8, true, sift_ds_scores4_r8)
+SIFT_DS_SCORES4(16, true, sift_ds_scores4_r16)
+SIFT_DS_SCORES4(24, true, sift_ds_scores4_r24)
+SIFT_DS_SCORES4(32, true, sift_ds_scores4_r32)
+SIFT_DS_SCORES4(8, false, sift_ds_scores4g_r8)
+SIFT_DS_SCORES4(16, false, sift_ds_scores4g_r16)
+SIFT_DS_SCORES4(24, false, sift_ds_scores4g_r24)
+SIFT_DS_SCORES4(32, false, sift_ds_scores4g_r32)
 
 #define SIFT_DS_CANDIDATES(CPB, MINB) \
     extern "C" __global__ void __launch_bounds__(DS_CAND_THREADS, MINB) sift_ds_candidates_c##CPB(const unsigned short* keys, \

@@ -48,8 +48,25 @@ extern "C" __global__ void sift_ds_label_store_batch(const float* k, bf16_t* lab
 //   u_c = clamp(round((x_c - m) / s), 0, 15) (0 where s = 0): the same f32 operations, each
 //   rounded once (no contraction), as the CPU, so the codes are bit-identical.
 //   mean, inv_std [KVH][R] f32 of this layer. R <= 32, a multiple of 8.
+// With inv_step = 1/Δ > 0 (`--ds-label-scale channel`, LabelScale in KV/LabelCache.swift) the record
+// is the R/8 code words alone: u_c = clamp(floor(x_c * inv_step + 8), 0, 15), one fixed grid per
+// channel ((u - 7.5)·Δ in units of σ), again the CPU's f32 operations.
 __device__ __forceinline__ void ds_label4_encode(const float* key, const int* ch, const float* mean,
-                                                 const float* inv_std, int r, unsigned* rec) {
+                                                 const float* inv_std, int r, float inv_step, unsigned* rec) {
+    if (inv_step > 0.f) {
+        for (int w = 0; w < r / 8; w++) {
+            unsigned word = 0;
+            for (int e = 0; e < 8; e++) {
+                const int c = w * 8 + e;
+                const float x = __fmul_rn(__fsub_rn(key[ch[c]], mean[c]), inv_std[c]);
+                const float t = floorf(__fadd_rn(__fmul_rn(x, inv_step), 8.f));
+                const int u = t >= 15.f ? 15 : (t >= 0.f ? (int)t : 0);   // NaN: 0, as the CPU
+                word |= (unsigned)u << (4 * e);
+            }
+            rec[w] = word;
+        }
+        return;
+    }
     float x[32];
     float lo = __int_as_float(0x7f800000), hi = -lo;
     for (int c = 0; c < r; c++) {
@@ -74,24 +91,25 @@ __device__ __forceinline__ void ds_label4_encode(const float* key, const int* ch
 }
 
 // grid (rows), block KVH rounded up to a warp: thread h encodes KV head h of row t at start + t.
+// inv_step: 0 per-token scale and offset (1 + r/8 words a record), > 0 the per-channel grid (r/8).
 extern "C" __global__ void sift_ds_label4_store(const float* k, unsigned* labels, const int* channels,
                                                 const float* mean, const float* inv_std, const int* page_table,
-                                                int start, int kv_heads, int head_dim, int r, int page_size) {
-    const int t = blockIdx.x, h = threadIdx.x, words = 1 + r / 8;
+                                                int start, int kv_heads, int head_dim, int r, int page_size, float inv_step) {
+    const int t = blockIdx.x, h = threadIdx.x, words = (inv_step > 0.f ? 0 : 1) + r / 8;
     if (h >= kv_heads) return;
     ds_label4_encode(k + (size_t)t * kv_heads * head_dim + h * head_dim, channels + h * r, mean + h * r, inv_std + h * r, r,
-                     labels + kv_offset(page_table, start + t, h, kv_heads, page_size, words));
+                     inv_step, labels + kv_offset(page_table, start + t, h, kv_heads, page_size, words));
 }
 
 // Batched decode, as sift_ds_label_store_batch.   grid (B), block as above
 extern "C" __global__ void sift_ds_label4_store_batch(const float* k, unsigned* labels, const int* channels,
                                                       const float* mean, const float* inv_std, const int* page_table,
                                                       const int* seq_lens, int max_pages, int kv_heads, int head_dim,
-                                                      int r, int page_size) {
-    const int t = blockIdx.x, h = threadIdx.x, words = 1 + r / 8;
+                                                      int r, int page_size, float inv_step) {
+    const int t = blockIdx.x, h = threadIdx.x, words = (inv_step > 0.f ? 0 : 1) + r / 8;
     if (h >= kv_heads) return;
     ds_label4_encode(k + (size_t)t * kv_heads * head_dim + h * head_dim, channels + h * r, mean + h * r, inv_std + h * r, r,
-                     labels + kv_offset(page_table + (size_t)t * max_pages, seq_lens[t] - 1, h, kv_heads, page_size, words));
+                     inv_step, labels + kv_offset(page_table + (size_t)t * max_pages, seq_lens[t] - 1, h, kv_heads, page_size, words));
 }
 
 // Projected labels (`sift calibrate --statistic qk-svd`, Attention/LabelProjection.swift): the
