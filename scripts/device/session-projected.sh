@@ -5,7 +5,7 @@
 #           sparse-aware perplexity and NIAH
 #   qwen2   KV retrieval and batched decode
 #   qwen3   the same at 16 projected channels and 4 bits
-#   qwen4   24 and 32 projected channels at 4 bits (rank-32 calibration)
+#   qwen4   24 and 32 projected channels at 4 bits (rank-32 calibration; not run yet)
 #   gemma   gemma 3 270M from /tmp/gem/c*: perplexity (16 bf16, 32 at 4 bits), NIAH and KV
 # Binary $SIFT_BIN (default .dev-final/bin17/sift; checks|qwen|qwen2|qwen3|gemma ran on bin16, the
 # same engine before the self-test refactor); calibrations: copies of
