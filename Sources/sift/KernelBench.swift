@@ -31,6 +31,8 @@ struct KernelBench: ParsableCommand {
     var dsLabelBits = false
     @Option(help: "With --ds-label-bits: label channels of the 4-bit column (8, 16, 24 or 32; default d/16 as the bf16 column). 24 at 4 bits read the bytes of 8 at bf16.")
     var dsLabel4Channels: Int?
+    @Flag(help: "With --ds-label-bits: also time the grid column's phases (scores, threshold, attend + combine) and its scores kernel's variants: __match_any histogram, the other occupancy (r = 8 at 4 blocks an SM, r = 16 at 6), and no histogram (a diagnostic: what the histogram costs).")
+    var dsGridPhases = false
     @Flag(help: "With --ds-label-bits: time every column twice, with programmatic dependent launch off and on (sm_90; each kernel's launch overlaps the previous kernel's tail).")
     var pdl = false
 

@@ -46,6 +46,28 @@ extension KernelBench {
                             maxPages: syn.maxPages, seqLens: syn.seqLens.address, kPerSeq: syn.kPerSeq.address, sinks: 0,
                             out: syn.out.address, parts: parts, labelScale: scale.address)
             }
+            /// The grid column's phases, each timed alone (a launch each): threshold = scores +
+            /// threshold − scores; attend = attend + combine on the last full call's lists. Then
+            /// the scores kernel's variants alone, and in the whole op where they select correctly.
+            func gridPhases(_ d: CUDAAttentionKernels.DoubleSparsity, full: Double, scores: Double) throws {
+                try run4("sta", d)
+                let st = try time(ctx, flush) { try run4("st", d) }
+                let a = try time(ctx, flush) { try run4("a", d) }
+                var cells = ["full \(fixed(full, 4))", "scores \(fixed(scores, 4))", "threshold \(fixed(st - scores, 4))",
+                             "attend+combine \(fixed(a, 4))", "sum \(fixed(st + a, 4))"]
+                for (v, what) in [(1, "match"), (3, "other occupancy"), (2, "no histogram")] {
+                    d.scoresVariant = v
+                    try d.clearState()
+                    let sv = try time(ctx, flush) { try run4("s", d) }
+                    try d.clearState()
+                    var cell = "scores \(what) \(fixed(sv, 4))"
+                    if v != 2 { cell += " (full \(fixed(try time(ctx, flush) { try run4("sta", d) }, 4)))" }
+                    cells.append(cell)
+                }
+                d.scoresVariant = 0
+                try d.clearState()
+                print("|   grid phases ms | \(b) | \(l) | " + cells.joined(separator: ", ") + " |")
+            }
             for mode in modes {
                 ctx.programmaticLaunch = mode
                 let dense = try time(ctx, flush) { try syn.dense() }
@@ -62,6 +84,7 @@ extension KernelBench {
                       + "\(fixed(ds4gt, 4)) | \(fixed(dense / ds16, 2))x | \(fixed(dense / ds4t, 2))x | \(fixed(dense / ds4gt, 2))x | "
                       + "\(fixed(s16, 4)) | \(fixed(s4, 4)) | \(fixed(s4g, 4)) | "
                       + "\(2 * r), \(4 + r4 / 2), \(r4 / 2)\(r4 != r ? " (\(r4) channels)" : "") |")
+                if dsGridPhases { try gridPhases(ds4g, full: ds4gt, scores: s4g) }
             }
         }
     }

@@ -125,13 +125,10 @@ struct KernelCheck {
         try ctx.upload(kper.map { Int32($0) }, to: kpd.address)
         let ds0 = try CUDAAttentionKernels.DoubleSparsity(kernels: kernels, batch: B, heads: H, kvHeads: KVH, headDim: D,
                                                           channels: R, maxLength: lens.max()!)
-        // A small candidate capacity makes the threshold's last block read the candidates from the
-        // lists in global memory instead of shared memory; it also runs splits of 512 positions
-        // (the default here is 1024), the next one of 4096; splits of 4 positions make more chunks
-        // than the last block lists (1025 > 1024): its fallback passes over the row's keys.
+        // Splits of 512 positions (the default here is 1024), of 4096, and of 4 positions: 1025
+        // chunks, whose low-digit histograms every attend block sums to resolve the threshold.
         let dsSmall = try CUDAAttentionKernels.DoubleSparsity(kernels: kernels, batch: B, heads: H, kvHeads: KVH, headDim: D,
-                                                              channels: R, maxLength: lens.max()!, splitPositions: 512,
-                                                              candidateCapacity: 64)
+                                                              channels: R, maxLength: lens.max()!, splitPositions: 512)
         let dsWide = try CUDAAttentionKernels.DoubleSparsity(kernels: kernels, batch: B, heads: H, kvHeads: KVH, headDim: D,
                                                              channels: R, maxLength: lens.max()!, splitPositions: 4096)
         let dsKeys = try CUDAAttentionKernels.DoubleSparsity(kernels: kernels, batch: B, heads: H, kvHeads: KVH, headDim: D,
@@ -179,7 +176,7 @@ struct KernelCheck {
                 let base = small ? dsSmall : variant == -1 ? dsWide : variant == -2 ? dsKeys : ds0
                 ds = try CUDAAttentionKernels.DoubleSparsity(kernels: kernels, batch: B, heads: H, kvHeads: KVH, headDim: D,
                                                              channels: R, maxLength: lens.max()!, splitPositions: base.splitPositions,
-                                                             candidateCapacity: small ? 64 : nil, perHead: true)
+                                                             perHead: true)
                 ds.thresholdChunksPerBlock = base.thresholdChunksPerBlock
             } else {
                 ds = small ? dsSmall : variant == -1 ? dsWide : variant == -2 ? dsKeys : ds0
@@ -244,7 +241,7 @@ struct KernelCheck {
                     for i in 0..<D { err = max(err, abs(r[i] - Self.f(got[(b * H + qhd) * D + i]))); scale = max(scale, abs(r[i])) }
                 }
             } }
-            let what = "\(perHead ? "per-head selections, " : "")sinks \(sinks)\(recent > 0 ? ", recent \(recent)" : "")\(quantized ? ", quantized scores" : mode == 2 ? ", all scores equal" : "")\(small ? ", candidates read from global lists, 512-position splits, 4 chunks a threshold block" : "")\(variant == -1 ? ", 4096-position splits, 2 chunks a threshold block" : "")\(variant == -2 ? ", 4-position splits (1025 chunks: threshold passes over the keys)" : "")\(variant > 0 ? ", attend variant \(variant)" : "")"
+            let what = "\(perHead ? "per-head selections, " : "")sinks \(sinks)\(recent > 0 ? ", recent \(recent)" : "")\(quantized ? ", quantized scores" : mode == 2 ? ", all scores equal" : "")\(small ? ", 512-position splits, 4 chunks a threshold block" : "")\(variant == -1 ? ", 4096-position splits, 2 chunks a threshold block" : "")\(variant == -2 ? ", 4-position splits (1025 chunks)" : "")\(variant > 0 ? ", attend variant \(variant)" : "")"
             let refOK = keyDiffs == 0 ? refDiffs == 0 : refDiffs <= 2 * keyDiffs
             print("\(selOK ? "PASS" : "FAIL") \(name) DS \(what): exactly k = L/16 tokens, the top-k of the kernel's 16-bit keys, ties in position order (most keys equal to T: \(maxTies)); score err vs float64 beyond bf16 truncation \(scientific(max(0, scoreErr), 2))")
             print("\(refOK ? "PASS" : "FAIL") \(name) DS \(what): vs the float64 top-k by 16-bit key: \(refDiffs) tokens differ (keys off by f32 summation: \(keyDiffs))")

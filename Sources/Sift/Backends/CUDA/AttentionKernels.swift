@@ -159,12 +159,13 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
         /// The selection lists `[batch][selections][listStride]` UInt32 (split s's list at
         /// s·splitPositions: the pool rows above the threshold's top-12-bit bin, then that bin's
         /// candidates as key << 16 | position in the split), their counts `[batch][selections][maxSplits]`
-        /// of (rows, candidates), and the threshold pass's counters `[batch][selections][4]` (ticket;
-        /// zero between calls).
+        /// of (rows, candidates), and the threshold pass's picks `[batch][selections][4]` Int32 ([2]
+        /// the top-12-bit bin D1 of the k-th largest key, [3] how many of that bin are taken).
         let lists: DeviceBuffer, counts: DeviceBuffer, meta: DeviceBuffer
         let listStride: Int
-        /// The most candidates the threshold pass's last block resolves in shared memory (more: exact passes over the keys).
-        let candidateCap: Int
+        /// Per (sequence, selection, split) histogram of the candidates' low 4 key bits `[batch][selections][maxSplits][16]`
+        /// Int32, from which the attend kernel resolves the exact threshold.
+        let lowHist: DeviceBuffer
         /// Per (sequence, KV head) count of finished attend blocks, for the fused combine (zero between calls).
         let counters: DeviceBuffer
         let scratch: Scratch
@@ -175,19 +176,22 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
         /// the histogram fewer times but measured slower). For benchmarks and checks.
         public var thresholdChunksPerBlock: Int? = nil
         /// The scores kernel: 0 the default; 1 lanes with equal histogram bins add once
-        /// (`__match_any_sync`; measured slower). For benchmarks.
+        /// (`__match_any_sync`; measured slower). With grid labels also 2: no histogram (a
+        /// diagnostic: the selection is then wrong) and 3: the other occupancy (r = 8 at 4
+        /// blocks an SM, the earlier default; r = 16 at 6). For benchmarks.
         public var scoresVariant = 0
+
+        static let gridScoresVariant = [1: "match_", 2: "nohist_", 3: "occ_"]
 
         /// The attend kernel: 0 the default; 1...5 experimental variants (8 dims a lane, more rows
         /// in flight, more blocks per SM; 4 and 5 fuse the split combine) for benchmarks.
         public let attendVariant: Int
 
         /// `splitPositions` (a multiple of 4, at most 4096) and `attendVariant` override the
-        /// defaults, for benchmarks; `candidateCapacity` (at most 4096) shrinks how many
-        /// candidates the threshold pass resolves in shared memory, for checks of its fallback path.
+        /// defaults, for benchmarks and checks.
         public init(kernels: CUDAAttentionKernels, batch: Int, heads: Int, kvHeads: Int, headDim: Int, channels: Int,
                     maxLength: Int, splitPositions: Int? = nil, attendVariant: Int = 0,
-                    candidateCapacity: Int? = nil, labelBits: Int = 16, labelScaleMode: LabelScale = .token,
+                    labelBits: Int = 16, labelScaleMode: LabelScale = .token,
                     perHead: Bool = false) throws {
             guard CUDADoubleSparseAttention.supportedChannels(labelBits: labelBits).contains(channels) else {
                 throw CUDAError.invalid("GPU Double Sparsity supports \(CUDADoubleSparseAttention.supportedChannels(labelBits: labelBits)) label channels with \(labelBits)-bit labels, not \(channels)")
@@ -219,9 +223,6 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
             hist = try c.allocate(bytes: batch * sel * 4096 * 4)
             try c.memset(hist.address, byte: 0, bytes: hist.bytes)
             thresholds = try c.allocate(bytes: batch * sel * 2 * 4)
-            // ~1-3% of the keys share the top 12 bits of the k-th largest; more than the cap take
-            // the (exact, slower) passes over all keys.
-            candidateCap = max(1, min(4096, candidateCapacity ?? 4096))
             meta = try c.allocate(bytes: batch * sel * 4 * 4)
             try c.memset(meta.address, byte: 0, bytes: meta.bytes)
             counters = try c.allocate(bytes: batch * sel * 4)
@@ -234,6 +235,7 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
             listStride = maxSplits * self.splitPositions
             lists = try c.allocate(bytes: batch * sel * listStride * 4)
             counts = try c.allocate(bytes: batch * sel * maxSplits * 8)
+            lowHist = try c.allocate(bytes: batch * sel * maxSplits * 16 * 4)
             let blocks = (maxLength + 2047) / 2048 * batch * sel
             rounds = max(1, min(8, blocks / (4 * sms)))
         }
@@ -253,7 +255,7 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
             let c = kernels.context, g = selectionGroup, spk = selections / kvHeads, shift = CUDAAttentionKernels.log2(pageSize)
             if parts.contains("s") {
                 let f = try kernels.function("double_sparsity.cu", headDim: headDim, group: g,
-                                             labelBits == 4 ? (labelScaleMode == .channel ? "sift_ds_scores4g_r\(channels)" : "sift_ds_scores4_r\(channels)")
+                                             labelBits == 4 ? (labelScaleMode == .channel ? "sift_ds_scores4g_\(Self.gridScoresVariant[scoresVariant] ?? "")r\(channels)" : "sift_ds_scores4_r\(channels)")
                                                  : scoresVariant == 1 ? "sift_ds_scores_match_r\(channels)" : "sift_ds_scores_r\(channels)")
                 // 4-bit labels: `labelScale` is the query scale (σ per KV head and channel, [kvHeads][channels] f32).
                 precondition(labelBits == 16 || labelScale != 0, "4-bit DS labels need their query scale")
@@ -269,7 +271,7 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
                              dependent: true, args)
             }
             if parts.contains("t") {
-                // One chunk a block: 2 or 4 (fewer histogram reads, fewer blocks) measured slower at every shape.
+                // One chunk a block: 2 or 4 (fewer, longer blocks) measured slower at every shape.
                 let cpb = thresholdChunksPerBlock ?? 1
                 guard [1, 2, 4].contains(cpb) else { throw CUDAError.invalid("threshold chunks per block \(cpb): have 1, 2, 4") }
                 let pick = try kernels.function("double_sparsity.cu", headDim: headDim, group: g, "sift_ds_pick_d1")
@@ -277,16 +279,16 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
                     .ptr(hist), .pointer(seqLens), .pointer(kPerSeq), .ptr(meta)])
                 let f = try kernels.function("double_sparsity.cu", headDim: headDim, group: g, "sift_ds_candidates_c\(cpb)")
                 try c.launch(f, grid: ((scratch.maxSplits + cpb - 1) / cpb, selections, batch), block: (256, 1, 1), dependent: true, [
-                    .ptr(keys), .int(keyStride), .ptr(hist), .pointer(seqLens), .pointer(kPerSeq), .pointer(pageTable),
+                    .ptr(keys), .int(keyStride), .pointer(seqLens), .pointer(kPerSeq), .pointer(pageTable),
                     .int(shift), .int(maxPages), .int(splitPositions), .ptr(lists), .int(listStride), .ptr(counts),
-                    .int(scratch.maxSplits), .int(candidateCap), .ptr(meta), .ptr(thresholds), .int(spk)])
+                    .int(scratch.maxSplits), .ptr(meta), .ptr(lowHist), .int(spk)])
             }
             if parts.contains("a") {
                 let v = attendVariant == 0 ? "" : "v\(attendVariant)_"
                 let f = try kernels.function("double_sparsity.cu", headDim: headDim, group: g, "sift_ds_attend_\(v)d\(headDim)_g\(g)")
                 try c.launch(f, grid: (scratch.maxSplits, selections, batch), block: (128, 1, 1), dependent: true, [
-                    .pointer(q), .pointer(kc), .pointer(vc), .pointer(pageTable), .pointer(seqLens), .ptr(lists),
-                    .int(listStride), .ptr(counts), .ptr(thresholds), .ptr(scratch.partO), .ptr(scratch.partLSE), .int(shift),
+                    .pointer(q), .pointer(kc), .pointer(vc), .pointer(pageTable), .pointer(seqLens), .pointer(kPerSeq), .ptr(lists),
+                    .int(listStride), .ptr(counts), .ptr(meta), .ptr(lowHist), .ptr(thresholds), .ptr(scratch.partO), .ptr(scratch.partLSE), .int(shift),
                     .int(maxPages), .int(splitPositions), .int(scratch.maxSplits), .float(1 / Float(headDim).squareRoot()),
                     .ptr(counters), .pointer(out), .int(spk)])
                 if attendVariant >= 4 {   // the last block of each (b, KV head) combined (bf16 out)
@@ -301,8 +303,8 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
             }
         }
 
-        /// Zeroes the histogram and the threshold pass's counters (a full run leaves them zero;
-        /// running the scores alone, as a benchmark of that phase does, does not).
+        /// Zeroes the histogram and the threshold pass's picks (a full run leaves the histogram
+        /// zero; running the scores alone, as a benchmark of that phase does, does not).
         public func clearState() throws {
             try kernels.context.memset(hist.address, byte: 0, bytes: hist.bytes)
             try kernels.context.memset(meta.address, byte: 0, bytes: meta.bytes)

@@ -2,16 +2,18 @@
 //   1. sift_ds_scores_r<R>: approximate scores of every token from the label cache, stored as
 //      16-bit order-preserving keys (the score truncated to bf16, ds_key16), and a histogram of
 //      the keys' top 12 bits per (b, KV head);
-//   2. sift_ds_pick_d1: per (b, KV head), the histogram bin D1 of the k-th largest key;
-//   3. sift_ds_candidates_c<CPB>: the exact k-th largest key T and the tie cut, and the selection
-//      lists, one block per chunk (= attend split): each block writes its chunk's list — the pool
-//      rows of the keys whose top 12 bits are above the k-th's bin D1, then its candidates (top 12
-//      bits = D1) — and the last block to finish resolves the candidates (the low 4 bits, then the
-//      tie cut). The selection is {j : key_j > T} ∪ {j : key_j == T, j <= cut}, exactly k tokens,
-//      exactly the top-k by 16-bit key, ties by lowest position;
-//   4. sift_ds_attend_d<D>_g<G>: one block per chunk copies its list's rows and the candidates it
-//      takes (key > T, or key == T at a position <= cut) into shared memory and runs decode_core
-//      (decode_core.cuh) over just those rows. It never reads the keys.
+//   2. sift_ds_pick_d1: per (b, KV head), the histogram bin D1 of the k-th largest key and how
+//      many keys of that bin are taken; it zeroes the histogram for the next call;
+//   3. sift_ds_candidates_c<CPB>: the selection lists, one block per chunk (= attend split): each
+//      block writes its chunk's list — the pool rows of the keys whose top 12 bits are above D1,
+//      then its candidates (top 12 bits = D1) — and a 16-bin histogram of its candidates' low 4
+//      bits;
+//   4. sift_ds_attend_d<D>_g<G>: one block per chunk sums the chunks' low-digit histograms into
+//      the exact k-th largest key T and the number of keys equal to T it takes (the first ones
+//      by position), copies its list's rows and the candidates it takes into shared memory and
+//      runs decode_core (decode_core.cuh) over just those rows. It never reads the keys.
+//      The selection is {j : key_j > T} ∪ {the first keys equal to T by position}, exactly k
+//      tokens, the top-k by 16-bit key, ties by lowest position.
 // Bytes a token per KV head (r = 8, k = L/16, d = 128): labels 16, keys 2 written + 2 read, lists
 // ~0.3, selected K/V rows 32 (dense: 512).
 //
@@ -23,8 +25,9 @@
 //              (labels 4 bytes a token at r = 8)
 //   channels   [KVH][R] int32: the calibrated channels of this layer, per KV head
 //   keys       [B][S][key_stride] u16 (key_stride a multiple of 4)
-//   hist       [B][S][4096] int32, zero before the first call (the candidates kernel re-zeroes it)
-//   thr        [B][S][2] uint32: T and the tie cut
+//   hist       [B][S][4096] int32, zero before the first call (sift_ds_pick_d1 re-zeroes it)
+//   thr        [B][S][2] uint32: T and the tie cut (the last position equal to T taken; 2^31 - 1 when
+//              all are), written by the attend kernel for the host's checks
 // By default one selection per KV group, from the group's summed query (as the CPU path does):
 //   s_j = (Σ_{h∈group} q_h[C]) · label_j;  with spk > 1 (`--ds-group per-head`) one selection per
 //   query head, s_j = q_h[C] · label_j, each reading its KV head's labels and rows (grid.y and the
@@ -33,8 +36,8 @@
 
 #include "decode_core.cuh"
 
-// meta [B][KVH][DS_META] int, zero before the first call: [1] ticket ([0] unused; the
-// candidates kernel's last block of each (b, KV head) resets both).
+// meta [B][S][DS_META] int: [2] D1 and [3] how many keys of bin D1 are taken (sift_ds_pick_d1;
+// [0] and [1] unused).
 #define DS_META 4
 
 // float_key, block_scan, flush_hist, tie_cut_scan and write_all_or_none live in select_common.cuh
@@ -204,7 +207,10 @@ __device__ __forceinline__ float ds_nibble_scale(int p) { return __uint_as_float
 
 // META false (`--ds-label-scale channel`): records are the R/8 code words alone, on the fixed grid
 // (u - 7.5)·step of every channel: s_j = step·Σq'_c·u_c - 7.5·step·Σq', as the CPU.
-template <int R, bool META>
+// HM, the histogram: 0 one shared-memory atomic a token (the default); 1 lanes with equal bins add
+// once (__match_any_sync); 2 none — a benchmark diagnostic only (the selection is then wrong), to
+// time what the histogram costs.
+template <int R, bool META, int HM = 0>
 __device__ __forceinline__ void ds_scores4(
     const sift_bf16* __restrict__ q, const sift_u32* __restrict__ labels, const int* __restrict__ channels,
     const int* __restrict__ page_table, const int* __restrict__ seq_lens, int G, int D,
@@ -286,32 +292,41 @@ __device__ __forceinline__ void ds_scores4(
 #pragma unroll
                 for (int j = 0; j < 4; j++) if (t + j < n) kout[t + j] = (unsigned short)key[j];
             }
+            if (HM == 0) {
 #pragma unroll
-            for (int j = 0; j < 4; j++) if (t + j < n) atomicAdd(&sh[key[j] >> 4], 1);
+                for (int j = 0; j < 4; j++) if (t + j < n) atomicAdd(&sh[key[j] >> 4], 1);
+            } else if (HM == 1) {
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    const bool live = t + j < n;
+                    const unsigned act = __ballot_sync(0xffffffffu, live);
+                    if (live) {
+                        const unsigned peers = __match_any_sync(act, key[j] >> 4);
+                        if ((threadIdx.x & 31) == (unsigned)(__ffs(peers) - 1)) atomicAdd(&sh[key[j] >> 4], __popc(peers));
+                    }
+                }
+            }
         }
     }
     __syncthreads();
     flush_hist(sh, hist + (sift_size)(b * S + sel) * 4096);
 }
 
-// 2. The exact threshold and the selection lists, over the grid (ceil(chunks / CPB), KVH, B) of
-// DS_CAND_THREADS threads, each block CPB consecutive chunks; chunk = the attend kernel's split
-// (a multiple of 4, at most DS_CHUNK). Every block puts its keys in flight, reads the bin D1
-// holding the k-th largest key (picked once per (b, KV head) by sift_ds_pick_d1), then writes each chunk's list in position order: first the pool rows of the
-// keys whose top 12 bits are above D1 (all selected), then the candidates (top 12 bits = D1) as
-// key << 16 | position in the chunk. The last block of each (b, KV head) to finish (ticket in
-// meta[1]) gathers every chunk's candidates into shared memory in position order, resolves the
-// low 4 bits of the k-th key T and the tie cut (the position of the remaining-th key equal to
-// T), writes (T, cut), and leaves the histogram and meta zero for the next call. The attend
-// kernel reads only its chunk's list (k·4 bytes in all), never the keys. More than `cand_cap`
-// candidates (at most DS_CHUNK) are read from the lists in global memory instead of shared
-// memory; more than DS_MAX_CHUNKS chunks fall back to passes over the row's keys: exact, slow.
-//   lists  [B][S][list_stride] u32, chunk c's list at c·chunk
-//   counts [B][S][max_chunks] int2: (rows above D1, candidates)
+// 2b. The selection lists, over the grid (ceil(chunks / CPB), S, B) of DS_CAND_THREADS threads,
+// each block CPB consecutive chunks; chunk = the attend kernel's split (a multiple of 4, at most
+// DS_CHUNK). Every block puts its keys in flight, reads the bin D1 holding the k-th largest key
+// (picked once per (b, selection) by sift_ds_pick_d1), then writes each chunk's list in position
+// order: first the pool rows of the keys whose top 12 bits are above D1 (all selected), then the
+// candidates (top 12 bits = D1) as key << 16 | position in the chunk; and the chunk's histogram of
+// its candidates' low 4 bits. No block waits for another: the attend kernel resolves the exact
+// k-th key T and the tie cut from those 16-bin histograms (ds_attend). Neither kernel reads a
+// key twice; the attend kernel reads only its chunk's list (k·4 bytes in all) and the histograms.
+//   lists     [B][S][list_stride] u32, chunk c's list at c·chunk
+//   counts    [B][S][max_chunks] int2: (rows above D1, candidates)
+//   low_hist  [B][S][max_chunks][16] int: the candidates' low 4 key bits, per chunk
 #define DS_CAND_THREADS 256
 #define DS_CHUNK 4096
 #define DS_KPT (DS_CHUNK / DS_CAND_THREADS)   // keys a thread owns in a chunk (consecutive positions)
-#define DS_MAX_CHUNKS 1024
 
 // Bin of the `remaining`-th largest of a 4096-bin global histogram, 256 threads, 16 bins a thread
 // in one go (four 16-byte loads, kept in registers for the winning thread's search).
@@ -340,9 +355,10 @@ __device__ __forceinline__ void pick_bin4096(const int* hist, int remaining, int
     __syncthreads();
 }
 
-// 2a. Grid (KVH, B), 256 threads: the bin D1 of the k-th largest key and how many to take inside
-// it, from the scores kernel's histogram, into meta[2] and meta[3] for the candidates kernel.
-extern "C" __global__ void __launch_bounds__(256) sift_ds_pick_d1(const int* __restrict__ hist,
+// 2a. Grid (S, B), 256 threads: the bin D1 of the k-th largest key and how many to take inside
+// it, from the scores kernel's histogram, into meta[2] and meta[3] for the candidates and attend
+// kernels; then zeroes the histogram for the next call (each thread the 16 bins it read).
+extern "C" __global__ void __launch_bounds__(256) sift_ds_pick_d1(int* __restrict__ hist,
     const int* __restrict__ seq_lens, const int* __restrict__ k_per_seq, int* __restrict__ meta)
 {
     sift_pdl_entry();
@@ -354,14 +370,17 @@ extern "C" __global__ void __launch_bounds__(256) sift_ds_pick_d1(const int* __r
     __syncthreads();
     if (k > 0 && k < n) pick_bin4096(hist + (sift_size)bh * 4096, k, scan_sm, &s_digit, &s_rem);
     if (threadIdx.x == 0) { meta[(sift_size)bh * DS_META + 2] = s_digit; meta[(sift_size)bh * DS_META + 3] = s_rem; }
+    int4* hp = (int4*)(hist + (sift_size)bh * 4096 + 4096 - 16 * (threadIdx.x + 1));
+#pragma unroll
+    for (int i = 0; i < 4; i++) hp[i] = make_int4(0, 0, 0, 0);
 }
 
 template <int CPB>
 __device__ __forceinline__ void ds_candidates(
-    const unsigned short* __restrict__ keys, int key_stride, int* __restrict__ hist, const int* __restrict__ seq_lens,
+    const unsigned short* __restrict__ keys, int key_stride, const int* __restrict__ seq_lens,
     const int* __restrict__ k_per_seq, const int* __restrict__ page_table, int page_shift, int max_pages,
     int chunk, sift_u32* __restrict__ lists, int list_stride, int2* __restrict__ counts, int max_chunks,
-    int cand_cap, int* __restrict__ meta, sift_u32* __restrict__ thr, int spk)
+    const int* __restrict__ meta, int* __restrict__ low_hist, int spk)
 {
     const int sel = blockIdx.y, b = blockIdx.z, S = gridDim.y, tid = threadIdx.x;
     const int KVH = S / spk, kvh = sel / spk;   // the KV head whose rows the lists name
@@ -369,15 +388,10 @@ __device__ __forceinline__ void ds_candidates(
     const int n = seq_lens[b];
     const int k = min(k_per_seq[b], n);
     const unsigned short* kp = keys + (sift_size)bh * key_stride;
-    int* gh = hist + (sift_size)bh * 4096;
-    int* mt = meta + (sift_size)bh * DS_META;
     const int* pt = page_table + (sift_size)b * max_pages;
     const int pmask = (1 << page_shift) - 1;
-    __shared__ sift_u32 sm[DS_CHUNK];       // the last block's candidates: low 4 key bits << 28 | position
-    __shared__ int pre[DS_MAX_CHUNKS + 1];  // the last block's candidate prefix per chunk
-    __shared__ int sab[DS_MAX_CHUNKS];      // and each chunk's count of rows above D1
     __shared__ int scan_sm[32];
-    __shared__ int s_digit, s_rem, s_last, s_cut, s_h16[16];
+    __shared__ int s_digit, s_low[CPB][16];
     const bool partial = k > 0 && k < n;    // else everything (or nothing) is selected
     // Keys in flight first (packed pairs), with the page-table entries of this thread's positions.
     sift_u32 w[CPB][DS_KPT / 2];
@@ -404,9 +418,9 @@ __device__ __forceinline__ void ds_candidates(
         pg0[cb] = any && two ? pt[i0 >> page_shift] : 0;
         pg1[cb] = any && two ? pt[(min(i0 + DS_KPT, end) - 1) >> page_shift] : 0;
     }
-    // D1 and the count to take inside it, picked once per (b, KV head) by sift_ds_pick_d1 (was:
-    // every block read the whole 16 KB histogram and scanned it).
-    if (tid == 0) { s_digit = partial ? __ldcg(&mt[2]) : 0; s_rem = partial ? __ldcg(&mt[3]) : 0; }
+    // D1, picked once per (b, selection) by sift_ds_pick_d1.
+    if (tid == 0) s_digit = partial ? meta[(sift_size)bh * DS_META + 2] : 0;
+    if (tid < 16 * CPB) s_low[tid >> 4][tid & 15] = 0;
     __syncthreads();
     const sift_u32 d1 = (sift_u32)s_digit;
 #pragma unroll
@@ -418,7 +432,7 @@ __device__ __forceinline__ void ds_candidates(
         // Classify: bit j of `above` / `cand` for position i0 + j, branch-free: above = key > hi
         // (top 12 bits above D1), cand = key >= lo and not above (top 12 bits = D1); when
         // everything is selected hi = lo = -1 (all above, no candidates); then the positions past
-        // the chunk or the row masked off at once (were per-key bounds tests and branches).
+        // the chunk or the row masked off at once.
         const int hi = partial ? (int)((d1 << 4) | 15u) : -1, lo = partial ? (int)(d1 << 4) : -1;
         const int nv = k > 0 ? max(0, min(min(end - i0, chunk - tid * DS_KPT), DS_KPT)) : 0;
         const unsigned valid = nv >= 32 ? 0xffffffffu : (1u << nv) - 1u;
@@ -450,91 +464,17 @@ __device__ __forceinline__ void ds_candidates(
             sift_u32 word = w[cb][0];   // selects, not a dynamic index (which would copy w to local memory)
 #pragma unroll
             for (int q = 1; q < DS_KPT / 2; q++) if ((j >> 1) == q) word = w[cb][q];
-            lp[pc++] = ((j & 1) ? word & 0xffff0000u : word << 16) | (sift_u32)(tid * DS_KPT + j);
+            const sift_u32 key = (j & 1) ? word >> 16 : word & 0xffffu;
+            lp[pc++] = (key << 16) | (sift_u32)(tid * DS_KPT + j);
+            atomicAdd(&s_low[cb][key & 15u], 1);
         }
         if (tid == 0) counts[(sift_size)bh * max_chunks + ci] = make_int2(ta, tc);
     }
-    // Ticket: the last block of this (b, KV head) resolves. The barrier orders the block's list
-    // writes before thread 0's fence (cumulative), so one fence a block publishes them all.
     __syncthreads();
-    if (tid == 0) { __threadfence(); s_last = atomicAdd(&mt[1], 1) == (int)gridDim.x - 1; }
-    __syncthreads();
-    if (!s_last) return;
-    __threadfence();
-    sift_u32* out = thr + (sift_size)bh * 2;
-    if (!partial) {
-        if (tid == 0) write_all_or_none(out, k);
-    } else {
-        // Candidate prefix over the chunks (in chunk order = position order).
-        const int nch = max_chunks;
-        int carry = 0;
-        const bool listed = nch <= DS_MAX_CHUNKS;   // else: passes over the row's keys
-        if (listed) {
-            for (int c0 = 0; c0 < nch; c0 += DS_CAND_THREADS) {
-                const int c = c0 + tid;
-                const int2 cc = c < nch ? __ldcg(&counts[(sift_size)bh * max_chunks + c]) : make_int2(0, 0);
-                int t2;
-                const int inc = block_scan(cc.y, scan_sm, &t2);
-                if (c < nch) { pre[c] = carry + inc - cc.y; sab[c] = cc.x; }
-                carry += t2;
-            }
-            if (tid == 0) pre[nch] = carry;
-        }
-        if (tid < 16) s_h16[tid] = 0;
-        __syncthreads();
-        const int total = carry;
-        const bool fits = listed && total <= cand_cap;   // gathered into shared memory; else read from the lists
-        // Candidate e in position order (entry e belongs to the chunk c with pre[c] <= e < pre[c+1]):
-        // low 4 key bits << 28 | position.
-        auto cand_at = [&](int e) -> sift_u32 {
-            int lo = 0, hi = nch - 1;
-            while (lo < hi) { const int mid = (lo + hi + 1) >> 1; if (pre[mid] <= e) lo = mid; else hi = mid - 1; }
-            const sift_u32 x = __ldcg(&lists[(sift_size)bh * list_stride + (sift_size)lo * chunk + sab[lo] + (e - pre[lo])]);
-            return (((x >> 16) & 15u) << 28) | (sift_u32)(lo * chunk + (int)(x & 0xffffu));
-        };
-        if (listed) {   // 4 loads in flight a thread
-            for (int e0 = 0; e0 < total; e0 += 4 * DS_CAND_THREADS) {
-                sift_u32 x[4];
-#pragma unroll
-                for (int u = 0; u < 4; u++) { const int e = e0 + u * DS_CAND_THREADS + tid; x[u] = e < total ? cand_at(e) : 0u; }
-#pragma unroll
-                for (int u = 0; u < 4; u++) {
-                    const int e = e0 + u * DS_CAND_THREADS + tid;
-                    if (e < total) {
-                        if (fits) sm[e] = x[u];
-                        atomicAdd(&s_h16[x[u] >> 28], 1);
-                    }
-                }
-            }
-        } else {
-            for (int i = tid; i < n; i += DS_CAND_THREADS) {
-                const sift_u32 key = kp[i];
-                if ((key >> 4) == d1) atomicAdd(&s_h16[key & 15u], 1);
-            }
-        }
-        __syncthreads();
-        if (tid == 0) {   // the bin of the remaining-th largest among the 16 low digits
-            int rem = s_rem, dg = 15;
-            while (dg > 0 && s_h16[dg] < rem) { rem -= s_h16[dg]; dg--; }
-            s_digit = dg; s_rem = rem;
-            s_cut = s_h16[dg] == rem ? 0x7fffffff : -1;
-        }
-        __syncthreads();
-        const sift_u32 low = (sift_u32)s_digit, T = (d1 << 4) | low;
-        const int remaining = s_rem;
-        if (s_cut < 0) {   // tie cut: the remaining-th key equal to T, by position
-            // Over the candidates in position order (their low 4 bits = T's), or over the keys.
-            tie_cut_scan(listed ? total : n, DS_CAND_THREADS, remaining, scan_sm, &s_cut,
-                         [listed, fits, low, kp, T, cand_at](int i, int& pos) -> bool {
-                if (listed) { const sift_u32 x = fits ? sm[i] : cand_at(i); pos = (int)(x & 0x0fffffffu); return (x >> 28) == low; }
-                return kp[i] == T;
-            });
-            __syncthreads();
-        }
-        if (tid == 0) { out[0] = T; out[1] = (sift_u32)s_cut; }
+    if (tid < 16 * CPB) {
+        const int ci = blockIdx.x * CPB + (tid >> 4);
+        if (ci < max_chunks) low_hist[((sift_size)bh * max_chunks + ci) * 16 + (tid & 15)] = s_low[tid >> 4][tid & 15];
     }
-    for (int i = tid; i < 4096; i += DS_CAND_THREADS) gh[i] = 0;
-    if (tid == 0) { mt[0] = 0; mt[1] = 0; }
 }
 
 // The single-block exact threshold (one 1024-thread block per (b, KV head)): Double Sparsity now
@@ -654,16 +594,24 @@ extern "C" __global__ void __launch_bounds__(TOPK_THREADS) sift_ds_threshold(con
     int* hist, const int* seq_lens, const int* k_per_seq, sift_u32* thr)
 { ds_threshold(keys, key_stride, hist, seq_lens, k_per_seq, thr); }
 
-// Grid (ceil(maxLen / split_pos), KVH, B), 128 threads; split_pos = the candidates kernel's chunk.
-// Each block takes its chunk's list: the rows above D1 as they are, then the candidates with
-// key > T, or key == T at a position <= cut (in position order), and attends over those rows.
+// Grid (ceil(maxLen / split_pos), S, B), 128 threads; split_pos = the candidates kernel's chunk.
+// Each block first resolves the exact k-th key T of its selection: its top 12 bits are D1 and
+// `rem` keys of that bin are taken (meta, from sift_ds_pick_d1); the chunks' 16-bin histograms
+// of their candidates' low 4 bits, summed, give T's low 4 bits and how many keys equal to T are
+// taken (`remaining`, ties by position), and summed over the chunks before this one, how many of
+// those ties this chunk takes (`quota`: the first ones of its list, which is in position order).
+// Then it takes its chunk's list: the rows above D1 as they are, then the candidates with key >
+// T and the first `quota` equal to T, and attends over those rows. The block of chunk 0 writes T
+// (thr[0]) and the block holding the last tie taken its position (thr[1], the tie cut; 2^31 - 1
+// when every key equal to T is taken), for the host's checks.
 #define DS_LIST 4096
 #define DS_ATTEND_PAGES 256
 template <int D, int G, int DPL, int UF, bool FUSED>
 __device__ __forceinline__ void ds_attend(
     const sift_bf16* __restrict__ q, const sift_bf16* __restrict__ kc, const sift_bf16* __restrict__ vc,
-    const int* __restrict__ page_table, const int* __restrict__ seq_lens,
-    const sift_u32* __restrict__ lists, int list_stride, const int2* __restrict__ counts, const sift_u32* __restrict__ thr,
+    const int* __restrict__ page_table, const int* __restrict__ seq_lens, const int* __restrict__ k_per_seq,
+    const sift_u32* __restrict__ lists, int list_stride, const int2* __restrict__ counts, const int* __restrict__ meta,
+    const int* __restrict__ low_hist, sift_u32* __restrict__ thr,
     float* __restrict__ part_o, float* __restrict__ part_lse,
     int page_shift, int max_pages, int split_pos, int max_splits, float scale, int* counters, sift_bf16* out, int spk)
 {
@@ -671,27 +619,70 @@ __device__ __forceinline__ void ds_attend(
     const int KVH = S / spk, kvh = sel / spk;   // the KV head whose rows it reads
     const int n = seq_lens[b];
     const int start = split * split_pos;
-    if (start >= n) return;
+    const int bh = b * S + sel;
+    const int k = min(k_per_seq[b], n);
+    const bool partial = k > 0 && k < n;
+    if (start >= n) {
+        if (split == 0 && threadIdx.x == 0) write_all_or_none(thr + (sift_size)bh * 2, k);
+        return;
+    }
     constexpr int SCRATCH = DEC_WARPS * G * (D + 2);
     constexpr int WORDS = SCRATCH > DS_LIST ? SCRATCH : DS_LIST;
     __shared__ float smem[WORDS];
     __shared__ int scan_sm[32];
+    __shared__ int s_red[DEC_WARPS][16][2];   // per warp and low digit: candidates in all chunks, in the chunks before this one
     int* list = (int*)smem;
     __shared__ int spt[DS_ATTEND_PAGES];   // the page-table entries of this chunk (when they fit)
-    const int bh = b * S + sel;
     const sift_u32* lp = lists + (sift_size)bh * list_stride + (sift_size)split * split_pos;
     const int* pt = page_table + (sift_size)b * max_pages;
     const int pmask = (1 << page_shift) - 1;
-    // Counts, threshold and this chunk's page-table entries in flight together; then one pass
-    // over the list (rows above the bin, then candidates: the one more page-table hop is in smem).
+    const int tid = threadIdx.x, nt = blockDim.x, lane = tid & 31, warp = tid >> 5;
+    // Counts, D1 and rem, the low-digit histograms and this chunk's page-table entries in flight
+    // together; then one pass over the list (rows above the bin, then candidates).
     const int2 cnt = counts[(sift_size)bh * max_splits + split];
-    const sift_u32 T = thr[bh * 2];
-    const int cut = (int)thr[bh * 2 + 1];
+    const sift_u32 d1 = partial ? (sift_u32)meta[(sift_size)bh * DS_META + 2] : 0u;
+    int rem = partial ? meta[(sift_size)bh * DS_META + 3] : 0;
+    {
+        int tot = 0, bef = 0;
+        if (partial) {
+            const int nch = (n + split_pos - 1) / split_pos;
+            const int* lh = low_hist + (sift_size)bh * max_splits * 16 + (tid & 15);
+            const int st = nt >> 4;   // chunk stripes; 4 loads in flight a thread
+            for (int c0 = tid >> 4; c0 < nch; c0 += 4 * st) {
+                int h[4];
+#pragma unroll
+                for (int u = 0; u < 4; u++) h[u] = c0 + u * st < nch ? lh[(c0 + u * st) * 16] : 0;
+#pragma unroll
+                for (int u = 0; u < 4; u++) { tot += h[u]; bef += c0 + u * st < split ? h[u] : 0; }
+            }
+        }
+        tot += __shfl_xor_sync(0xffffffffu, tot, 16);
+        bef += __shfl_xor_sync(0xffffffffu, bef, 16);
+        if (lane < 16) { s_red[warp][lane][0] = tot; s_red[warp][lane][1] = bef; }
+    }
     const int p0 = start >> page_shift, np = ((min(n, start + split_pos) - 1) >> page_shift) - p0 + 1;
     const bool cached = np <= DS_ATTEND_PAGES;
     if (cached) for (int i = threadIdx.x; i < np; i += blockDim.x) spt[i] = pt[p0 + i];
     __syncthreads();
-    const int tid = threadIdx.x, nt = blockDim.x;
+    // T's low digit: the bin of the rem-th largest among the 16 (every thread, the same answer).
+    int low = 15, ties = 0;
+    for (;; low--) {
+        ties = 0;
+#pragma unroll
+        for (int w = 0; w < DEC_WARPS; w++) ties += s_red[w][low][0];
+        if (low == 0 || ties >= rem) break;
+        rem -= ties;
+    }
+    const sift_u32 T = (d1 << 4) | (sift_u32)low;
+    int before = 0;
+#pragma unroll
+    for (int w = 0; w < DEC_WARPS; w++) before += s_red[w][low][1];
+    const bool all_ties = ties == rem;            // every key equal to T is taken: no cut
+    int quota = max(0, rem - before);              // ties this chunk takes (its first ones)
+    if (split == 0 && tid == 0) {
+        if (partial) { thr[(sift_size)bh * 2] = T; if (all_ties) thr[(sift_size)bh * 2 + 1] = 0x7fffffffu; }
+        else write_all_or_none(thr + (sift_size)bh * 2, k);
+    }
     const sift_u32 xc = tid < cnt.y ? lp[cnt.x + tid] : 0u;   // the first candidate pass, in flight with the rows
     for (int r0 = 0; r0 < cnt.x; r0 += 4 * nt) {
         sift_u32 v[4];
@@ -700,20 +691,24 @@ __device__ __forceinline__ void ds_attend(
 #pragma unroll
         for (int u = 0; u < 4; u++) { const int i = r0 + u * nt + tid; if (i < cnt.x) list[i] = (int)v[u]; }
     }
-    int count = cnt.x;
+    int count = cnt.x, seen = 0;   // seen: this chunk's ties so far
     for (int c0 = 0; c0 < cnt.y; c0 += nt) {
         const int i = c0 + tid;
         const sift_u32 x = c0 == 0 ? xc : i < cnt.y ? lp[cnt.x + i] : 0u;
         const sift_u32 key = x >> 16;
         const int t = start + (int)(x & 0xffffu);
-        const int take = i < cnt.y && (key > T || (key == T && t <= cut));
+        const int gt = i < cnt.y && key > T, tie = i < cnt.y && key == T;
         int total;
-        const int pos = count + block_scan(take, scan_sm, &total) - take;
-        if (take) {
+        const int inc = block_scan(gt | (tie << 16), scan_sm, &total);
+        const int gt_ex = (inc & 0xffff) - gt, tie_ex = (inc >> 16) - tie;
+        const int left = max(0, quota - seen);    // ties still to take in this chunk
+        if (gt || (tie && tie_ex < left)) {
             const int pg = cached ? spt[(t >> page_shift) - p0] : pt[t >> page_shift];
-            list[pos] = (int)((((sift_u32)pg * KVH + kvh) << page_shift) + (t & pmask));
+            list[count + gt_ex + min(tie_ex, left)] = (int)((((sift_u32)pg * KVH + kvh) << page_shift) + (t & pmask));
         }
-        count += total;
+        if (tie && !all_ties && before + seen + tie_ex == rem - 1) thr[(sift_size)bh * 2 + 1] = (sift_u32)t;   // the cut
+        count += (total & 0xffff) + min(total >> 16, left);
+        seen += total >> 16;
     }
     __syncthreads();
     decode_core<D, G, DPL, FUSED, UF, true>(q, 0, kc, vc, pt, list, 0, count, b, sel, S,
@@ -733,40 +728,53 @@ SIFT_DS_SCORES(8, true, sift_ds_scores_match_r8)
 SIFT_DS_SCORES(16, true, sift_ds_scores_match_r16)
 // 4-bit labels: qscale [KVH][R] f32, the σ of each label channel (1 without normalisation); step:
 // the grid step of the per-channel variants (sift_ds_scores4g_r<R>; ignored by the per-token ones).
-#define SIFT_DS_SCORES4(R, META, NAME) \
-    extern "C" __global__ void __launch_bounds__(256, (R) == 8 ? 4 : 1) NAME(const sift_bf16* q, const unsigned* labels, const int* channels, \
+#define SIFT_DS_SCORES4(R, META, NAME) SIFT_DS_SCORES4_H(R, META, 0, ((R) == 8 ? 4 : 1), NAME)
+#define SIFT_DS_SCORES4_H(R, META, HM, MINB, NAME) \
+    extern "C" __global__ void __launch_bounds__(256, MINB) NAME(const sift_bf16* q, const unsigned* labels, const int* channels, \
         const int* page_table, const int* seq_lens, int G, int D, int page_shift, int max_pages, int sinks, \
         const int* k_per_seq, int recent, unsigned short* keys, int key_stride, int* hist, int rounds, const float* qscale, \
         float step, int spk) \
-    { sift_pdl_entry(); ds_scores4<R, META>(q, labels, channels, page_table, seq_lens, G, D, page_shift, max_pages, sinks, k_per_seq, recent, \
+    { sift_pdl_entry(); ds_scores4<R, META, HM>(q, labels, channels, page_table, seq_lens, G, D, page_shift, max_pages, sinks, k_per_seq, recent, \
                     keys, key_stride, hist, rounds, qscale, step, spk); }
 SIFT_DS_SCORES4(8, true, sift_ds_scores4_r8)
 SIFT_DS_SCORES4(16, true, sift_ds_scores4_r16)
 SIFT_DS_SCORES4(24, true, sift_ds_scores4_r24)
 SIFT_DS_SCORES4(32, true, sift_ds_scores4_r32)
-SIFT_DS_SCORES4(8, false, sift_ds_scores4g_r8)
+// The grid kernel at r = 8 runs 6 blocks an SM (40 registers, no spills): 7% faster than at 4
+// (H100, B = 32, 128K: 0.1236 -> 0.1142 ms; docs/benchmarks.md).
+SIFT_DS_SCORES4_H(8, false, 0, 6, sift_ds_scores4g_r8)
 SIFT_DS_SCORES4(16, false, sift_ds_scores4g_r16)
 SIFT_DS_SCORES4(24, false, sift_ds_scores4g_r24)
 SIFT_DS_SCORES4(32, false, sift_ds_scores4g_r32)
+// Variants of the grid kernel, for `kernel-bench --ds-grid-phases`: the histogram by
+// __match_any (2x slower), none (a diagnostic: what the histogram costs), and the other
+// occupancy (r = 8 at 4 blocks an SM, the earlier default; r = 16 at 6).
+SIFT_DS_SCORES4_H(8, false, 1, 4, sift_ds_scores4g_match_r8)   // spills at 6 blocks an SM
+SIFT_DS_SCORES4_H(16, false, 1, 1, sift_ds_scores4g_match_r16)
+SIFT_DS_SCORES4_H(8, false, 2, 6, sift_ds_scores4g_nohist_r8)
+SIFT_DS_SCORES4_H(16, false, 2, 1, sift_ds_scores4g_nohist_r16)
+SIFT_DS_SCORES4_H(8, false, 0, 4, sift_ds_scores4g_occ_r8)
+SIFT_DS_SCORES4_H(16, false, 0, 6, sift_ds_scores4g_occ_r16)
 
 #define SIFT_DS_CANDIDATES(CPB, MINB) \
     extern "C" __global__ void __launch_bounds__(DS_CAND_THREADS, MINB) sift_ds_candidates_c##CPB(const unsigned short* keys, \
-        int key_stride, int* hist, const int* seq_lens, const int* k_per_seq, const int* page_table, int page_shift, \
-        int max_pages, int chunk, sift_u32* lists, int list_stride, int2* counts, int max_chunks, int cand_cap, int* meta, \
-        sift_u32* thr, int spk) \
-    { sift_pdl_entry(); ds_candidates<CPB>(keys, key_stride, hist, seq_lens, k_per_seq, page_table, page_shift, max_pages, chunk, lists, \
-                         list_stride, counts, max_chunks, cand_cap, meta, thr, spk); }
-SIFT_DS_CANDIDATES(1, 6)
+        int key_stride, const int* seq_lens, const int* k_per_seq, const int* page_table, int page_shift, \
+        int max_pages, int chunk, sift_u32* lists, int list_stride, int2* counts, int max_chunks, const int* meta, \
+        int* low_hist, int spk) \
+    { sift_pdl_entry(); ds_candidates<CPB>(keys, key_stride, seq_lens, k_per_seq, page_table, page_shift, max_pages, chunk, lists, \
+                         list_stride, counts, max_chunks, meta, low_hist, spk); }
+SIFT_DS_CANDIDATES(1, 8)   // 32 registers, no spills (no shared candidate buffer any more): full occupancy
 SIFT_DS_CANDIDATES(2, 4)
 SIFT_DS_CANDIDATES(4, 3)
 
 #define SIFT_DS_ATTEND_V(NAME, D, G, DPL, UF, MINB, FUSED) \
     extern "C" __global__ void __launch_bounds__(DEC_WARPS * 32, MINB) NAME( \
         const sift_bf16* q, const sift_bf16* kc, const sift_bf16* vc, const int* page_table, const int* seq_lens, \
-        const sift_u32* lists, int list_stride, const int2* counts, const sift_u32* thr, float* part_o, float* part_lse, \
+        const int* k_per_seq, const sift_u32* lists, int list_stride, const int2* counts, const int* meta, const int* low_hist, \
+        sift_u32* thr, float* part_o, float* part_lse, \
         int page_shift, int max_pages, int split_pos, int max_splits, float scale, int* counters, sift_bf16* out, int spk) \
-    { sift_pdl_entry(); ds_attend<D, G, DPL, UF, FUSED>(q, kc, vc, page_table, seq_lens, lists, list_stride, counts, thr, part_o, part_lse, \
-                               page_shift, max_pages, split_pos, max_splits, scale, counters, out, spk); }
+    { sift_pdl_entry(); ds_attend<D, G, DPL, UF, FUSED>(q, kc, vc, page_table, seq_lens, k_per_seq, lists, list_stride, counts, meta, \
+                               low_hist, thr, part_o, part_lse, page_shift, max_pages, split_pos, max_splits, scale, counters, out, spk); }
 // Default: up to 4 heads a group, 8 dims a lane and 4 token steps in flight at <= 128 registers
 // (4 blocks of 4 warps per SM; measured 5-10% faster than the dense kernel's layout on an H100 at
 // B >= 8, docs/cuda-attention.md); larger groups keep the dense kernel's layout (no spills).
