@@ -51,9 +51,9 @@ __device__ __forceinline__ void flush_hist(const int* sh, int* gh) {
 // the position differs from the index. Elements go `stride` (= blockDim.x) at a time through
 // block_scan with a carry, stopping once `remaining` ties have gone by (the stop is uniform).
 // No barrier after the last scan: the caller syncs before reading *cut. Used by
-// sift_ds_threshold over its 32-bit keys and by sift_ds_candidates over its 16-bit keys or its
-// gathered candidate words. Callers capture by value: a [&] capture changed NVVM's alias
-// analysis of the whole kernel (its key loads became ld.global.nc).
+// sift_ds_threshold over its 32-bit keys (Quest, TidalDecode; Double Sparsity's own selection
+// resolves ties from per-chunk counts in its attend kernel). Callers capture by value: a [&]
+// capture changed NVVM's alias analysis of the whole kernel (its key loads became ld.global.nc).
 template <typename TieAt>
 __device__ __forceinline__ void tie_cut_scan(int len, int stride, int remaining, int* scan_sm, int* cut,
                                              TieAt tie_at) {
