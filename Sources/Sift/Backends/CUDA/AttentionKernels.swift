@@ -172,8 +172,8 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
         let rounds: Int
         let kernels: CUDAAttentionKernels
 
-        /// Chunks (splits) each block of the threshold pass covers: 1, 2 or 4 (nil: 1; 2 and 4 read
-        /// the histogram fewer times but measured slower). For benchmarks and checks.
+        /// Chunks (splits) each block of the threshold pass covers: 1, 2 or 4 (nil: 1; 2 and 4 make
+        /// fewer, longer blocks and measured slower). For benchmarks and checks.
         public var thresholdChunksPerBlock: Int? = nil
         /// The scores kernel: 0 the default; 1 lanes with equal histogram bins add once
         /// (`__match_any_sync`; measured slower). With grid labels also 2: no histogram (a
