@@ -1381,8 +1381,9 @@ extern "C" __global__ void __launch_bounds__(TOPK_THREADS) sift_ds_threshold(con
 // Each block first resolves the exact k-th key T of its selection: its top 12 bits are D1 and
 // `rem` keys of that bin are taken (meta, from sift_ds_pick_d1); the chunks' 16-bin histograms
 // of their candidates' low 4 bits, summed, give T's low 4 bits and how many keys equal to T are
-// taken (`remaining`, ties by position), and summed over the chunks before this one, how many of
-// those ties this chunk takes (`quota`: the first ones of its list, which is in position order).
+// taken (`rem` after the search, ties by position), and summed over the chunks before this one,
+// how many of those ties this chunk takes (`quota`: the first ones of its list, which is in
+// position order).
 // Then it takes its chunk's list: the rows above D1 as they are, then the candidates with key >
 // T and the first `quota` equal to T, and attends over those rows. The block of chunk 0 writes T
 // (thr[0]) and the block holding the last tie taken its position (thr[1], the tie cut; 2^31 - 1
@@ -1461,7 +1462,7 @@ __device__ __forceinline__ void ds_attend(
 #pragma unroll
     for (int w = 0; w < DEC_WARPS; w++) before += s_red[w][low][1];
     const bool all_ties = ties == rem;            // every key equal to T is taken: no cut
-    int quota = max(0, rem - before);              // ties this chunk takes (its first ones)
+    const int quota = max(0, rem - before);        // ties this chunk takes (its first ones)
     if (split == 0 && tid == 0) {
         if (partial) { thr[(sift_size)bh * 2] = T; if (all_ties) thr[(sift_size)bh * 2 + 1] = 0x7fffffffu; }
         else write_all_or_none(thr + (sift_size)bh * 2, k);
