@@ -77,7 +77,7 @@ func evalAttention(_ options: ModelOptions) throws -> EvalAttention {
     // Only the settings the method reads go into results.json (and the report's labels).
     let common = ["sinks", "denseBelow"]
     let relevant: [String: [String]] = [
-        "double-sparse": common + ["dsConfigPath", "dsChannels", "dsPerHead", "dsSoftGroup", "dsLabelBits", "dsLabelScale", "recent"],
+        "double-sparse": common + ["dsConfigPath", "dsChannels", "dsPerHead", "dsSoftGroup", "dsResidual", "dsLabelBits", "dsLabelScale", "recent"],
         "tidal": common + ["tidalDenseLayers", "tidalReselect", "tidalCorrect"],
         "quest": common + ["questPage", "gqaPerHead"],
         "sparq": common + ["sparqRank", "gqaPerHead"],

@@ -80,6 +80,9 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .customLong("ds-group"), help: "GQA: shared (one token selection per KV head, from the summed group query), soft (one selection from the sum of each head's softmax of its approximate scores; CPU only) or per-head (one selection per query head: up to G× the label and row reads).")
     var dsGroup: String = "shared"
 
+    @Flag(name: .customLong("ds-residual"), help: "Double Sparsity: add back the unselected tokens' share of the attention, estimated from the label scores (their approximate softmax mass relative to the selection's), as their mean value; reads no more of the cache (CPU only).")
+    var dsResidual = false
+
     @Option(name: .customLong("tidal-dense-layers"), help: "TidalDecode: layers attended densely before the token-selection layer.")
     var tidalDenseLayers: Int = 2
 
@@ -142,6 +145,7 @@ struct ModelOptions: ParsableArguments {
         }
         if let sparqR, sparqR < 1 { throw ValidationError("--sparq-r must be ≥ 1") }
         o.sparqRank = sparqR
+        if dsResidual { o.dsResidual = true }
         switch dsGroup {
         case "shared": o.dsPerHead = false
         case "per-head": o.dsPerHead = true

@@ -39,13 +39,14 @@ final class DoubleSparsityTests: XCTestCase {
     }
 
     func makeMethod(_ c: Case, budget: TokenBudget, channels: [[[Int]]], perHead: Bool = false, sinks: Int = 0,
-                    recent: Int? = 0, labelBits: Int = 16, soft: Bool = false) throws -> DoubleSparseAttention {
+                    recent: Int? = 0, labelBits: Int = 16, soft: Bool = false, residual: Bool = false) throws -> DoubleSparseAttention {
         let cache = KVCache(layers: 1, kvHeads: c.kvHeads, headDim: c.d, capacity: max(64, c.length))
         var o = AttentionOptions()
         o.dsLabelBits = labelBits
         o.budget = budget
         o.dsPerHead = perHead
         o.dsSoftGroup = soft ? true : nil
+        o.dsResidual = residual ? true : nil
         o.sinks = sinks
         o.recent = recent
         let config = DoubleSparsityConfig(
@@ -66,7 +67,7 @@ final class DoubleSparsityTests: XCTestCase {
     /// Float64 reference of one decode step: approximate scores over f16 labels, top-k, exact
     /// softmax attention over the selected f16 keys/values.
     func reference(_ c: Case, q: Tensor, keys: Tensor, values: Tensor, channels: [[[Int]]], k: Int, perHead: Bool = false,
-                   sinks: Int = 0, recent: Int = 0, labelBits: Int = 16, soft: Bool = false) -> [Double] {
+                   sinks: Int = 0, recent: Int = 0, labelBits: Int = 16, soft: Bool = false, residual: Bool = false) -> [Double] {
         let g = c.heads / c.kvHeads, scale = 1 / Double(c.d).squareRoot()
         func h16(_ x: Float) -> Double { Double(Float(Float16(x))) }
         // The label of token j, KV head kvh: f16 values, or the 4-bit definition (offset = the
@@ -123,15 +124,37 @@ final class DoubleSparsityTests: XCTestCase {
                 for (w, j) in zip(e, picked) {
                     for x in 0..<c.d { out[h * c.d + x] += w / z * h16(values.row(j)[kvh * c.d + x]) }
                 }
+                if residual && picked.count < c.length {
+                    // The unselected tokens' approximate softmax mass (head h's own label scores)
+                    // relative to the selection's, with their mean value.
+                    // Their mass on the exact scale: the approximate one times the exact/approximate
+                    // ratio over the selection less the pinned sinks and recent window.
+                    let sel = Set(picked), pinned = min(sinks, k), recentFrom = c.length - min(recent, (k - pinned) / 2)
+                    var rest = 0.0, kept = 0.0, exactKept = 0.0
+                    let approx = (0..<c.length).map { j in
+                        let lab = label(j, kvh)
+                        return ch.reduce(0.0) { $0 + Double(q.row(0)[h * c.d + $1]) * lab[$1]! } * scale
+                    }
+                    let am = approx.max()!
+                    for j in 0..<c.length where !sel.contains(j) { rest += exp(approx[j] - am) }
+                    for (w, j) in zip(e, picked) where j >= pinned && j < recentFrom { kept += exp(approx[j] - am); exactKept += w }
+                    let f = rest / kept * exactKept / z
+                    for x in 0..<c.d {
+                        var mean = 0.0
+                        for j in 0..<c.length where !sel.contains(j) { mean += h16(values.row(j)[kvh * c.d + x]) }
+                        mean /= Double(c.length - sel.count)
+                        out[h * c.d + x] = (out[h * c.d + x] + f * mean) / (1 + f)
+                    }
+                }
             }
         }
         return out
     }
 
     func run(_ c: Case, budget: TokenBudget, channels: [[[Int]]], perHead: Bool = false, sinks: Int = 0, recent: Int? = 0,
-             labelBits: Int = 16, soft: Bool = false) throws -> (got: [Float], q: Tensor, k: Tensor, v: Tensor) {
+             labelBits: Int = 16, soft: Bool = false, residual: Bool = false) throws -> (got: [Float], q: Tensor, k: Tensor, v: Tensor) {
         let method = try makeMethod(c, budget: budget, channels: channels, perHead: perHead, sinks: sinks, recent: recent,
-                                    labelBits: labelBits, soft: soft)
+                                    labelBits: labelBits, soft: soft, residual: residual)
         let shape = AttentionShape(heads: c.heads, kvHeads: c.kvHeads, headDim: c.d, scale: 1 / Float(c.d).squareRoot())
         let keys = randomTensor(c.length, c.kvHeads * c.d, scale: 2)
         let values = randomTensor(c.length, c.kvHeads * c.d)
@@ -219,6 +242,66 @@ final class DoubleSparsityTests: XCTestCase {
             }
         }
         XCTAssertTrue(differs, "soft and summed selections never differed: the test cannot tell them apart")
+    }
+
+    /// `--ds-residual` against its float64 definition, shared and per-head, f16 and 4-bit labels;
+    /// it must change the output, or the test could not see it missing.
+    func testResidualCorrectionMatchesDefinition() throws {
+        for (heads, kvHeads, d, r) in [(4, 2, 16, 4), (4, 1, 32, 8), (6, 2, 16, 16)] {
+            for perHead in [false, true] {
+                for (sinks, recent, bits) in [(0, 0, 16), (3, 2, 16), (1, 0, 4)] {
+                    let c = Case(heads: heads, kvHeads: kvHeads, d: d, r: r, length: 50)
+                    let channels = randomChannels(c)
+                    let (got, q, k, v) = try run(c, budget: .fraction(1.0 / 8), channels: channels, perHead: perHead, sinks: sinks,
+                                                 recent: recent, labelBits: bits, residual: true)
+                    let want = reference(c, q: q, keys: k, values: v, channels: channels, k: 7, perHead: perHead, sinks: sinks,
+                                         recent: recent, labelBits: bits, residual: true)
+                    let plain = reference(c, q: q, keys: k, values: v, channels: channels, k: 7, perHead: perHead, sinks: sinks,
+                                          recent: recent, labelBits: bits)
+                    let label = "heads \(heads)/\(kvHeads) d \(d) r \(r) per-head \(perHead) sinks \(sinks) recent \(recent) bits \(bits)"
+                    for (a, b) in zip(got, want) { XCTAssertEqual(Double(a), b, accuracy: 1e-4, label) }
+                    XCTAssertTrue(zip(plain, want).contains { abs($0 - $1) > 1e-3 }, "the correction changed nothing: \(label)")
+                }
+            }
+        }
+    }
+
+    /// The running value sums behind `--ds-residual`: a sparse-aware prefill (every row its own
+    /// prefix) gives what decoding the same tokens one by one gives, and rewinding the cache to
+    /// position 0 with other tokens gives what a fresh method gives.
+    func testResidualPrefillMatchesDecodeStepsAndRewinds() throws {
+        let c = Case(heads: 4, kvHeads: 2, d: 16, r: 4, length: 48)
+        let channels = randomChannels(c)
+        let shape = AttentionShape(heads: c.heads, kvHeads: c.kvHeads, headDim: c.d, scale: 1 / Float(c.d).squareRoot())
+        let n = c.length
+        func decodeOneByOne(_ m: DoubleSparseAttention, q: Tensor, k: Tensor, v: Tensor) -> [Float] {
+            var out: [Float] = []
+            for t in 0..<n {
+                let row = { (x: Tensor) -> Tensor in
+                    let r = Tensor(rows: 1, cols: x.cols)
+                    r.floats.update(from: x.row(t), count: x.cols)
+                    return r
+                }
+                let o = Tensor(rows: 1, cols: c.heads * c.d)
+                m.attend(layer: 0, q: row(q), k: row(k), v: row(v), start: t, shape: shape, out: o)
+                out += Array(UnsafeBufferPointer(start: o.floats, count: c.heads * c.d))
+            }
+            return out
+        }
+        let prefill = try makeMethod(c, budget: .fraction(1.0 / 8), channels: channels, sinks: 1, residual: true)
+        prefill.sparsePrefill = true
+        for round in 0..<2 {   // round 1 rewinds the same method to position 0 with other tokens
+            let q = randomTensor(n, c.heads * c.d, scale: 2)
+            let k = randomTensor(n, c.kvHeads * c.d, scale: 2), v = randomTensor(n, c.kvHeads * c.d)
+            let o = Tensor(rows: n, cols: c.heads * c.d)
+            prefill.attend(layer: 0, q: q, k: k, v: v, start: 0, shape: shape, out: o)
+            let got = Array(UnsafeBufferPointer(start: o.floats, count: n * c.heads * c.d))
+            let fresh = try makeMethod(c, budget: .fraction(1.0 / 8), channels: channels, sinks: 1, residual: true)
+            let want = decodeOneByOne(fresh, q: q, k: k, v: v)
+            for (i, (a, b)) in zip(got, want).enumerated() {
+                XCTAssertEqual(a, b, accuracy: 1e-5, "round \(round) row \(i / (c.heads * c.d))")
+            }
+        }
     }
 
     func testFourBitLabelsMatchDefinition() throws {

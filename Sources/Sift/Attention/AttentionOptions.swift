@@ -95,6 +95,10 @@ public struct AttentionOptions: Sendable {
     /// softmax over its own approximate scores (DoubleSparsity.softGroupScores), CPU only.
     /// nil = off (kept optional so results recorded before it existed keep their labels).
     public var dsSoftGroup: Bool?
+    /// `--ds-residual`: add the unselected tokens' share of the attention back, estimated from
+    /// the label scores, as their mean value (DoubleSparseAttention.correctResidual; CPU only).
+    /// nil = off (kept optional so results recorded before it existed keep their labels).
+    public var dsResidual: Bool?
     /// Label encoding: 16 (f16) or 4 (4-bit codes with a per-token f16 scale and offset).
     public var dsLabelBits: Int = 16
     /// `--ds-label-scale`: how 4-bit codes are scaled (`LabelScale`); nil = per token.

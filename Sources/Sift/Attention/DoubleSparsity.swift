@@ -34,6 +34,9 @@ public final class DoubleSparseAttention: SparseAwareAttention, @unchecked Senda
     let pool: ThreadPool
     public let recall: RecallMeter?
     public var sparsePrefill: Bool
+    /// `--ds-residual`: Σ v_j over positions 0..<summed[layer·kvHeads + kvHead] of each sparse
+    /// layer, `[layer][kvHead][headDim]`.
+    var valueTotals: [Float], summed: [Int]
 
     public init(cache: KVCache, config: DoubleSparsityConfig, channels r: Int, options: AttentionOptions, pool: ThreadPool) throws {
         guard r >= 1 && r <= cache.headDim else {
@@ -61,6 +64,8 @@ public final class DoubleSparseAttention: SparseAwareAttention, @unchecked Senda
         labels = LabelCache(layers: cache.layerCount, kvHeads: cache.kvHeads, channels: r, capacity: cache.capacity,
                             bits: options.dsLabelBits, mean: norm.mean, std: norm.std, scale: try config.labelScale(options))
         sparsePrefill = options.sparsePrefill
+        valueTotals = [Float](repeating: 0, count: options.dsResidual == true ? cache.layerCount * cache.kvHeads * cache.headDim : 0)
+        summed = [Int](repeating: 0, count: cache.layerCount * cache.kvHeads)
         recall = options.measureRecall ? RecallMeter(layers: cache.layerCount) : nil
     }
 
@@ -118,6 +123,10 @@ public final class DoubleSparseAttention: SparseAwareAttention, @unchecked Senda
         // Sliding-window layers (Gemma 3's local layers) stay dense: their window already
         // bounds what they read, whatever the context length.
         let sparseRows = (q.rows == 1 || sparsePrefill) && shape.window == 0
+        var sums = options.dsResidual == true && sparseRows ? valueSums(layer: layer, start: start, rows: q.rows) : []
+        let count = sums.count
+        sums.withUnsafeMutableBufferPointer { sb in
+        let valueSum: UnsafePointer<Float>? = count > 0 ? UnsafePointer(sb.baseAddress!) : nil
         shape.forEachGroupRow(q: q, out: out, start: start, budget: options.budget, pool: pool) { r in
             let kvh = r.kvh, first = r.first, visible = r.visible, budget = r.budget, qg = r.q, og = r.out
             if r.isDense(sparse: sparseRows, denseBelow: options.denseBelow) {
@@ -146,9 +155,27 @@ public final class DoubleSparseAttention: SparseAwareAttention, @unchecked Senda
                         options.pin(scores, first: first, visible: visible, budget: budget,
                                     defaultRecent: AttentionOptions.doubleSparsityRecent)
                         TopK.select(scores, count: visible, k: budget, base: first, into: picked.baseAddress!)
-                        DenseAttention.attendGroup(q: qh, groupSize: heads, keys: cache.keys(layer, kvh),
-                                                   values: cache.values(layer, kvh), first: 0, count: budget,
-                                                   rows: picked.baseAddress!, headDim: shape.headDim, scale: shape.scale, out: oh)
+                        if let sums = valueSum {
+                            // Keep each head's exact softmax mass over the selection for the correction.
+                            withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * heads) { st in
+                                let maxima = st.baseAddress!, mass = maxima + heads
+                                DenseAttention.attendGroupPartial(q: qh, groupSize: heads, keys: cache.keys(layer, kvh),
+                                                                  values: cache.values(layer, kvh), first: 0, count: budget,
+                                                                  rows: picked.baseAddress!, headDim: shape.headDim, scale: shape.scale,
+                                                                  maxima: maxima, sums: mass, out: oh)
+                                for h in 0..<heads { Kernels.scale(oh + h * shape.headDim, 1 / mass[h], shape.headDim) }
+                                correctResidual(layer: layer, kvHead: kvh, q: qh, heads: heads, shape: shape, first: first,
+                                                count: visible, picked: picked.baseAddress!, k: budget,
+                                                pinned: options.pinned(visible: first + visible, budget: budget,
+                                                                       defaultRecent: AttentionOptions.doubleSparsityRecent),
+                                                maxima: maxima, mass: mass,
+                                                visibleSum: sums + (r.t * shape.kvHeads + kvh) * shape.headDim, out: oh)
+                            }
+                        } else {
+                            DenseAttention.attendGroup(q: qh, groupSize: heads, keys: cache.keys(layer, kvh),
+                                                       values: cache.values(layer, kvh), first: 0, count: budget,
+                                                       rows: picked.baseAddress!, headDim: shape.headDim, scale: shape.scale, out: oh)
+                        }
                         if let recall {
                             recall.measure(layer: layer, q: qh, shape: one, keys: cache.keys(layer, kvh), first: first,
                                            count: visible, picked: UnsafeBufferPointer(start: picked.baseAddress!, count: budget))
@@ -157,6 +184,99 @@ public final class DoubleSparseAttention: SparseAwareAttention, @unchecked Senda
                 }
             }
         }
+        }
+    }
+
+    /// `--ds-residual`: the share of the attention that the unselected tokens R carry, put back
+    /// as their mean value. For query head h, with ŝ_hj = its own approximate score of token j
+    /// (the labels with q_h alone), s_hj the exact one, τ the softmax scale, S' the selection less
+    /// the pinned sinks and recent window (the labels did not choose them; they may score them
+    /// badly, e.g. a sink's key clamped by the 4-bit grid):
+    ///
+    ///     R̂_h = Σ_{j∈R} e^{τŝ_hj} · Σ_{j∈S'} e^{τs_hj} / Σ_{j∈S'} e^{τŝ_hj}   (R's mass, on the exact scale)
+    ///     f_h = R̂_h / Σ_{j∈S} e^{τs_hj}
+    ///     o_h = (o_h^S + f_h · v̄_R) / (1 + f_h)        v̄_R = (Σ_{j visible} v_j − Σ_{j∈S} v_j) / |R|
+    ///
+    /// which is exact attention when the tokens in R all carry the value v̄_R and the exact
+    /// scores exceed the approximate ones by the same factor in R as in S'. It reads no more of
+    /// the cache than the selection does: the label scores are computed anyway, and Σ v_j over
+    /// the visible tokens is a running sum (`valueSums`). `maxima`/`mass`: per head, the exact
+    /// scores' maximum (scaled) and Σ_{j∈S} e^{τs_hj − max} (attendGroupPartial).
+    func correctResidual(layer: Int, kvHead: Int, q: UnsafePointer<Float>, heads: Int, shape: AttentionShape,
+                         first: Int, count: Int, picked: UnsafePointer<Int32>, k: Int, pinned: (sinks: Int, recent: Int),
+                         maxima: UnsafePointer<Float>, mass: UnsafePointer<Float>,
+                         visibleSum: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>) {
+        guard k < count else { return }
+        let d = shape.headDim
+        let values = cache.values(layer, kvHead), keys = cache.keys(layer, kvHead)
+        // Pinned positions, relative to first: ..<sinkEnd and recentStart..<count.
+        let sinkEnd = min(count, max(0, pinned.sinks - first)), recentStart = max(sinkEnd, count - pinned.recent)
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: count + d) { buf in
+            withUnsafeTemporaryAllocation(of: Bool.self, capacity: count) { maskBuf in
+                let s = buf.baseAddress!, vbar = s + count
+                let selected = maskBuf.baseAddress!
+                selected.initialize(repeating: false, count: count)
+                vbar.update(from: visibleSum, count: d)
+                for i in 0..<k {
+                    let row = Int(picked[i])
+                    selected[row - first] = true
+                    let v = values + row * d
+                    for c in 0..<d { vbar[c] -= Float(v[c]) }
+                }
+                Kernels.scale(vbar, 1 / Float(count - k), d)
+                for h in 0..<heads {
+                    approximateScores(layer: layer, kvHead: kvHead, q: q + h * d, heads: 1, headDim: d,
+                                      first: first, count: count, into: s)
+                    var m = -Float.infinity
+                    for j in 0..<count { m = max(m, s[j]) }
+                    var rest: Double = 0, kept: Double = 0
+                    for j in 0..<count {
+                        let e = Double(expf((s[j] - m) * shape.scale))
+                        if !selected[j] { rest += e } else if j >= sinkEnd && j < recentStart { kept += e }
+                    }
+                    // The exact mass of S' relative to S's: S less the pinned tokens' exact mass.
+                    var pinnedMass: Double = 0
+                    for j in Array(0..<sinkEnd) + Array(recentStart..<count) {
+                        pinnedMass += Double(expf(Kernels.dot(q + h * d, keys + (first + j) * d, d) * shape.scale - maxima[h]))
+                    }
+                    let total = Double(mass[h])
+                    guard kept > 0, total > pinnedMass else { continue }
+                    let f = Float(rest / kept * (total - pinnedMass) / total)
+                    let o = out + h * d
+                    for c in 0..<d { o[c] = (o[c] + f * vbar[c]) / (1 + f) }
+                }
+            }
+        }
+    }
+
+    /// Σ_{j ≤ p} v_j for the rows p = start..<start+rows of a sparse layer, `[rows][kvHeads][headDim]`,
+    /// from a running sum per layer and KV head over positions 0..<summed (brought up to date
+    /// from the cache; rebuilt when the positions at or after `start` were summed before, i.e.
+    /// the cache was rewound).
+    func valueSums(layer: Int, start: Int, rows: Int) -> [Float] {
+        let d = cache.headDim, kvh = cache.kvHeads
+        var out = [Float](repeating: 0, count: rows * kvh * d)
+        for h in 0..<kvh {
+            let at = layer * kvh + h
+            if summed[at] > start {
+                summed[at] = 0
+                for c in 0..<d { valueTotals[at * d + c] = 0 }
+            }
+            let values = cache.values(layer, h)
+            valueTotals.withUnsafeMutableBufferPointer { tb in
+                let run = tb.baseAddress! + at * d
+                for p in summed[at]..<start { for c in 0..<d { run[c] += Float(values[p * d + c]) } }
+                out.withUnsafeMutableBufferPointer { ob in
+                    for t in 0..<rows {
+                        let v = values + (start + t) * d
+                        for c in 0..<d { run[c] += Float(v[c]) }
+                        (ob.baseAddress! + (t * kvh + h) * d).update(from: run, count: d)
+                    }
+                }
+            }
+            summed[at] = start + rows
+        }
+        return out
     }
 
     /// ŝ_j for the visible tokens first..<first+count of one KV head.

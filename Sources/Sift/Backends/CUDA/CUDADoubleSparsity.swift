@@ -290,6 +290,9 @@ public final class CUDADoubleSparseAttention: SparseAwareAttention, BatchedDecod
         guard options.dsSoftGroup != true else {
             throw CUDAError.invalid("--ds-group soft is not supported on the GPU (its selection ranks by the summed group query): drop --ds-group or use --device cpu")
         }
+        guard options.dsResidual != true else {
+            throw CUDAError.invalid("--ds-residual is not implemented on the GPU yet: drop it or use --device cpu")
+        }
         guard options.dsLabelBits == 16 || options.dsLabelBits == 4 else {
             throw CUDAError.invalid("--ds-label-bits must be 16 or 4, got \(options.dsLabelBits)")
         }
