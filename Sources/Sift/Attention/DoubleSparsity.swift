@@ -236,8 +236,10 @@ public final class DoubleSparseAttention: SparseAwareAttention, @unchecked Senda
                     }
                     // The exact mass of S' relative to S's: S less the pinned tokens' exact mass.
                     var pinnedMass: Double = 0
-                    for j in Array(0..<sinkEnd) + Array(recentStart..<count) {
-                        pinnedMass += Double(expf(Kernels.dot(q + h * d, keys + (first + j) * d, d) * shape.scale - maxima[h]))
+                    for range in [0..<sinkEnd, recentStart..<count] {
+                        for j in range {
+                            pinnedMass += Double(expf(Kernels.dot(q + h * d, keys + (first + j) * d, d) * shape.scale - maxima[h]))
+                        }
                     }
                     let total = Double(mass[h])
                     guard kept > 0, total > pinnedMass else { continue }
