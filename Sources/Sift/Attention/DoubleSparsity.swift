@@ -123,10 +123,8 @@ public final class DoubleSparseAttention: SparseAwareAttention, @unchecked Senda
         // Sliding-window layers (Gemma 3's local layers) stay dense: their window already
         // bounds what they read, whatever the context length.
         let sparseRows = (q.rows == 1 || sparsePrefill) && shape.window == 0
-        var sums = options.dsResidual == true && sparseRows ? valueSums(layer: layer, start: start, rows: q.rows) : []
-        let count = sums.count
-        sums.withUnsafeMutableBufferPointer { sb in
-        let valueSum: UnsafePointer<Float>? = count > 0 ? UnsafePointer(sb.baseAddress!) : nil
+        // `--ds-residual`: Σ v over each row's visible tokens, [row][kvHead][headDim] (empty when off).
+        let valueSum = options.dsResidual == true && sparseRows ? valueSums(layer: layer, start: start, rows: q.rows) : []
         shape.forEachGroupRow(q: q, out: out, start: start, budget: options.budget, pool: pool) { r in
             let kvh = r.kvh, first = r.first, visible = r.visible, budget = r.budget, qg = r.q, og = r.out
             if r.isDense(sparse: sparseRows, denseBelow: options.denseBelow) {
@@ -155,7 +153,7 @@ public final class DoubleSparseAttention: SparseAwareAttention, @unchecked Senda
                         options.pin(scores, first: first, visible: visible, budget: budget,
                                     defaultRecent: AttentionOptions.doubleSparsityRecent)
                         TopK.select(scores, count: visible, k: budget, base: first, into: picked.baseAddress!)
-                        if let sums = valueSum {
+                        if !valueSum.isEmpty {
                             // Keep each head's exact softmax mass over the selection for the correction.
                             withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * heads) { st in
                                 let maxima = st.baseAddress!, mass = maxima + heads
@@ -164,12 +162,14 @@ public final class DoubleSparseAttention: SparseAwareAttention, @unchecked Senda
                                                                   rows: picked.baseAddress!, headDim: shape.headDim, scale: shape.scale,
                                                                   maxima: maxima, sums: mass, out: oh)
                                 for h in 0..<heads { Kernels.scale(oh + h * shape.headDim, 1 / mass[h], shape.headDim) }
-                                correctResidual(layer: layer, kvHead: kvh, q: qh, heads: heads, shape: shape, first: first,
-                                                count: visible, picked: picked.baseAddress!, k: budget,
-                                                pinned: options.pinned(visible: first + visible, budget: budget,
-                                                                       defaultRecent: AttentionOptions.doubleSparsityRecent),
-                                                maxima: maxima, mass: mass,
-                                                visibleSum: sums + (r.t * shape.kvHeads + kvh) * shape.headDim, out: oh)
+                                valueSum.withUnsafeBufferPointer { sums in
+                                    correctResidual(layer: layer, kvHead: kvh, q: qh, heads: heads, shape: shape, first: first,
+                                                    count: visible, picked: picked.baseAddress!, k: budget,
+                                                    pinned: options.pinned(visible: first + visible, budget: budget,
+                                                                           defaultRecent: AttentionOptions.doubleSparsityRecent),
+                                                    maxima: maxima, mass: mass,
+                                                    visibleSum: sums.baseAddress! + (r.t * shape.kvHeads + kvh) * shape.headDim, out: oh)
+                                }
                             }
                         } else {
                             DenseAttention.attendGroup(q: qh, groupSize: heads, keys: cache.keys(layer, kvh),
@@ -183,7 +183,6 @@ public final class DoubleSparseAttention: SparseAwareAttention, @unchecked Senda
                     }
                 }
             }
-        }
         }
     }
 
