@@ -187,6 +187,9 @@ func runEvalTask(task: String, options: ModelOptions, run: EvalRunOptions, setti
     }
     if let a = results.accuracy {
         print("\(task): accuracy \(fixed(a * 100, 1))% over \(results.cells.count) cells → \(dir)")
+        if let f = ForcedSummary(results.cells) {
+            print("\(task): teacher-forced answer copied whole in \(fixed(f.copied * 100, 1))% of \(f.cells) cells, tokens right \(fixed(f.tokenAccuracy * 100, 1))%, NLL \(fixed(f.nll, 4)) nats a token")
+        }
     } else if let p = results.ppl {
         print("\(task): ppl \(fixed(p, 4)) → \(dir)")
     }
@@ -254,8 +257,10 @@ func answerCell(_ engine: EvalEngine, _ s: EvalSample, _ key: EvalCellKey, _ max
     let (score, correct) = StringMatch.score(output, s)
     let expected: [String]
     if case .needle(let scorer) = s.scoring { expected = [scorer.plainAnswer] } else { expected = s.expected }
-    return EvalCell(key: key, correct: correct, score: score, output: output, expected: expected, promptTokens: n,
-                    needleDepth: key.depth == nil ? s.depth : nil)
+    var cell = EvalCell(key: key, correct: correct, score: score, output: output, expected: expected, promptTokens: n,
+                        needleDepth: key.depth == nil ? s.depth : nil)
+    cell.record(try engine.forcedScore(s, length: key.length))
+    return cell
 }
 
 struct EvalKV: ParsableCommand {
@@ -268,8 +273,13 @@ struct EvalKV: ParsableCommand {
 
     @Option(help: "Positions of the asked key, in percent of the pairs, comma-separated.")
     var depths: String = "0,25,50,75,100"
+    @Option(help: "Samples (different keys and values) per length and depth.")
+    var samples: Int = 1
 
-    func validate() throws { _ = try parseDepths(depths) }
+    func validate() throws {
+        _ = try parseDepths(depths)
+        guard samples >= 1 else { throw ValidationError("--samples must be ≥ 1") }
+    }
 
     func run() throws {
         let lengths = try common.parsedLengths(), ds = try parseDepths(depths)
@@ -278,11 +288,11 @@ struct EvalKV: ParsableCommand {
         // (0% for every model on the H100 grid); 96 leaves room.
         let maxNew = common.maxNew ?? 96
         var task: KeyValueRetrieval?
-        let keys = lengths.flatMap { l in ds.map { EvalCellKey(task: "kv", length: l, depth: $0) } }
+        let keys = lengths.flatMap { l in ds.flatMap { d in (0..<samples).map { EvalCellKey(task: "kv", length: l, depth: d, sample: $0) } } }
         try runEvalTask(task: "kv", options: options, run: common, settings: [:], keys: keys, maxNew: maxNew,
                         heatmapTasks: ["kv"], prepare: { task = KeyValueRetrieval(tokenizer: $0.tokenizer) }) { engine, key in
-            let s = try task!.sample(length: key.length, depth: key.depth!, seed: common.seed, maxNew: maxNew,
-                                     overhead: engine.format.overhead)
+            let s = try task!.sample(length: key.length, depth: key.depth!, seed: common.seed, index: key.sample,
+                                     maxNew: maxNew, overhead: engine.format.overhead)
             return try answerCell(engine, s, key, maxNew)
         }
     }

@@ -283,4 +283,54 @@ final class EvalResumeTests: XCTestCase {
         cpu.cells = [EvalCell(key: EvalCellKey(task: "kv", length: 1024), correct: true, score: 1, output: "x", expected: ["x"], promptTokens: 10)]
         XCTAssertTrue(EvalReport.runTable(cpu).contains("Device: cpu."))
     }
+
+    /// The teacher-forced summary against sums done here, over random cells; cells without
+    /// forced fields (files written before them) are left out of it and still load.
+    func testForcedSummaryAndRows() throws {
+        var g = SystemRandomNumberGenerator()
+        var r = EvalResults(task: "kv", model: "m.gguf", attention: EvalAttention(name: "dense", budget: "all"), seed: 0, maxNewTokens: 8)
+        var tokens = 0, right = 0, nllSum = 0.0, copied = 0, forcedCells = 0
+        for (i, length) in [1024, 1024, 2048, 2048, 2048, 4096].enumerated() {
+            var c = EvalCell(key: EvalCellKey(task: "kv", length: length, depth: Double(i * 10)), correct: false, score: 0,
+                             output: "", expected: ["v"], promptTokens: 100)
+            if i != 2 {
+                let n = Int.random(in: 1...30, using: &g)
+                var f = ForcedScore()
+                for _ in 0..<n {
+                    f.logProbs.append(-Double.random(in: 0...3, using: &g))
+                    f.greedy.append(i == 0 || Bool.random(using: &g))
+                }
+                c.record(f)
+                tokens += n
+                right += f.greedy.filter { $0 }.count
+                nllSum -= f.logProbs.reduce(0, +)
+                copied += f.copied ? 1 : 0
+                forcedCells += 1
+            }
+            r.cells.append(c)
+        }
+        r.summarize()
+        let s = try XCTUnwrap(ForcedSummary(r.cells))
+        XCTAssertEqual(s.cells, forcedCells)
+        XCTAssertEqual(s.copied, Double(copied) / Double(forcedCells), accuracy: 1e-12)
+        XCTAssertEqual(s.tokenAccuracy, Double(right) / Double(tokens), accuracy: 1e-12)
+        XCTAssertEqual(s.nll, nllSum / Double(tokens), accuracy: 1e-9)
+        XCTAssertEqual(r.cells[0].forcedCopied, true)
+        XCTAssertNil(r.cells[2].forcedCopied)
+        let table = EvalReport.runTable(r)
+        XCTAssertTrue(table.contains("forced: copied"), table)
+        XCTAssertTrue(table.contains("\(forcedCells) cells"), table)
+        XCTAssertTrue(EvalReport.compare([r]).contains("kv (forced)"))
+        // Round trip, and a file without the forced fields has no forced rows.
+        let data = try encode(r)
+        XCTAssertEqual(try JSONDecoder().decode(EvalResults.self, from: data), r)
+        var object = try JSONSerialization.jsonObject(with: data) as! [String: Any]
+        object["cells"] = (object["cells"] as! [[String: Any]]).map { c in
+            c.filter { !$0.key.hasPrefix("forced") }
+        }
+        let old = try JSONDecoder().decode(EvalResults.self, from: JSONSerialization.data(withJSONObject: object))
+        XCTAssertNil(ForcedSummary(old.cells))
+        XCTAssertFalse(EvalReport.runTable(old).contains("forced"))
+        XCTAssertFalse(EvalReport.compare([old]).contains("forced"))
+    }
 }

@@ -91,6 +91,15 @@ final class EvalGeneratorTests: XCTestCase {
                 XCTAssertEqual(again.context, s.context)
                 let other = try task.sample(length: length, depth: depth, seed: 8, maxNew: 40, overhead: fakeOverhead)
                 XCTAssertNotEqual(other.expected, s.expected)
+                // --samples: index 0 is the sample above, later ones differ.
+                let zero = try task.sample(length: length, depth: depth, seed: 7, index: 0, maxNew: 40, overhead: fakeOverhead)
+                XCTAssertEqual(zero.context, s.context)
+                let next = try task.sample(length: length, depth: depth, seed: 7, index: 1, maxNew: 40, overhead: fakeOverhead)
+                XCTAssertNotEqual(next.expected, s.expected)
+                XCTAssertNotEqual(next.context, s.context)
+                // The teacher-forced answer: the value, after an opening that names the key.
+                XCTAssertEqual(s.forcedAnswer, value)
+                XCTAssertTrue(s.forcedPrefix.contains("\"\(key)\"") && s.forcedPrefix.hasSuffix("is \""), s.forcedPrefix)
             }
         }
     }

@@ -40,11 +40,7 @@ public final class EvalEngine {
         }
         let s = try session(for: max(length, prompt.count + maxNewTokens))
         var keep = 0
-        if reusePrefix {
-            let cached = s.tokens
-            let n = min(cached.count, prompt.count - 1)
-            while keep < n && cached[keep] == prompt[keep] { keep += 1 }
-        }
+        if reusePrefix { keep = EvalEngine.reusable(s.tokens, prompt) }
         s.truncate(to: keep)
         tokensReused += keep
         tokensEvaluated += prompt.count - keep
@@ -52,4 +48,61 @@ public final class EvalEngine {
         let r = try generator.generate(prompt: Array(prompt[keep...]), maxTokens: maxNewTokens)
         return (model.tokenizer.decode(r.tokens), prompt.count)
     }
+
+    /// How much of `prompt` the cache may keep: the common prefix, less at least two tokens,
+    /// so that what is evaluated again is a prefill (a single new token would be a decode
+    /// step, which sparse methods attend sparsely) and yields the prompt's last logits.
+    static func reusable(_ cached: [Int32], _ prompt: [Int32]) -> Int {
+        let n = min(cached.count, prompt.count - 2)
+        var keep = 0
+        while keep < n && cached[keep] == prompt[keep] { keep += 1 }
+        return keep
+    }
+
+    /// The teacher-forced score of `sample.forcedAnswer` after the prompt and
+    /// `sample.forcedPrefix`: per answer token, its log-probability and whether it is the
+    /// greedy choice, each given the true tokens before it. The positions after the prompt are
+    /// attended as decode steps would attend them: the prompt's last token as the prefill
+    /// attends it (densely), every later one by the method's decode-time selection (batched
+    /// through `SparseAwareAttention.sparsePrefill` where the method has it, else one token a
+    /// step). Call after `answer` for the same sample: it reuses the prompt in the cache.
+    public func forcedScore(_ sample: EvalSample, length: Int) throws -> ForcedScore? {
+        guard let answer = sample.forcedAnswer else { return nil }
+        let prompt = format.tokens(sample)
+        let opening = model.tokenizer.encode(sample.forcedPrefix, addSpecial: false, parseSpecial: false)
+        let target = model.tokenizer.encode(answer, addSpecial: false, parseSpecial: false)
+        guard !target.isEmpty else { return nil }
+        let forced = opening + target
+        let s = try session(for: max(length, prompt.count + forced.count))
+        // The prompt's last tokens run again (as prefill) to give the first row.
+        let keep = EvalEngine.reusable(s.tokens, prompt)
+        s.truncate(to: keep)
+        tokensReused += keep
+        tokensEvaluated += prompt.count - keep
+        var rows = try s.evaluate(Array(prompt[keep...]), logits: .last)
+        if let sparse = s.attention as? SparseAwareAttention {
+            let was = sparse.sparsePrefill
+            sparse.sparsePrefill = true
+            defer { sparse.sparsePrefill = was }
+            rows += try s.evaluate(Array(forced.dropLast()), logits: .all)
+        } else {
+            for t in forced.dropLast() { rows += try s.evaluate([t], logits: .last) }
+        }
+        var score = ForcedScore()
+        for (j, t) in target.enumerated() {
+            let row = rows[opening.count + j]
+            score.logProbs.append(Perplexity.logSoftmax(row, at: Int(t)))
+            score.greedy.append(Sampler.argmax(row) == t)
+        }
+        return score
+    }
+}
+
+/// Per token of a forced answer: log-probability given the true tokens before it, and whether
+/// it is the token greedy sampling picks (`Sampler.argmax`).
+public struct ForcedScore: Sendable, Equatable {
+    public var logProbs: [Double] = []
+    public var greedy: [Bool] = []
+    /// Every token the greedy choice: greedy decoding would copy the answer whole.
+    public var copied: Bool { greedy.allSatisfy { $0 } }
 }

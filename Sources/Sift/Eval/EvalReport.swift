@@ -27,6 +27,10 @@ public enum EvalReport {
         if let d = r.device { out += "Device: \(d).\n\n" }
         if let a = r.accuracy { out += "Accuracy: \(percent(a))% over \(r.cells.count) cells (seed \(r.seed)).\n\n" }
         if let p = r.ppl { out += "Perplexity: \(fixed(p, 4)).\n\n" }
+        if let f = ForcedSummary(r.cells) {
+            out += "Teacher-forced answer (its opening given; \(f.cells) cells): copied whole \(percent(f.copied))%, "
+                + "tokens right \(percent(f.tokenAccuracy))%, NLL \(fixed(f.nll, 4)) nats a token.\n\n"
+        }
         let header = lengths.map(Heatmap.lengthLabel)
         let depths = Array(Set(r.cells.compactMap(\.depth))).sorted()
         if r.task == "ppl" {
@@ -41,6 +45,11 @@ public enum EvalReport {
                 }) + "\n"
             }
             out += row(["**all**"] + lengths.map { l in percent(r.accuracy(task: r.task, length: l)) }) + "\n"
+            if ForcedSummary(r.cells) != nil {
+                out += row(["forced: copied"] + lengths.map { l in
+                    percent(ForcedSummary(r.cells.filter { $0.length == l })?.copied)
+                }) + "\n"
+            }
         } else {
             let tasks = Array(Set(r.cells.map(\.task))).sorted()
             out += row(["task"] + header) + "\n" + row(["---"] + header.map { _ in "---:" }) + "\n"
@@ -75,6 +84,12 @@ public enum EvalReport {
                     : percent(cells.reduce(0) { $0 + $1.score } / Double(cells.count))
                 let name = t == r.task ? t : "\(r.task)/\(t)"
                 lines.append(([name, model, r.attention.label], row([name, model, r.attention.label] + cols + [mean])))
+                // The teacher-forced answers, where recorded: the share copied whole.
+                if let all = ForcedSummary(cells) {
+                    let f = lengths.map { l in cells.contains { $0.length == l } ? percent(ForcedSummary(cells.filter { $0.length == l })?.copied) : "–" }
+                    let fname = name + " (forced)"
+                    lines.append(([fname, model, r.attention.label], row([fname, model, r.attention.label] + f + [percent(all.copied)])))
+                }
             }
         }
         lines.sort { $0.key.lexicographicallyPrecedes($1.key) }

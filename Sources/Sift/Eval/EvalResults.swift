@@ -67,6 +67,14 @@ public struct EvalCell: Codable, Equatable, Sendable {
     public var promptTokens: Int
     /// Perplexity (ppl task only).
     public var ppl: Double?
+    /// Teacher-forced answer (kv; `EvalEngine.forcedScore`): its token count, mean negative
+    /// log-likelihood in nats a token, and how many of its tokens were the greedy choice.
+    /// nil in files written before it was recorded.
+    public var forcedTokens: Int?
+    public var forcedNLL: Double?
+    public var forcedGreedy: Int?
+    /// Greedy decoding, given the answer's opening, would copy the whole answer.
+    public var forcedCopied: Bool? { forcedTokens.flatMap { n in forcedGreedy.map { $0 == n } } }
 
     public init(key: EvalCellKey, correct: Bool, score: Double, output: String, expected: [String],
                 promptTokens: Int, ppl: Double? = nil, needleDepth: Double? = nil) {
@@ -88,6 +96,37 @@ public struct EvalCell: Codable, Equatable, Sendable {
     enum CodingKeys: String, CodingKey {
         case task, length, depth, sample, correct, score, output, expected, ppl
         case promptTokens = "prompt_tokens", needleDepth = "needle_depth"
+        case forcedTokens = "forced_tokens", forcedNLL = "forced_nll", forcedGreedy = "forced_greedy"
+    }
+
+    /// Records a teacher-forced score (nothing when there is none).
+    public mutating func record(_ f: ForcedScore?) {
+        guard let f, !f.logProbs.isEmpty else { return }
+        forcedTokens = f.logProbs.count
+        forcedNLL = -f.logProbs.reduce(0, +) / Double(f.logProbs.count)
+        forcedGreedy = f.greedy.filter { $0 }.count
+    }
+}
+
+/// Summary of the teacher-forced answers of some cells.
+public struct ForcedSummary: Sendable, Equatable {
+    public var cells = 0
+    /// Share of cells whose answer greedy decoding would copy whole.
+    public var copied = 0.0
+    /// Share of answer tokens that were the greedy choice (over all tokens).
+    public var tokenAccuracy = 0.0
+    /// Mean NLL in nats a token (over all tokens).
+    public var nll = 0.0
+
+    public init?(_ cells: [EvalCell]) {
+        let f = cells.filter { $0.forcedTokens != nil && $0.forcedNLL != nil && $0.forcedGreedy != nil }
+        guard !f.isEmpty else { return nil }
+        let tokens = f.reduce(0) { $0 + $1.forcedTokens! }
+        guard tokens > 0 else { return nil }
+        self.cells = f.count
+        copied = Double(f.filter { $0.forcedCopied == true }.count) / Double(f.count)
+        tokenAccuracy = Double(f.reduce(0) { $0 + $1.forcedGreedy! }) / Double(tokens)
+        nll = f.reduce(0.0) { $0 + $1.forcedNLL! * Double($1.forcedTokens!) } / Double(tokens)
     }
 }
 

@@ -45,6 +45,12 @@ public struct EvalSample: Sendable {
     public var scoring: EvalScoring = .all
     /// Depth (percent of the context) of the needle that is asked about, where there is one.
     public var depth: Double?
+    /// Teacher-forced check of the retrieval alone (kv): the answer's opening words as the
+    /// model writes them (`forcedPrefix`), then the string to retrieve (`forcedAnswer`), whose
+    /// tokens are scored given everything before them. Unlike the generated output, this does
+    /// not depend on the form the model picks for its answer.
+    public var forcedPrefix = ""
+    public var forcedAnswer: String?
 
     public init() {}
 }

@@ -11,14 +11,20 @@ public struct KeyValueRetrieval {
 
     public init(tokenizer: EvalTokenizer) { self.tokenizer = tokenizer }
 
-    public func sample(length: Int, depth: Double, seed: UInt64, maxNew: Int,
+    /// `index` > 0 draws another sample of the same cell (index 0 is the one runs before
+    /// `--samples` drew).
+    public func sample(length: Int, depth: Double, seed: UInt64, index: Int = 0, maxNew: Int,
                        overhead: (EvalSample) -> Int) throws -> EvalSample {
-        var rng = EvalRandom.generator(seed: seed, "kv", "\(length)", "\(depth)")
+        var rng = index == 0 ? EvalRandom.generator(seed: seed, "kv", "\(length)", "\(depth)")
+            : EvalRandom.generator(seed: seed, "kv", "\(length)", "\(depth)", "\(index)")
         let goldKey = EvalRandom.uuid(&rng), goldValue = EvalRandom.uuid(&rng)
         var s = EvalSample()
         s.userBefore = "Extract the value corresponding to the specified key in the JSON object below.\n\nJSON data:\n"
         s.userAfter = "\n\nKey: \"\(goldKey)\"\nCorresponding value:"
         s.expected = [goldValue]
+        // The sentence Qwen2.5-Coder answers with when it answers (docs/eval/README.md).
+        s.forcedPrefix = "The value corresponding to the key \"\(goldKey)\" in the given JSON object is \""
+        s.forcedAnswer = goldValue
         s.scoring = .all
         s.depth = depth
         let budget = length - maxNew - overhead(s)
