@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # CI (no GPU): the embedded kernel sources are up to date, and the sift binary itself compiles
-# every one of them to PTX through NVRTC (the real run-time code path). NVRTC comes from
+# every one of them, and the per-shape builds holding the experimental variants, through NVRTC
+# (the real run-time code path) to sm_90 cubins (so the assembler checks the inline PTX too). NVRTC comes from
 # NVIDIA's pip wheel, installed once into sift's private folder ~/.cache/sift/nvrtc.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,4 +15,4 @@ fi
 lib=$(ls -1 "$dest"/nvidia/*/lib/libnvrtc.so* | grep -v builtins | head -1)
 bin=.build/release/sift
 [ -x "$bin" ] || swift build -c release
-SIFT_NVRTC="$lib" "$bin" kernels --check --arch 90
+SIFT_NVRTC="$lib" "$bin" kernels --check --arch 90 --cubin

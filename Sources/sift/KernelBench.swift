@@ -24,7 +24,7 @@ struct KernelBench: ParsableCommand {
     @Option(help: "Page size of the synthetic cache (power of two).") var pageSize = 64
     @Flag(help: "Check every kernel against a float64 CPU reference before timing.") var check = false
     @Flag(help: "Only run the checks.") var checkOnly = false
-    @Flag(help: "Also time Double Sparsity's attend variants 0 and 5 with split sizes, threshold blocks of 1, 2, 4 chunks and the __match_any histogram for every shape.") var dsSweep = false
+    @Flag(help: "Also time Double Sparsity's attend variants 0, 5 and 6 (L2 prefetch) with split sizes, threshold blocks of 1, 2, 4 chunks and the __match_any histogram for every shape.") var dsSweep = false
     @Flag(help: "Time the attention methods side by side at 1/16 (dense, Double Sparsity, Quest, TidalDecode) instead of the dense-vs-DS table.")
     var methods = false
     @Flag(help: "Time Double Sparsity with 4-bit labels against bf16 labels and dense (KernelBenchLabels.swift) instead of the dense-vs-DS table.")
@@ -95,7 +95,7 @@ struct KernelBench: ParsableCommand {
                   + "\(fixed(tS, 4)) | \(fixed(tST - tS, 4)) | \(fixed(tA, 4)) | \(fixed(ideal, 4)) |")
             if dsSweep {
                 var cells: [String] = []
-                for v in [0, 5] {
+                for v in [0, 5, 6] {
                     for sp in [1024, 2048, 4096] where sp <= l {
                         let d2 = try CUDAAttentionKernels.DoubleSparsity(
                             kernels: k, batch: b, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim,

@@ -155,7 +155,7 @@ struct KernelCheck {
         for b in 0..<B { for h in 0..<KVH { for c in 0..<R { for g in 0..<G {
             qz[(b * H + h * G + g) * D + Int(ch[h * R + c])] = 0
         } } } }
-        // The last runs take the experimental attend variants (1...5) through the plain case.
+        // The last runs take the experimental attend variants (1...6) through the plain case.
         // The fifth field is the recent window (`--recent`, capped per sequence at half of k − sinks);
         // the sixth one selection per query head (`--ds-group per-head`) instead of per KV group.
         let configs = [(0, 0, false, 0, 0, false), (4, 0, false, 0, 0, false), (0, 1, false, 0, 0, false),
@@ -164,7 +164,7 @@ struct KernelCheck {
                        (0, 1, false, -2, 0, false), (2, 2, false, -2, 0, false), (4, 0, false, 0, 64, false),
                        (0, 2, false, 0, 1000, false), (4, 1, true, 0, 64, false),
                        (4, 0, false, 0, 64, true), (0, 1, true, 0, 0, true), (2, 2, false, -2, 64, true)]
-            + (1...5).map { (2, 0, false, $0, 0, false) }
+            + (1...6).map { (2, 0, false, $0, 0, false) }
         for (sinks, mode, small, variant, recent, perHead) in configs {
             let quantized = mode == 1
             let qv = mode == 1 ? qq : mode == 2 ? qz : qh

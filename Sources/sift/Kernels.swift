@@ -12,6 +12,9 @@ struct KernelsCommand: ParsableCommand {
     @Option(help: "Compute capability to compile for, e.g. 90 (H100), 80 (A100).")
     var arch: Int = 90
 
+    @Flag(help: "With --check: compile to cubins for sm_<arch> (runs the PTX assembler too, which checks inline PTX).")
+    var cubin = false
+
     func run() throws {
         if !check {
             for h in KernelSources.headers { print("header \(h.name) (\(h.source.utf8.count) bytes)") }
@@ -22,8 +25,8 @@ struct KernelsCommand: ParsableCommand {
         let nvrtc = try NVRTC.shared()
         let (maj, min) = nvrtc.version
         note("NVRTC \(maj).\(min) from \(nvrtc.libraryPath)")
-        for (unit, bytes) in try nvrtc.compileAllEmbedded(arch: (arch / 10, arch % 10)) {
-            print("ok  \(unit) → \(bytes) bytes of PTX for compute_\(arch)")
+        for (unit, bytes) in try nvrtc.compileAllEmbedded(arch: (arch / 10, arch % 10), output: cubin ? .cubin : .ptx) {
+            print("ok  \(unit) → \(bytes) bytes of \(cubin ? "cubin for sm" : "PTX for compute")_\(arch)")
         }
     }
 }

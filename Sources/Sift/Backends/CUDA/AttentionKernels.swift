@@ -183,7 +183,7 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
 
         static let gridScoresVariant = [1: "match_", 2: "nohist_", 3: "occ_"]
 
-        /// The attend kernel: 0 the default; 1...5 experimental variants (8 dims a lane, more rows
+        /// The attend kernel: 0 the default; 1...6 experimental variants (8 dims a lane, more rows
         /// in flight, more blocks per SM; 4 and 5 fuse the split combine) for benchmarks.
         public let attendVariant: Int
 
@@ -207,8 +207,8 @@ public final class CUDAAttentionKernels: @unchecked Sendable {
             if let sp = splitPositions, sp <= 0 || sp % 4 != 0 || sp > 4096 {
                 throw CUDAError.invalid("Double Sparsity split of \(sp) positions: need a positive multiple of 4, at most 4096")
             }
-            guard (0...5).contains(attendVariant) else {
-                throw CUDAError.invalid("Double Sparsity attend variant \(attendVariant): have 0...5")
+            guard (0...6).contains(attendVariant) else {
+                throw CUDAError.invalid("Double Sparsity attend variant \(attendVariant): have 0...6")
             }
             self.attendVariant = attendVariant
             self.kernels = kernels

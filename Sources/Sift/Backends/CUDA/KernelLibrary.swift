@@ -17,12 +17,23 @@ extension CUDAContext {
 
 extension NVRTC {
     /// Compiles every embedded unit to PTX for compute capability `arch` (no GPU needed) and
-    /// returns (unit, PTX bytes); throws with the compiler log on the first failure.
-    public func compileAllEmbedded(arch: (major: Int, minor: Int) = (9, 0)) throws -> [(String, Int)] {
+    /// returns (unit, PTX bytes; or cubin bytes, which runs the assembler too and so checks the
+    /// inline PTX); throws with the compiler log on the first failure. Units
+    /// with per-shape builds (SIFT_DECODE_D / SIFT_DECODE_G, which also hold the experimental
+    /// variants) are compiled again for `shapeBuilds` (head_dim, group), named `unit#dDgG`.
+    public func compileAllEmbedded(arch: (major: Int, minor: Int) = (9, 0), output: Output = .ptx,
+                                   shapeBuilds: [(Int, Int)] = [(128, 4), (128, 6), (64, 7)]) throws -> [(String, Int)] {
         let headers = KernelSources.headers.map { ($0.name, $0.source) }
-        return try KernelSources.units.map { unit in
-            let ptx = try compile(source: unit.source, name: unit.name, headers: headers, arch: arch, output: .ptx)
-            return (unit.name, ptx.count)
+        var out: [(String, Int)] = []
+        for unit in KernelSources.units {
+            out.append((unit.name, try compile(source: unit.source, name: unit.name, headers: headers, arch: arch, output: output).count))
+            guard unit.source.contains("SIFT_DECODE_D") else { continue }
+            for (d, g) in shapeBuilds {
+                let name = "\(unit.name)#d\(d)g\(g)"
+                let src = "#define SIFT_DECODE_D \(d)\n#define SIFT_DECODE_G \(g)\n" + unit.source
+                out.append((name, try compile(source: src, name: name, headers: headers, arch: arch, output: output).count))
+            }
         }
+        return out
     }
 }

@@ -607,7 +607,22 @@ extern "C" __global__ void __launch_bounds__(TOPK_THREADS) sift_ds_threshold(con
 // when every key equal to T is taken), for the host's checks.
 #define DS_LIST 4096
 #define DS_ATTEND_PAGES 256
-template <int D, int G, int DPL, int UF, bool FUSED>
+// L2 prefetch of one K or V row (D bf16, a multiple of 16 bytes): the bulk-copy engine's
+// prefetch (sm_90), one instruction a row; a hint with no result to wait for.
+template <int D>
+__device__ __forceinline__ void prefetch_row_l2(const sift_bf16* p) {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" :: "l"(p), "r"(D * 2) : "memory");
+#else
+    for (int o = 0; o < D * 2; o += 128) asm volatile("prefetch.global.L2 [%0];" :: "l"((const char*)p + o));
+#endif
+}
+
+// PF > 0 (experimental variant v6): as soon as the chunk's count is known, the first PF rows
+// above D1 (the start of the list, selected whatever T turns out to be) are prefetched into L2,
+// so that their loads are in flight during the rest of the prologue (the low-digit histograms,
+// T, the candidates pass) instead of starting after it.
+template <int D, int G, int DPL, int UF, bool FUSED, int PF = 0>
 __device__ __forceinline__ void ds_attend(
     const sift_bf16* __restrict__ q, const sift_bf16* __restrict__ kc, const sift_bf16* __restrict__ vc,
     const int* __restrict__ page_table, const int* __restrict__ seq_lens, const int* __restrict__ k_per_seq,
@@ -641,6 +656,13 @@ __device__ __forceinline__ void ds_attend(
     // Counts, D1 and rem, the low-digit histograms and this chunk's page-table entries in flight
     // together; then one pass over the list (rows above the bin, then candidates).
     const int2 cnt = counts[(sift_size)bh * max_splits + split];
+    if (PF > 0) {
+        // The list entries load with the count (one round trip); only those below it are rows.
+        for (int i = threadIdx.x; i < min(PF, split_pos); i += blockDim.x) {   // within this chunk's list
+            const sift_u32 row = lp[i];
+            if (i < cnt.x) { prefetch_row_l2<D>(kc + (sift_size)row * D); prefetch_row_l2<D>(vc + (sift_size)row * D); }
+        }
+    }
     const sift_u32 d1 = partial ? (sift_u32)meta[(sift_size)bh * DS_META + 2] : 0u;
     int rem = partial ? meta[(sift_size)bh * DS_META + 3] : 0;
     {
@@ -768,13 +790,14 @@ SIFT_DS_CANDIDATES(1, 8)   // 32 registers, no spills (no shared candidate buffe
 SIFT_DS_CANDIDATES(2, 4)
 SIFT_DS_CANDIDATES(4, 3)
 
-#define SIFT_DS_ATTEND_V(NAME, D, G, DPL, UF, MINB, FUSED) \
+#define SIFT_DS_ATTEND_V(NAME, D, G, DPL, UF, MINB, FUSED) SIFT_DS_ATTEND_VP(NAME, D, G, DPL, UF, MINB, FUSED, 0)
+#define SIFT_DS_ATTEND_VP(NAME, D, G, DPL, UF, MINB, FUSED, PF) \
     extern "C" __global__ void __launch_bounds__(DEC_WARPS * 32, MINB) NAME( \
         const sift_bf16* q, const sift_bf16* kc, const sift_bf16* vc, const int* page_table, const int* seq_lens, \
         const int* k_per_seq, const sift_u32* lists, int list_stride, const int2* counts, const int* meta, const int* low_hist, \
         sift_u32* thr, float* part_o, float* part_lse, \
         int page_shift, int max_pages, int split_pos, int max_splits, float scale, int* counters, sift_bf16* out, int spk) \
-    { sift_pdl_entry(); ds_attend<D, G, DPL, UF, FUSED>(q, kc, vc, page_table, seq_lens, k_per_seq, lists, list_stride, counts, meta, \
+    { sift_pdl_entry(); ds_attend<D, G, DPL, UF, FUSED, PF>(q, kc, vc, page_table, seq_lens, k_per_seq, lists, list_stride, counts, meta, \
                                low_hist, thr, part_o, part_lse, page_shift, max_pages, split_pos, max_splits, scale, counters, out, spk); }
 // Default: up to 4 heads a group, 8 dims a lane and 4 token steps in flight at <= 128 registers
 // (4 blocks of 4 warps per SM; measured 5-10% faster than the dense kernel's layout on an H100 at
@@ -790,8 +813,11 @@ SIFT_DS_CANDIDATES(4, 3)
 #define SIFT_DS_ATTEND_ONE(D, G) SIFT_DS_ATTEND(D, G, SIFT_DPL(D, G))
 SIFT_DS_ATTEND_ONE(SIFT_DECODE_D, SIFT_DECODE_G)
 // Experimental variants (per-variant builds only): 8 dims a lane, U token steps in flight, min blocks
-// per SM; v4, v5: v1, v2 with the split combine fused (the last block of each (b, KV head) merges).
+// per SM; v4, v5: v1, v2 with the split combine fused (the last block of each (b, KV head) merges);
+// v6: the default's layout with the first 128 rows of its list prefetched into L2 (PF, above).
 #define SIFT_DS_ATTEND_VARIANTS(D, G) \
+    SIFT_DS_ATTEND_VP(sift_ds_attend_v6_d##D##_g##G, D, G, ((G) <= 4 ? 8 : SIFT_DPL(D, G)), ((G) <= 4 ? 4 : 0), \
+                      ((G) <= 4 ? 4 : 1), false, 128) \
     SIFT_DS_ATTEND_V(sift_ds_attend_v1_d##D##_g##G, D, G, 8, 8, 3, false) \
     SIFT_DS_ATTEND_V(sift_ds_attend_v2_d##D##_g##G, D, G, 8, 4, 4, false) \
     SIFT_DS_ATTEND_V(sift_ds_attend_v3_d##D##_g##G, D, G, 8, 16, 2, false) \
