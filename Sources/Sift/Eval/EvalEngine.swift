@@ -75,10 +75,9 @@ public final class EvalEngine {
         let forced = opening + target
         let s = try session(for: max(length, prompt.count + forced.count))
         // The prompt's last tokens run again (as prefill) to give the first row.
+        // (Not counted in tokensReused / tokensEvaluated, which report reuse across prompts.)
         let keep = EvalEngine.reusable(s.tokens, prompt)
         s.truncate(to: keep)
-        tokensReused += keep
-        tokensEvaluated += prompt.count - keep
         var rows = try s.evaluate(Array(prompt[keep...]), logits: .last)
         if let sparse = s.attention as? SparseAwareAttention {
             let was = sparse.sparsePrefill
