@@ -188,7 +188,7 @@ func runEvalTask(task: String, options: ModelOptions, run: EvalRunOptions, setti
     if let a = results.accuracy {
         print("\(task): accuracy \(fixed(a * 100, 1))% over \(results.cells.count) cells → \(dir)")
         if let f = ForcedSummary(results.cells) {
-            print("\(task): teacher-forced answer copied whole in \(fixed(f.copied * 100, 1))% of \(f.cells) cells, tokens right \(fixed(f.tokenAccuracy * 100, 1))%, NLL \(fixed(f.nll, 4)) nats a token")
+            print("\(task): teacher-forced answer \(f.text)")
         }
     } else if let p = results.ppl {
         print("\(task): ppl \(fixed(p, 4)) → \(dir)")

@@ -28,8 +28,7 @@ public enum EvalReport {
         if let a = r.accuracy { out += "Accuracy: \(percent(a))% over \(r.cells.count) cells (seed \(r.seed)).\n\n" }
         if let p = r.ppl { out += "Perplexity: \(fixed(p, 4)).\n\n" }
         if let f = ForcedSummary(r.cells) {
-            out += "Teacher-forced answer (its opening given; \(f.cells) cells): copied whole \(percent(f.copied))%, "
-                + "tokens right \(percent(f.tokenAccuracy))%, NLL \(fixed(f.nll, 4)) nats a token.\n\n"
+            out += "Teacher-forced answer (its opening given): \(f.text).\n\n"
         }
         let header = lengths.map(Heatmap.lengthLabel)
         let depths = Array(Set(r.cells.compactMap(\.depth))).sorted()
@@ -86,7 +85,7 @@ public enum EvalReport {
                 lines.append(([name, model, r.attention.label], row([name, model, r.attention.label] + cols + [mean])))
                 // The teacher-forced answers, where recorded: the share copied whole.
                 if let all = ForcedSummary(cells) {
-                    let f = lengths.map { l in cells.contains { $0.length == l } ? percent(ForcedSummary(cells.filter { $0.length == l })?.copied) : "–" }
+                    let f = lengths.map { l in percent(ForcedSummary(cells.filter { $0.length == l })?.copied) }
                     let fname = name + " (forced)"
                     lines.append(([fname, model, r.attention.label], row([fname, model, r.attention.label] + f + [percent(all.copied)])))
                 }

@@ -118,6 +118,12 @@ public struct ForcedSummary: Sendable, Equatable {
     /// Mean NLL in nats a token (over all tokens).
     public var nll = 0.0
 
+    /// One line for reports: "copied whole X% of N cells, tokens right Y%, NLL Z nats a token".
+    public var text: String {
+        "copied whole \(EvalReport.percent(copied))% of \(cells) cells, tokens right \(EvalReport.percent(tokenAccuracy))%, "
+            + "NLL \(EvalReport.fixed(nll, 4)) nats a token"
+    }
+
     public init?(_ cells: [EvalCell]) {
         let f = cells.filter { $0.forcedTokens != nil && $0.forcedNLL != nil && $0.forcedGreedy != nil }
         guard !f.isEmpty else { return nil }
